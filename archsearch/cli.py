@@ -1,0 +1,66 @@
+"""`archsearch` on the command line: one subcommand per pipeline stage; bad input ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from .errors import ArchsearchError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+@command
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import _check
+
+    return _check.run(args.space, samples=args.samples, seed=args.seed, context=args.context)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit code 2, like every other bad input
+        sys.stderr.write(f"archsearch: {message} (see archsearch {self.prog.split()[-1]} --help)\n")
+        sys.exit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="archsearch", description="Search hybrid language-model architectures.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="validate a search space, size it, and show sample architectures with their cost")
+    c.add_argument("space", help="search-space YAML file")
+    c.add_argument("--samples", type=_positive, default=8, help="architectures to draw (default 8)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
+    c.add_argument("--context", type=_positive, default=None, help="context for FLOPs and state (default: the space's)")
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ArchsearchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
