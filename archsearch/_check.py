@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .architecture import Architecture, human
+from .architecture import Architecture, human, human_bytes, human_metric
 from .sampling import Infeasible, RandomSampler, sample, space_size
 from .space import SearchSpace, parameters
 
@@ -35,7 +35,7 @@ def run(path: str, samples: int = 8, seed: int = 0, context: int | None = None) 
         if not broken:
             feasible.append(arch)
         rows.append((str(i), _shape(arch), human(cost.params), human(cost.active_params),
-                     f"{cost.flops_per_token / 1e6:.1f}", _bytes(cost.state_bytes), "; ".join(broken) or arch.digest))
+                     f"{cost.flops_per_token / 1e6:.1f}", human_bytes(cost.state_bytes), "; ".join(broken) or arch.digest))
     header = ("#", "architecture", "params", "active", "MFLOP/tok", "state", "digest / violated")
     widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
     for r in [header, *rows]:
@@ -44,7 +44,7 @@ def run(path: str, samples: int = 8, seed: int = 0, context: int | None = None) 
     if feasible:
         costs = [a.cost(context, dtype_bytes) for a in feasible]
         print(f"\ncost ranges over the {len(feasible)} feasible samples:")
-        for name, fmt in (("params", human), ("active_params", human), ("flops_per_token", human), ("state_bytes", _bytes)):
+        for name, fmt in (("params", human), ("active_params", human), ("flops_per_token", human), ("state_bytes", human_bytes)):
             values = [getattr(c, name) for c in costs]
             print(f"  {name:<16} {fmt(min(values))} .. {fmt(max(values))}")
     else:
@@ -57,12 +57,5 @@ def _shape(arch: Architecture) -> str:
 
 
 def _bound(b) -> str:
-    parts = [f"{b.metric} >= {human(b.low)}" if b.low is not None else "", f"{b.metric} <= {human(b.high)}" if b.high is not None else ""]
-    return " and ".join(p for p in parts if p)
-
-
-def _bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}B"
+    parts = [f">= {human_metric(b.metric, b.low)}" if b.low is not None else "", f"<= {human_metric(b.metric, b.high)}" if b.high is not None else ""]
+    return f"{b.metric} " + " and ".join(p for p in parts if p)

@@ -170,6 +170,19 @@ def human(n: float) -> str:
     return f"{n:.0f}"
 
 
+def human_bytes(n: float) -> str:
+    """3.2MiB, 512.0KiB, 100B."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}B"
+
+
+def human_metric(metric: str, value: float) -> str:
+    """A cost figure in its natural unit (bytes for state, counts otherwise)."""
+    return human_bytes(value) if metric.endswith("bytes") else human(value)
+
+
 def _from_node(root: _yaml.Node) -> Architecture:
     f = root.file
     if not isinstance(root.value, dict):

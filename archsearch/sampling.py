@@ -7,6 +7,7 @@ enumerates a finite space exhaustively.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -23,7 +24,6 @@ from .space import (
     Categorical,
     Every,
     Fixed,
-    FloatRange,
     IntRange,
     LayerTemplate,
     Loc,
@@ -296,6 +296,7 @@ class _PathSampler:
         if self.rng is None:
             raise _Continuous(name)
         self.continuous.append(name)
+        self.path.append(0)
         self.counts.append(math.inf)
         return RandomSampler.real(self, name, low, high, step, log)
 
@@ -361,10 +362,8 @@ def space_size(space: SearchSpace, limit: int = 20_000, probes: int = 2000, seed
     estimates, continuous = [], set()
     for _ in range(probes):
         s = _PathSampler([], rng)
-        try:
+        with contextlib.suppress(Infeasible, SpaceError):
             _Walk(space, s).run()
-        except (Infeasible, SpaceError):
-            pass
         continuous.update(s.continuous)
         estimates.append(math.prod(s.counts))
     if continuous:
@@ -438,5 +437,5 @@ def check_feasible(space: SearchSpace) -> None:
         if all(bound.violation(v) for v in values):
             raise bound.loc.error(
                 f"impossible: no architecture {where} satisfies it ({bound.metric} seen "
-                f"{fmt_quantity(min(values))}..{fmt_quantity(max(values))})"
+                f"{fmt_quantity(min(values), bound.metric)}..{fmt_quantity(max(values), bound.metric)})"
             )

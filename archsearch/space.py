@@ -172,9 +172,9 @@ class Bound:
 
     def violation(self, value: float) -> str | None:
         if self.low is not None and value < self.low:
-            return f"{self.metric} {fmt_quantity(value)} < min {fmt_quantity(self.low)}"
+            return f"{self.metric} {fmt_quantity(value, self.metric)} < min {fmt_quantity(self.low, self.metric)}"
         if self.high is not None and value > self.high:
-            return f"{self.metric} {fmt_quantity(value)} > max {fmt_quantity(self.high)}"
+            return f"{self.metric} {fmt_quantity(value, self.metric)} > max {fmt_quantity(self.high, self.metric)}"
         return None
 
 
@@ -288,10 +288,10 @@ def parse_quantity(value: Any) -> float | None:
     return None
 
 
-def fmt_quantity(x: float) -> str:
-    from .architecture import human
+def fmt_quantity(x: float, metric: str = "") -> str:
+    from .architecture import human_metric  # architecture imports the block registry; keep parsing light
 
-    return human(x)
+    return human_metric(metric, x)
 
 
 # --- parsing ------------------------------------------------------------------------------------------------------
@@ -677,7 +677,7 @@ class _Parser:
                     raise self.fail(snode, f"{key}.{side}", f"expected a non-negative quantity like 30M or 16MiB, got {snode.value!r}")
                 lim[side] = q
             if "min" in lim and "max" in lim and lim["min"] > lim["max"]:
-                raise self.fail(sub, key, f"impossible: min {fmt_quantity(lim['min'])} is above max {fmt_quantity(lim['max'])}")
+                raise self.fail(sub, key, f"impossible: min {fmt_quantity(lim['min'], k)} is above max {fmt_quantity(lim['max'], k)}")
             found.append(Bound(k, lim.get("min"), lim.get("max"), self.loc(sub, key)))
         return Constraints(context, dtype_bytes, tuple(found), self.loc(node, "constraints"))
 
