@@ -59,8 +59,13 @@ def load_file(path: str) -> Node:
     return load(text, path)
 
 
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, file: str) -> Node:
     line = node.start_mark.line + 1
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _COLLECTION_TAGS:
+        raise SpaceError(file, line, "", f"invalid YAML: tag {node.tag} is not allowed (plain YAML only)")
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[str, Node] = {}
