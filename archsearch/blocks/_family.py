@@ -63,8 +63,8 @@ class BlockFamily:
     - parameters: every trainable scalar of the module `build` returns; the layer's pre-norm is not counted here.
     - FLOPs: forward pass, per token, averaged over a sequence of `context` tokens; a multiply-add is 2 FLOPs;
       matrix products, attention scores, convolutions and state updates count; norms and elementwise ops do not.
-    - state bytes: what decoding keeps per sequence after `context` tokens (KV caches, recurrent states,
-      convolution caches), at `dtype_bytes` bytes per element.
+    - state bytes: what decoding keeps per sequence after `context` tokens: KV and convolution caches at
+      `dtype_bytes` per element, recurrent states as the block stores them (float32 where precision needs it).
     """
 
     name: ClassVar[str]

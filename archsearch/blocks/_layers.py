@@ -19,6 +19,9 @@ class Block(nn.Module):
     """
 
     aux_loss: Tensor | None = None
+    # parameters (dotted names) that write into the residual stream: the model scales their initial values by
+    # 1 / sqrt(2 * n_layers) so the residual stream's variance does not grow with depth (GPT-2's scheme)
+    residual_params: tuple[str, ...] = ()
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Any:
         return None

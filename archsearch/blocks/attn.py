@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..kernels.attention import attention
 from ._family import BlockFamily, Param, Params, heads_divide, mean_causal_keys
+from ._layers import Block, rotary
 
 
 class AttentionFamily(BlockFamily):
@@ -41,6 +48,55 @@ class AttentionFamily(BlockFamily):
     def state_bytes(self, p, d_model, context, dtype_bytes):
         cached = min(context, self.window(p) or context)
         return 2 * p["kv_heads"] * (d_model // p["heads"]) * cached * dtype_bytes
+
+    def build(self, p, d_model):
+        return Attention(d_model, p["heads"], p["kv_heads"], p["rope_base"], window=self.window(p))
+
+
+class Attention(Block):
+    """Causal multi-head attention with rotary positions and grouped-query heads, global or over a sliding window.
+
+    Decoding keeps the rotated keys and the values of every past token (global) or of the last `window` tokens
+    (sliding window: the cache rolls and never grows past the window), and the position count for RoPE.
+    """
+
+    residual_params = ("wo.weight",)
+
+    def __init__(self, d_model: int, heads: int, kv_heads: int, rope_base: float, window: int | None = None) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
+        self.rope_base, self.window = rope_base, window
+        self.wq = nn.Linear(d_model, heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(d_model, kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(d_model, kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(heads * self.head_dim, d_model, bias=False)
+        for linear in (self.wq, self.wk, self.wv, self.wo):
+            nn.init.normal_(linear.weight, std=0.02)
+
+    def _qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q = self.wq(x).view(b, t, self.heads, self.head_dim)
+        k = self.wk(x).view(b, t, self.kv_heads, self.head_dim)
+        v = self.wv(x).view(b, t, self.kv_heads, self.head_dim)
+        return rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base), v
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        q, k, v = self._qkv(x, torch.arange(t, device=x.device))
+        return self.wo(attention(q, k, v, window=self.window).reshape(b, t, -1))
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+        empty = torch.zeros(batch, 0, self.kv_heads, self.head_dim, device=device, dtype=dtype)
+        return {"k": empty, "v": empty, "pos": 0}
+
+    def step(self, x: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        pos = state["pos"]
+        q, k, v = self._qkv(x[:, None], torch.full((1,), pos, device=x.device))
+        k, v = torch.cat((state["k"], k), dim=1), torch.cat((state["v"], v), dim=1)
+        if self.window is not None:
+            k, v = k[:, -self.window :], v[:, -self.window :]
+        y = self.wo(attention(q, k, v, window=self.window).reshape(x.shape[0], -1))
+        return y, {"k": k, "v": v, "pos": pos + 1}
 
 
 FAMILY = AttentionFamily()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..kernels.delta_rule import chunk_delta_rule, delta_rule_step
 from ._family import BlockFamily, Param, heads_divide
+from ._layers import Block, RMSNorm, ShortConv
 
 
 class DeltaNetFamily(BlockFamily):
@@ -36,7 +44,92 @@ class DeltaNetFamily(BlockFamily):
     def state_bytes(self, p, d_model, context, dtype_bytes):
         head_dim = d_model // p["heads"]
         conv_cache = 3 * d_model * max(p["conv_size"] - 1, 0)
-        return (p["heads"] * head_dim * head_dim + conv_cache) * dtype_bytes
+        return p["heads"] * head_dim * head_dim * 4 + conv_cache * dtype_bytes  # the state is kept in float32
+
+    def build(self, p, d_model):
+        return DeltaNet(d_model, p["heads"], p["conv_size"], p["gate"])
 
 
 FAMILY = DeltaNetFamily()
+
+
+class DeltaNetState(NamedTuple):
+    """What DeltaNet keeps while decoding: the delta-rule state per head and the short convolutions' caches."""
+
+    recurrent: Tensor  # [B, heads, head_dim, head_dim] in float32, key space to value space
+    conv: tuple[Tensor, ...]  # q, k, v caches [B, d_model, conv_size - 1]; empty without convolutions
+
+
+class DeltaNet(Block):
+    """The DeltaNet layer (Yang et al. 2024; fla's `DeltaNet` with use_beta, silu, l2 and no biases).
+
+    q, k, v = SiLU(ShortConv(W x)), q and k L2-normalised per head, beta = sigmoid(W_beta x) per head;
+    the delta rule runs per head (see `archsearch.kernels.delta_rule`), then o = RMSNorm(o) per head,
+    gated by SiLU(W_g x) when `gate`, and projected by W_o.
+    """
+
+    residual_params = ("o_proj.weight",)
+
+    def __init__(self, d_model: int, heads: int, conv_size: int, gate: bool, norm_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, d_model // heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, d_model, bias=False)
+        self.b_proj = nn.Linear(d_model, heads, bias=False)
+        # named as fla names them, so an export to fla maps parameters one to one
+        self.q_conv1d = ShortConv(d_model, conv_size) if conv_size else None
+        self.k_conv1d = ShortConv(d_model, conv_size) if conv_size else None
+        self.v_conv1d = ShortConv(d_model, conv_size) if conv_size else None
+        self.g_proj = nn.Linear(d_model, d_model, bias=False) if gate else None
+        self.o_norm = RMSNorm(self.head_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(d_model, d_model, bias=False)
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.b_proj, self.g_proj, self.o_proj):
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, T, d]
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.q_conv1d is not None:
+            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        q, k, v, beta = self._heads(x, q, k, v)
+        o, _ = chunk_delta_rule(q, k, v, beta)
+        return self._output(x, o)
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> DeltaNetState:
+        recurrent = torch.zeros(batch, self.heads, self.head_dim, self.head_dim, device=device, dtype=torch.float32)
+        convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d) if self.q_conv1d is not None else ()
+        conv = tuple(c.init_state(batch, device, dtype) for c in convs)
+        return DeltaNetState(recurrent, conv)
+
+    def step(self, x: Tensor, state: DeltaNetState) -> tuple[Tensor, DeltaNetState]:  # x [B, d]
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv = state.conv
+        if self.q_conv1d is not None:
+            (q, cache_q), (k, cache_k), (v, cache_v) = (
+                self.q_conv1d.step(q, conv[0]),
+                self.k_conv1d.step(k, conv[1]),
+                self.v_conv1d.step(v, conv[2]),
+            )
+            conv = (cache_q, cache_k, cache_v)
+        q, k, v, beta = self._heads(x, q, k, v)
+        o, recurrent = delta_rule_step(q, k, v, beta, state.recurrent)
+        return self._output(x, o), DeltaNetState(recurrent, conv)
+
+    def _heads(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """SiLU, split into heads, L2-normalise q and k; beta per head. Works on [B, T, d] and on [B, d]."""
+        q, k, v = (F.silu(y).unflatten(-1, (self.heads, self.head_dim)) for y in (q, k, v))
+        return _l2_normalise(q), _l2_normalise(k), v, self.b_proj(x).sigmoid()
+
+    def _output(self, x: Tensor, o: Tensor) -> Tensor:
+        """Per-head RMSNorm, the optional SiLU gate, and W_o; o is [..., heads, head_dim] beside x [..., d]."""
+        o = self.o_norm(o).flatten(-2)
+        if self.g_proj is not None:
+            o = o * F.silu(self.g_proj(x))
+        return self.o_proj(o)
+
+
+def _l2_normalise(x: Tensor, eps: float = 1e-6) -> Tensor:
+    # eps inside the root, as fla's l2norm puts it, so results match fla's kernels
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)

@@ -15,7 +15,7 @@ SMALL = {
     "h3": {"head_dim": 4, "state_size": 8},
     "hyena": {"order": 3, "filter_width": 16},
     "gau": {"qk_dim": 16},
-    "brt": {"heads": 4, "states": 6, "block": 4},
+    "brt": {"heads": 4, "states": 6, "block_size": 4},
     "glu": {"kind": "geglu"},
     "moe": {"experts": 4, "top_k": 2, "capacity_factor": 0.0},
 }
@@ -85,3 +85,25 @@ def test_step_by_step_decode_equals_parallel_forward(name, params):
             y_t, state = block.step(x[:, t], state)
             steps.append(y_t)
     torch.testing.assert_close(torch.stack(steps, 1), y, atol=1e-4, rtol=1e-4)
+
+
+def _state_bytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size() if state.is_floating_point() or state.is_complex() else 0
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+@pytest.mark.parametrize(("name", "params"), VARIANTS, ids=IDS)
+def test_decode_state_bytes_equal_the_cost_model(name, params):
+    spec, block = build(name, params)
+    block = block.to(torch.bfloat16).eval()
+    context = 11
+    with torch.no_grad():
+        state = block.init_state(2, torch.device("cpu"), torch.bfloat16)
+        for _ in range(context):
+            _, state = block.step(torch.randn(2, D, dtype=torch.bfloat16), state)
+    assert _state_bytes(state) == 2 * spec.fam.state_bytes(spec.p, D, context, dtype_bytes=2)
