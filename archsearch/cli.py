@@ -23,6 +23,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _check.run(args.space, samples=args.samples, seed=args.seed, context=args.context)
 
 
+@command
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import _train_cli
+
+    return _train_cli.run(args)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit code 2, like every other bad input
         sys.stderr.write(f"archsearch: {message} (see archsearch {self.prog.split()[-1]} --help)\n")
@@ -37,6 +44,22 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--samples", type=_positive, default=8, help="architectures to draw (default 8)")
     c.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
     c.add_argument("--context", type=_positive, default=None, help="context for FLOPs and state (default: the space's)")
+    t = sub.add_parser("train", help="train one architecture as a proxy and print perplexity and tokens/s")
+    t.add_argument("arch", help="architecture YAML (normal form), or a search space with --sample SEED")
+    t.add_argument("--sample", type=int, metavar="SEED", help="treat ARCH as a search space and train the architecture this seed draws")
+    t.add_argument("--task", default="lm", help="lm (default), mqar, selective_copy or induction")
+    t.add_argument("--data", default="builtin", help="builtin (default), a text file or folder, a train.bin/val.bin folder, or a saved HF dataset")
+    t.add_argument("--tokenizer", help="tokenizer.json (default: bytes)")
+    t.add_argument("--tokens", type=_positive, default=1_000_000, help="training budget in tokens (default 1M)")
+    t.add_argument("--seconds", type=float, help="wall-clock budget as well")
+    t.add_argument("--seq-len", type=_positive, default=256)
+    t.add_argument("--batch-size", type=_positive, default=16)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--inference", action="store_true", help="also measure prefill and decode tokens/s")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     return p
 
 

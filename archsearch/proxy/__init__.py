@@ -1,0 +1,7 @@
+"""Proxies: turn one architecture into numbers (short-budget language modelling, synthetic recall, throughput)."""
+
+from .data import BUILTIN, Corpus, DataError, DataSpec, load_corpus
+from .tasks import TASKS, TaskSpec
+from .train import Metrics, ProxySettings, evaluate
+
+__all__ = ["BUILTIN", "TASKS", "Corpus", "DataError", "DataSpec", "Metrics", "ProxySettings", "TaskSpec", "evaluate", "load_corpus"]

@@ -1,0 +1,285 @@
+"""Short-budget training and evaluation of one architecture: the numbers a trial turns into objectives."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..architecture import Architecture
+from ..errors import ArchsearchError
+from ..model import HybridLM, build_model
+from .data import Corpus, DataSpec, load_corpus
+from .tasks import TASKS, TaskSpec, accuracy
+from .throughput import DeviceLock, inference_speed, synchronize
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How a proxy trains and what it measures. Equal settings give comparable (and cacheable) results."""
+
+    task: str = "lm"  # lm, or a synthetic task: mqar, selective_copy, induction
+    data: DataSpec = field(default_factory=DataSpec)  # for lm
+    synthetic: TaskSpec | None = None  # for synthetic tasks (defaults from TaskSpec when None)
+    seq_len: int = 256
+    batch_size: int = 16
+    tokens: int = 1_000_000  # training budget
+    seconds: float | None = None  # optional wall-clock budget as well
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: float = 0.05  # share of the steps
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    evals: int = 8  # intermediate evaluations (for early stopping), the last one final
+    eval_tokens: int = 131_072  # the final evaluation; intermediate ones use its first quarter (capped at half the budget)
+    compile: bool = False
+    device: str = "auto"  # auto: cuda when available
+    seed: int = 0
+    timing_steps: int = 10  # training steps timed exclusively for tokens/s
+    inference: bool = False  # also measure prefill and decode tokens/s
+    decode_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.task != "lm" and self.task not in TASKS:
+            raise ArchsearchError(f"task: unknown proxy task {self.task!r}; expected lm, {', '.join(TASKS)}")
+        for name in ("seq_len", "batch_size", "tokens", "evals", "eval_tokens", "timing_steps"):
+            if getattr(self, name) < 1:
+                raise ArchsearchError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+
+    def task_spec(self) -> TaskSpec:
+        return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
+
+
+@dataclass
+class Metrics:
+    """What one proxy run measured. status is ok, diverged, oom or error; figures not measured stay None."""
+
+    status: str = "ok"
+    reason: str = ""
+    val_loss: float | None = None
+    perplexity: float | None = None
+    bits_per_byte: float | None = None
+    accuracy: float | None = None
+    train_tokens_per_s: float | None = None
+    prefill_tokens_per_s: float | None = None
+    decode_tokens_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    params: int | None = None
+    tokens_trained: int = 0
+    wall_seconds: float = 0.0
+    device: str = ""
+    corpus_digest: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Diverged(ArchsearchError):
+    """The training loss stopped being finite."""
+
+
+Report = Callable[[dict[str, float]], None]
+
+
+def evaluate(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
+             on_step: Callable[[int, float], None] | None = None) -> Metrics:
+    """Train `arch` for the settings' budget and measure it. `report` receives each intermediate evaluation
+    (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). Never raises for a trial's own
+    failure (divergence, out of memory): those come back as the status."""
+    settings = settings or ProxySettings()
+    start = time.perf_counter()
+    device = _device(settings.device)
+    metrics = Metrics(device=_device_name(device))
+    try:
+        _run(arch, settings, device, metrics, report, on_step)
+    except Diverged as e:
+        metrics.status, metrics.reason = "diverged", str(e)
+    except torch.cuda.OutOfMemoryError as e:
+        metrics.status, metrics.reason = "oom", str(e).splitlines()[0]
+    finally:
+        metrics.wall_seconds = time.perf_counter() - start
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return metrics
+
+
+def _run(arch, settings, device, metrics, report, on_step) -> None:
+    torch.manual_seed(settings.seed)
+    g = torch.Generator().manual_seed(settings.seed)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    corpus, task = None, None
+    if settings.task == "lm":
+        corpus = load_corpus(settings.data)
+        metrics.corpus_digest = corpus.digest
+        vocab = corpus.vocab_size
+    else:
+        task = settings.task_spec()
+        vocab = task.vocab_size
+    if arch.vocab_size != vocab:  # the data decides the vocabulary; everything else is the architecture's
+        arch = dataclasses.replace(arch, vocab_size=vocab)
+    model = build_model(arch).to(device)
+    metrics.params = sum(p.numel() for p in model.parameters())
+    forward = torch.compile(model) if settings.compile else model
+    opt = _optimizer(model, settings, device)
+    seq_len = task.seq_len if task else settings.seq_len
+    tokens_per_step = settings.batch_size * seq_len
+    steps = max(1, settings.tokens // tokens_per_step)
+    eval_at = {max(1, round(steps * (i + 1) / settings.evals)) for i in range(settings.evals)}
+    timing_start = min(max(5, steps // 10), max(0, steps - settings.timing_steps))
+    lock = DeviceLock(device)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    eval_batches = _eval_batches(settings, corpus, task, seq_len)
+
+    def batch():
+        x, y = corpus.batch("train", settings.batch_size, seq_len, g) if corpus else TASKS[task.name](task, settings.batch_size, g)
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    wall_start = time.perf_counter()
+    timing_end = timing_start + settings.timing_steps
+    pending_eval = False
+    try:
+        for step in range(1, steps + 1):
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * _schedule(step, steps, settings)
+            x, y = batch()
+            timing = timing_start < step <= timing_end
+            if step == timing_start + 1:
+                exclusive = lock.exclusive()
+                exclusive.__enter__()
+                synchronize(device)
+                t0 = time.perf_counter()
+            with _nothing() if timing else lock.shared():
+                with autocast:
+                    out = forward(x, y)
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if step == timing_end:
+                synchronize(device)
+                metrics.train_tokens_per_s = settings.timing_steps * tokens_per_step / (time.perf_counter() - t0)
+                exclusive.__exit__(None, None, None)
+            metrics.tokens_trained = step * tokens_per_step
+            pending_eval |= step in eval_at
+            over_time = settings.seconds is not None and time.perf_counter() - wall_start > settings.seconds
+            last = step == steps or over_time
+            if timing and not last:  # no host syncs and no evaluation inside the timed window
+                continue
+            loss = out.ce_loss.item() if step % 10 == 0 or pending_eval or last else None
+            if loss is not None and not math.isfinite(loss):
+                raise Diverged(f"training loss became {loss} at step {step} of {steps}")
+            if on_step is not None and loss is not None:
+                on_step(metrics.tokens_trained, loss)
+            if pending_eval or last:
+                point = _evaluate(model, eval_batches if last else eval_batches[: max(1, len(eval_batches) // 4)], corpus, task, device, autocast)
+                point["tokens"] = metrics.tokens_trained
+                metrics.history.append(point)
+                pending_eval = False
+                if report is not None:
+                    report(dict(point))
+            if over_time:
+                break
+    finally:
+        lock.close()
+    final = metrics.history[-1]
+    metrics.val_loss = final["val_loss"]
+    if not math.isfinite(metrics.val_loss):
+        raise Diverged(f"validation loss is {metrics.val_loss}")
+    metrics.perplexity = final.get("perplexity")
+    metrics.bits_per_byte = final.get("bits_per_byte")
+    metrics.accuracy = final.get("accuracy")
+    if metrics.train_tokens_per_s is None:  # too few steps for the timed window: whole-run rate, warm-up included
+        metrics.train_tokens_per_s = metrics.tokens_trained / (time.perf_counter() - wall_start)
+    if device.type == "cuda":
+        metrics.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    if settings.inference:
+        lock = DeviceLock(device)
+        try:
+            metrics.__dict__.update(inference_speed(model, settings.batch_size, seq_len, settings.decode_tokens, vocab, device, dtype, lock))
+        finally:
+            lock.close()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ArchsearchError(f"device: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ArchsearchError(f"device: {name} asked for, but this machine has no CUDA GPU")
+    return device
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _optimizer(model: HybridLM, settings: ProxySettings, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on norms, gains, biases or SSM vectors)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def _schedule(step: int, steps: int, s: ProxySettings) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio: the multiplier of the peak learning rate."""
+    warmup = max(1, round(s.warmup * steps))
+    if step <= warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec | None, seq_len: int) -> list:
+    """The held-out batches, the same for every trial with these settings (so their losses compare)."""
+    tokens = min(settings.eval_tokens, max(settings.tokens // 2, settings.batch_size * seq_len))
+    if corpus is not None:
+        return list(corpus.val_batches(settings.batch_size, seq_len, tokens))
+    g = torch.Generator().manual_seed(10_000 + settings.seed)
+    n = max(1, tokens // (settings.batch_size * seq_len))
+    return [TASKS[task.name](task, settings.batch_size, g) for _ in range(n)]
+
+
+@torch.no_grad()
+def _evaluate(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast) -> dict[str, float]:
+    model.eval()
+    total, count, correct, scored = 0.0, 0, 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast:
+            out = model(x, y)
+        n = int((y != -1).sum())
+        total += out.ce_loss.item() * n
+        count += n
+        if task is not None:
+            correct += accuracy(out.logits, y) * n
+            scored += n
+    model.train()
+    loss = total / max(count, 1)
+    point = {"val_loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+    if corpus is not None and corpus.bytes_per_token:
+        point["bits_per_byte"] = loss / LN2 / corpus.bytes_per_token
+    if task is not None:
+        point["accuracy"] = correct / max(scored, 1)
+    return point
