@@ -67,3 +67,37 @@ def test_bad_data_is_one_line_naming_the_path(tmp_path, make, fragment):
     with pytest.raises(DataError) as info:
         load_corpus(DataSpec(source=source))
     assert fragment in str(info.value) and "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def _tokenizer(path, texts):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["[UNK]"]))
+    tok.save(str(path))
+    return tok
+
+
+def test_a_saved_hugging_face_dataset_with_a_tokenizer_reports_bytes_per_token(tmp_path):
+    import datasets
+
+    texts = [f"the quick brown fox {i} jumps over the lazy dog number {i * 7}. " * 20 for i in range(300)]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "ds"))
+    tok = _tokenizer(tmp_path / "tokenizer.json", texts)
+    corpus = load_corpus(DataSpec(source=str(tmp_path / "ds"), tokenizer=str(tmp_path / "tokenizer.json")), min_tokens=500)
+    assert corpus.vocab_size == tok.get_vocab_size() and corpus.bytes_per_token > 1.5
+    assert int(corpus.train.max()) < corpus.vocab_size and len(corpus.val) > 500
+    with pytest.raises(DataError, match="no column 'body'"):
+        load_corpus(DataSpec(source=str(tmp_path / "ds"), tokenizer=str(tmp_path / "tokenizer.json"), text_field="body"))
+
+
+def test_a_text_file_with_a_tokenizer_and_a_bad_tokenizer_file(tmp_path):
+    texts = ["hello world, this is a test of tokenized text. " * 50] * 40
+    (tmp_path / "t.txt").write_text("".join(texts))
+    _tokenizer(tmp_path / "tok.json", texts)
+    corpus = load_corpus(DataSpec(source=str(tmp_path / "t.txt"), tokenizer=str(tmp_path / "tok.json")), min_tokens=100)
+    assert corpus.bytes_per_token > 2
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="bad.json: not a tokenizer.json"):
+        load_corpus(DataSpec(source=str(tmp_path / "t.txt"), tokenizer=str(tmp_path / "bad.json")))
