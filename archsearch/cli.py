@@ -30,6 +30,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return _train_cli.run(args)
 
 
+@command
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import _runner
+
+    _runner.run(args.study, out=args.out, address=args.address, trials=args.trials)
+    return 0
+
+
+@command
+def cmd_front(args: argparse.Namespace) -> int:
+    from . import front
+
+    return front.run_cli(args.run, chosen=args.objectives, plot=args.plot, compare=args.compare, reference=args.reference)
+
+
+@command
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import export
+
+    return export.run_cli(args.run, trial=args.trial, pick=args.pick, to=args.to, out=args.out, weights=args.weights)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit code 2, like every other bad input
         sys.stderr.write(f"archsearch: {message} (see archsearch {self.prog.split()[-1]} --help)\n")
@@ -60,6 +82,25 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--inference", action="store_true", help="also measure prefill and decode tokens/s")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    r = sub.add_parser("run", help="run or resume a study: Ray Tune trains proxies, Optuna chooses them")
+    r.add_argument("study", help="study YAML file")
+    r.add_argument("--out", help="run directory (default: the study's out, else runs/NAME); an existing one is resumed")
+    r.add_argument("--address", help="join this Ray cluster (default: start Ray on this machine)")
+    r.add_argument("--trials", type=_positive, help="number of trials (default: the study's)")
+    f = sub.add_parser("front", help="the Pareto front of a run: table, hypervolume, knee, PNG/HTML plot")
+    f.add_argument("run", help="run directory (the --out of archsearch run)")
+    f.add_argument("--objectives", metavar="A,B", help="metrics to trade off (default: the study's); METRIC:min|max overrides a direction")
+    f.add_argument("--plot", metavar="FILE", help="write a plot: FILE.png (matplotlib) or FILE.html (plotly)")
+    f.add_argument("--compare", metavar="RUN2", help="overlay a second run; hypervolumes at a shared reference point")
+    f.add_argument("--reference", metavar="X,Y", help="hypervolume reference point, one number per objective (default: the worst values pushed 10%% out)")
+    e = sub.add_parser("export", help="hand a trial's architecture to a trainer: normal-form YAML, a transformers directory or an fla config")
+    e.add_argument("run", help="run directory (the --out of archsearch run)")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, metavar="N", help="this trial (it must have finished ok)")
+    which.add_argument("--pick", metavar="knee|best:METRIC", help="the front's knee, or the ok trial best on METRIC")
+    e.add_argument("--to", required=True, choices=("yaml", "hf", "fla"), help="yaml (normal form), hf (transformers) or fla (fla's DeltaNet config)")
+    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    e.add_argument("--weights", action="store_true", help="also write the trial's proxy weights (the run must have saved them)")
     return p
 
 

@@ -425,15 +425,17 @@ def enumerate_space_safe(space: SearchSpace) -> Iterator[Architecture | Exceptio
         return
 
 
-def check_feasible(space: SearchSpace) -> None:
-    """Refuse a space in which no architecture meets the family rules, or one of the constraints."""
+def check_feasible(space: SearchSpace, constraints=None) -> None:
+    """Refuse a space in which no architecture meets the family rules, or one of the constraints (the space's own,
+    or those given)."""
+    constraints = constraints or space.constraints
     results, exhaustive = probe(space)
     where = f"of all {len(results)} in the space" if exhaustive else f"of {len(results)} sampled"
     archs = [r for r in results if isinstance(r, Architecture)]
     if not archs:
         raise results[0].as_space_error()
-    for bound in space.constraints.bounds:
-        values = [getattr(a.cost(space.constraints.context, space.constraints.dtype_bytes), bound.metric) for a in archs]
+    for bound in constraints.bounds:
+        values = [getattr(a.cost(constraints.context, constraints.dtype_bytes), bound.metric) for a in archs]
         if all(bound.violation(v) for v in values):
             raise bound.loc.error(
                 f"impossible: no architecture {where} satisfies it ({bound.metric} seen "

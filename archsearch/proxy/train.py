@@ -90,16 +90,17 @@ Report = Callable[[dict[str, float]], None]
 
 
 def evaluate(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
-             on_step: Callable[[int, float], None] | None = None) -> Metrics:
+             on_step: Callable[[int, float], None] | None = None, weights_path: str | None = None) -> Metrics:
     """Train `arch` for the settings' budget and measure it. `report` receives each intermediate evaluation
-    (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). Never raises for a trial's own
-    failure (divergence, out of memory): those come back as the status."""
+    (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). With `weights_path`, the
+    trained weights are saved there as safetensors. Never raises for a trial's own failure (divergence, out of
+    memory): those come back as the status."""
     settings = settings or ProxySettings()
     start = time.perf_counter()
     device = _device(settings.device)
     metrics = Metrics(device=_device_name(device))
     try:
-        _run(arch, settings, device, metrics, report, on_step)
+        _run(arch, settings, device, metrics, report, on_step, weights_path)
     except Diverged as e:
         metrics.status, metrics.reason = "diverged", str(e)
     except torch.cuda.OutOfMemoryError as e:
@@ -111,7 +112,7 @@ def evaluate(arch: Architecture, settings: ProxySettings | None = None, report: 
     return metrics
 
 
-def _run(arch, settings, device, metrics, report, on_step) -> None:
+def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None:
     torch.manual_seed(settings.seed)
     g = torch.Generator().manual_seed(settings.seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -202,6 +203,10 @@ def _run(arch, settings, device, metrics, report, on_step) -> None:
         metrics.train_tokens_per_s = metrics.tokens_trained / (time.perf_counter() - wall_start)
     if device.type == "cuda":
         metrics.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+    if weights_path is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights_path)
     if settings.inference:
         lock = DeviceLock(device)
         try:

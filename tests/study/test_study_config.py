@@ -1,0 +1,76 @@
+"""Study files: what they may say, and one-line errors for what they may not."""
+
+import pytest
+
+from archsearch.errors import ArchsearchError, SpaceError
+from archsearch.study import Study, freeze, load_run
+
+
+def test_a_study_loads_with_its_space_objectives_and_search(write_study):
+    study = Study.load(write_study(trials=7, concurrency=3, sampler="tpe"))
+    assert study.name == "t" and study.space.name == "tiny" and study.search.trials == 7 and study.search.sampler == "tpe"
+    assert [(o.metric, o.direction) for o in study.objectives] == [("bits_per_byte", "minimize"), ("train_tokens_per_s", "maximize")]
+    assert study.proxy.tokens == 2048 and study.proxy.device == "cpu"
+
+
+def test_the_frozen_study_reloads_equal_from_a_run_directory(write_study, tmp_path):
+    study = Study.load(write_study())
+    freeze(study, tmp_path / "run")
+    again = load_run(tmp_path / "run").study
+    assert again.frozen == study.frozen and again.proxy == study.proxy and again.proxy_key == study.proxy_key
+
+
+def test_an_inline_space_works_and_its_errors_name_the_study_file(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("space:\n  d_model: 32\n  n_layers: 2\n  layers: {mixer: attn, channel: glu, heads: 3}\nobjectives: [val_loss]\n")
+    with pytest.raises(SpaceError, match=r"s.yaml:4: space.layers.heads|s.yaml:4: layers.heads"):
+        Study.load(path)
+
+
+@pytest.mark.parametrize(
+    ("extra_or_change", "line", "key", "fragment"),
+    [
+        ("unknown: 1\n", 6, "unknown", "unknown key"),
+        ("plugins: [nope.py]\n", 6, "plugins", "no such file"),
+        ("constraints: {params: {max: 1K}}\n", 6, "constraints.params", "no architecture"),
+    ],
+)
+def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key, fragment):
+    with pytest.raises(SpaceError) as info:
+        Study.load(write_study(extra=extra_or_change))
+    assert (info.value.line, info.value.key) == (line, key) and fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("space: space.yaml\nobjectives: [loss]\n", "objectives[0]", "unknown metric 'loss'"),
+        ("space: space.yaml\nobjectives: [accuracy]\n", "objectives[0]", "synthetic proxy task"),
+        ("space: space.yaml\nobjectives: [{val_loss: up}]\n", "objectives[0].val_loss", "min or max"),
+        ("space: space.yaml\nobjectives: [decode_tokens_per_s]\n", "objectives[0]", "inference: true"),
+        ("space: space.yaml\nobjectives: [val_loss, val_loss]\n", "objectives[1]", "listed twice"),
+        ("space: space.yaml\nobjectives: []\n", "objectives", "non-empty"),
+        ("space: missing.yaml\nobjectives: [val_loss]\n", "space", "no such file"),
+        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {sampler: cmaes}\n", "search.sampler", "nsga2"),
+        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {trials: 0}\n", "search.trials", "positive"),
+        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {resources: {tpu: 1}}\n", "search.resources", "cpu"),
+        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {early_stopping: {grace: 2}}\n", "search.early_stopping", "grace"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: lots}\n", "proxy.tokens", "integer"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {lr: fast}\n", "proxy.lr", "number"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokenz: 5}\n", "proxy.tokenz", "unknown proxy setting"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {task: poetry}\n", "proxy", "unknown proxy task"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {data: {sauce: x}}\n", "proxy.data.sauce", "unknown setting"),
+    ],
+)
+def test_bad_study_values_are_one_line(write_study, tmp_path, text, key, fragment):
+    write_study()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as info:
+        Study.load(path)
+    assert info.value.key == key and fragment in info.value.message and str(info.value).startswith(f"{path}:")
+
+
+def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(ArchsearchError, match="not a run directory"):
+        load_run(tmp_path)
