@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from .architecture import Architecture
 from .errors import ArchsearchError
 from .front import pareto_mask
-from .sampling import Infeasible, OptunaSampler, sample
+from .sampling import Infeasible, OptunaSampler, sample, space_size
 from .study import METRICS, TABLE_COLUMNS, Study, _import_plugins, freeze
 
 FINISHED = ("ok", "infeasible", "diverged", "oom", "error", "pruned")
@@ -96,6 +96,14 @@ def _cache_put(run_dir: str, digest: str, proxy_key: str, result: dict) -> None:
 # --- in the driver --------------------------------------------------------------------------------------------------
 
 
+class _Grid(optuna.samplers.BruteForceSampler):
+    """Optuna's brute-force walk of a conditional space. The run already caps the trials at the grid's size, and
+    the stock sampler's way to end (study.stop) only works inside Study.optimize, which Ray Tune does not use."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def _sampler(study: Study):
     s = study.search
     table = {
@@ -103,7 +111,7 @@ def _sampler(study: Study):
         "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, n_startup_trials=max(2, min(10, s.trials // 4))),
         "gp": lambda: optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=max(2, min(10, s.trials // 4))),
         "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
-        "grid": lambda: optuna.samplers.BruteForceSampler(seed=s.seed),
+        "grid": lambda: _Grid(seed=s.seed),
     }
     return table[s.sampler]()
 
@@ -131,6 +139,9 @@ class ArchSearch(OptunaSearch):
         if trial_id in self._completed_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        self._completed_trials.add(trial_id)
+        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            return  # the sampler closed it already (a grid that ran out of points)
         status = (result or {}).get("status", "error")
         values = [(result or {}).get(m) for m in self.metric]
         state = optuna.trial.TrialState.FAIL
@@ -142,7 +153,6 @@ class ArchSearch(OptunaSearch):
         if result and result.get("reason"):
             ot_trial.set_user_attr("reason", str(result["reason"])[:500])
         self._ot_study.tell(ot_trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
-        self._completed_trials.add(trial_id)
 
 
 def _recover(ostudy) -> int:
@@ -283,7 +293,15 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     else:
         freeze(study, run_dir)
     total = trials or study.search.trials
+    if study.search.sampler == "grid":
+        size = space_size(study.space)
+        if size.assignments is None:
+            raise ArchsearchError(f"{study.file}: search.sampler: grid needs a finite space that can be enumerated; it has {size.describe()}")
+        if total > size.assignments:
+            print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
+            total = size.assignments
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}")
     ostudy = optuna.create_study(storage=storage, study_name=study.name, load_if_exists=True,
                                  directions=[o.direction for o in study.objectives])

@@ -1,0 +1,108 @@
+"""Studies end to end on Ray: results, failures, resume after a kill, and joining a running Ray cluster."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray at a time on a small machine
+
+
+@pytest.fixture
+def ray_shutdown():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def finished_in_optuna(run_dir):
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    return [t for t in study.get_trials() if t.state.is_finished() and t.user_attrs.get("status") != "interrupted"]
+
+
+def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdown, capsys):
+    from archsearch._runner import run
+
+    run_dir = run(str(write_study(trials=4, concurrency=2)), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert sorted(table["trial"]) == [0, 1, 2, 3] and set(table["status"]) == {"ok"}
+    assert (table["bits_per_byte"] > 0).all() and (table["train_tokens_per_s"] > 0).all()
+    assert {"study.yaml", "space.yaml", "optuna.db", "ray", "cache.jsonl"} <= set(os.listdir(run_dir))
+    assert len(finished_in_optuna(run_dir)) == 4
+    out = capsys.readouterr().out
+    assert "4/4 finished" in out and "best bits_per_byte" in out and "front" in out
+    # running again finds every trial done, trains nothing and keeps the table
+    run(str(tmp_path / "study.yaml"), out=str(run_dir))
+    assert pd.read_csv(run_dir / "trials.csv").equals(table)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(write_study, tmp_path, ray_shutdown):
+    from archsearch._runner import run
+
+    space = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, crash]}, channel: glu, heads: 2}\n"
+    crash = os.path.join(os.path.dirname(__file__), "crash_block.py")
+    path = write_study(trials=4, space=space, extra=f"plugins: [{crash}]\n", sampler="grid")
+    run_dir = run(str(path), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) == {"ok", "error"}  # the grid has two points
+    assert table.loc[table["status"] == "error", "reason"].str.contains("always fails").all()
+
+
+def test_an_infeasible_architecture_is_recorded_not_trained(write_study, tmp_path, ray_shutdown):
+    from archsearch._runner import run
+
+    extra = "constraints: {params: {max: 30K}}\n"
+    space = "d_model: {choice: [16, 64]}\nn_layers: 1\nlayers: {mixer: attn, channel: glu, heads: 2}\n"
+    run_dir = run(str(write_study(trials=4, space=space, extra=extra, sampler="grid")), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert {"ok", "infeasible"} == set(table["status"])
+    assert table.loc[table["status"] == "infeasible", "reason"].str.contains("params").all()
+
+
+def test_resume_after_a_kill_loses_no_finished_trial_and_duplicates_none(write_study, tmp_path):
+    space = "d_model: {choice: [32, 48, 64]}\nn_layers: {choice: [1, 2]}\nlayers: {mixer: {choice: [attn, deltanet, hyena]}, channel: glu, heads: 2}\nblocks: {hyena: {filter_width: 8}}\n"
+    study = write_study(trials=6, concurrency=1, space=space, tokens=16384)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "archsearch.cli", "run", str(study), "--out", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        table_file = run_dir / "trials.csv"
+        if table_file.exists() and len(pd.read_csv(table_file)) >= 2:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-study
+    proc.wait()
+    before = pd.read_csv(run_dir / "trials.csv")
+    assert 2 <= len(before) < 6
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = pd.read_csv(run_dir / "trials.csv")
+    assert len(after) == 6 and after["trial"].is_unique
+    kept = after.set_index("trial").loc[before["trial"]]
+    pd.testing.assert_frame_equal(kept.reset_index()[before.columns], before, check_dtype=False)
+    assert len(finished_in_optuna(run_dir)) == 6
+    assert "resuming" in done.stdout
+
+
+def test_address_joins_an_existing_multi_node_ray_cluster(write_study, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from archsearch._runner import run
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        run_dir = run(str(write_study(trials=2, concurrency=2)), out=str(tmp_path / "run"), address=cluster.address)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        assert len(pd.read_csv(run_dir / "trials.csv")) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
