@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--objectives", metavar="A,B", help="metrics to trade off (default: the study's); METRIC:min|max overrides a direction")
     f.add_argument("--plot", metavar="FILE", help="write a plot: FILE.png (matplotlib) or FILE.html (plotly)")
     f.add_argument("--compare", metavar="RUN2", help="overlay a second run; hypervolumes at a shared reference point")
-    f.add_argument("--reference", metavar="X,Y", help="hypervolume reference point, one number per objective (default: the worst values pushed 10%% out)")
+    f.add_argument("--reference", metavar="X,Y", help="hypervolume reference point, one number per objective (default: the worst values pushed 10%% of their range out); negative numbers as --reference=-1,5")
     e = sub.add_parser("export", help="hand a trial's architecture to a trainer: normal-form YAML, a transformers directory or an fla config")
     e.add_argument("run", help="run directory (the --out of archsearch run)")
     which = e.add_mutually_exclusive_group(required=True)

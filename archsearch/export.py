@@ -1,0 +1,267 @@
+"""Hand a trial to a trainer: its normal-form YAML, a transformers directory, or an fla config, with proxy weights.
+
+Which trial: `--trial N` (it must have finished ok), `--pick knee` (the knee of the study's front) or
+`--pick best:METRIC` (the ok trial best on one metric). Formats:
+- yaml: DIR/architecture.yaml, which `Architecture.load` and `archsearch.build_model` read;
+- hf: a directory `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` loads (see `archsearch.hf`);
+- fla: DIR/config.json for fla's DeltaNet model (model_type delta_net) where fla can express the hybrid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import front
+from .architecture import Architecture, human
+from .errors import ArchsearchError
+from .study import Run
+
+FORMATS = ("yaml", "hf", "fla")
+
+
+class ExportError(ArchsearchError):
+    """A trial, a format or an architecture that `export` cannot hand over."""
+
+
+# --- which trial -----------------------------------------------------------------------------------------------------
+
+
+def pick_trial(run: Run, trial: int | None = None, pick: str | None = None) -> tuple[int, str]:
+    """The trial to export and why it was chosen: `trial` itself (checked), or by `pick` ("knee", "best:METRIC")."""
+    if (trial is None) == (pick is None):
+        raise ExportError("export: expected one of --trial N or --pick knee|best:METRIC")
+    if trial is not None:
+        _ok_row(run, trial)
+        return trial, "chosen with --trial"
+    if pick == "knee":
+        f = front.compute_front(run)
+        names = ", ".join(o.metric for o in f.objectives)
+        return f.knee, f"the knee of the front of {names} ({int(f.mask.sum())} trials on the front)"
+    if pick is not None and pick.startswith("best:"):
+        metric = pick.removeprefix("best:")
+        number = front.best_trial(run, metric)
+        (objective,) = front.objectives(run, [metric], flag=f"--pick {pick}")
+        return number, f"the best {metric} ({'lowest' if objective.direction == 'minimize' else 'highest'}) of the ok trials"
+    raise ExportError(f"export: --pick {pick}: expected knee or best:METRIC, e.g. best:bits_per_byte")
+
+
+def _ok_row(run: Run, trial: int) -> dict[str, Any]:
+    trials = run.trials
+    table = run.path / "trials.csv"
+    rows = trials[trials["trial"] == trial]
+    if rows.empty:
+        known = sorted(int(t) for t in trials["trial"])
+        listed = f"trials {known[0]}..{known[-1]}" if known else "no trials"
+        raise ExportError(f"export: --trial {trial}: no such trial in {table} ({listed})")
+    row = rows.iloc[0].to_dict()
+    if row["status"] != "ok":
+        reason = f": {row['reason']}" if isinstance(row.get("reason"), str) and row["reason"] else ""
+        raise ExportError(f"export: --trial {trial}: status {row['status']}{reason}; expected a trial that finished ok")
+    return row
+
+
+def trial_architecture(run: Run, trial: int) -> Architecture:
+    """The normal-form architecture a trial trained (the vocabulary is the one it was trained with)."""
+    return Architecture.from_json(_ok_row(run, trial)["arch"], f"{run.path / 'trials.csv'} (trial {trial})")
+
+
+def weights_file(run: Run, trial: int) -> Path:
+    """The trial's saved proxy weights; a trial whose result was reused from an identical architecture has that
+    trial's. Raises when the run kept none."""
+    own = run.path / "weights" / f"trial_{trial}.safetensors"
+    if own.exists():
+        return own
+    row = _ok_row(run, trial)
+    trials = run.trials
+    same = trials[(trials["digest"] == row["digest"]) & (trials["status"] == "ok")]
+    for other in sorted(int(t) for t in same["trial"]):
+        path = run.path / "weights" / f"trial_{other}.safetensors"
+        if path.exists():
+            return path
+    raise ExportError(f"export: --weights: {own}: missing; the run saved no weights for trial {trial} "
+                      "(set search.save_weights: true in the study to keep them)")
+
+
+def load_weights(run: Run, trial: int, arch: Architecture) -> tuple[Architecture, dict[str, Any]]:
+    """The trial's weights as a HybridLM state_dict, and the architecture they fit (the vocabulary they were
+    trained with, should the table's differ)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    path = weights_file(run, trial)
+    state = {k.removeprefix("_orig_mod."): v for k, v in load_file(path).items()}
+    vocab = state["embed.weight"].shape[0] if "embed.weight" in state else arch.vocab_size
+    if vocab != arch.vocab_size:
+        arch = dataclasses.replace(arch, vocab_size=vocab)
+    from .model import HybridLM
+
+    expected = HybridLM(arch).state_dict()
+    if set(expected) != set(state) or any(expected[k].shape != state[k].shape for k in expected):
+        raise ExportError(f"export: --weights: {path}: the tensors do not fit trial {trial}'s architecture {arch.summary()}")
+    return arch, state
+
+
+# --- formats ---------------------------------------------------------------------------------------------------------
+
+
+def export_yaml(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
+    """DIR/architecture.yaml (and DIR/model.safetensors, HybridLM's state_dict, with weights)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "architecture.yaml"
+    path.write_text(arch.to_yaml())
+    written = [path]
+    if state is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, out / "model.safetensors", metadata={"format": "pt"})
+        written.append(out / "model.safetensors")
+    return written
+
+
+def export_hf(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
+    """A transformers directory; model.safetensors holds the proxy weights, or a fresh initialisation without."""
+    from .hf import save_hf
+
+    save_hf(arch, out, state)
+    return [out / name for name in ("config.json", "configuration_archsearch.py", "modeling_archsearch.py", "model.safetensors")]
+
+
+def fla_config(arch: Architecture) -> dict[str, Any]:
+    """fla's DeltaNet config (fla.models.DeltaNetConfig) for a hybrid fla can express: deltanet mixers with global or
+    sliding-window attention at some layers (one setting for each kind of layer, one window), swiglu glu channels."""
+    deltanet, attention, glu, attn_layers = {}, {}, {}, []
+    for i, layer in enumerate(arch.layers):
+        mixer, channel = layer.mixer, layer.channel
+        if mixer.family == "deltanet":
+            _same(deltanet, mixer.p, i, "deltanet", ("heads", "conv_size", "gate"))
+        elif mixer.family in ("attn", "swa"):
+            attn_layers.append(i)
+            p = {**mixer.p, "window": mixer.p.get("window")}
+            _same(attention, p, i, "attention", ("heads", "kv_heads", "rope_base", "window"),
+                  note="fla's attn has one setting (and one window) for all of its layers")
+        else:
+            raise ExportError(f"export: fla has no {mixer.family!r} layer (layer {i})")
+        if channel is None:
+            raise ExportError(f"export: fla's delta_net has an MLP in every layer; layer {i} has none")
+        if channel.family != "glu":
+            raise ExportError(f"export: fla has no {channel.family!r} layer (layer {i} channel)")
+        if channel.p["kind"] != "swiglu":
+            raise ExportError(f"export: fla's GatedMLP is swiglu; layer {i} has glu kind {channel.p['kind']!r}")
+        _same(glu, {"hidden": channel.fam.hidden(channel.p, arch.d_model)}, i, "glu", ("hidden",))
+    heads = deltanet.get("heads", attention.get("heads"))
+    config: dict[str, Any] = {
+        "model_type": "delta_net",
+        "architectures": ["DeltaNetForCausalLM"],
+        "attn_mode": "chunk",
+        "hidden_size": arch.d_model,
+        "num_hidden_layers": arch.n_layers,
+        "num_heads": heads,
+        "expand_k": 1.0,
+        "expand_v": 1.0,
+        "use_short_conv": deltanet.get("conv_size", 4) > 0,
+        "conv_size": deltanet.get("conv_size", 4) or 4,
+        "use_gate": deltanet.get("gate", True),
+        "use_beta": True,
+        "use_output_norm": True,
+        "qk_norm": "l2",
+        "qk_activation": "silu",
+        # fla's GatedMLP width is intermediate_size when given; hidden_ratio (of which it would take 2/3) only describes it
+        "hidden_ratio": round(glu["hidden"] / arch.d_model * 3 / 2, 6),
+        "intermediate_size": glu["hidden"],
+        "hidden_act": "swish",
+        "norm_eps": 1e-6,
+        "vocab_size": arch.vocab_size,
+        "tie_word_embeddings": arch.tie_embeddings,
+        "initializer_range": 0.02,
+        "attn": None,
+    }
+    if attn_layers:
+        config["attn"] = {
+            "layers": attn_layers,
+            "num_heads": attention["heads"],
+            "num_kv_heads": attention["kv_heads"],
+            "qkv_bias": False,
+            "window_size": attention["window"],
+            "rope_theta": attention["rope_base"],
+        }
+    return config
+
+
+def _same(seen: dict[str, Any], params: dict[str, Any], layer: int, kind: str, keys: tuple[str, ...], note: str = "") -> None:
+    """fla configures each kind of layer once: every layer of a kind must agree with the first on `keys`."""
+    if not seen:
+        seen.update({k: params[k] for k in params}, first=layer)
+        return
+    for key in keys:
+        if params[key] != seen[key]:
+            why = note or f"fla's delta_net has one {kind} setting for all of its layers"
+            first, this = (_setting(key, v) for v in (seen[key], params[key]))
+            raise ExportError(f"export: {why}; layer {seen['first']} has {kind} {first}, layer {layer} has {this}")
+
+
+def _setting(key: str, value: Any) -> str:
+    return "no window (global)" if key == "window" and value is None else f"{key}={value}"
+
+
+def export_fla(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
+    """DIR/config.json for fla's DeltaNetForCausalLM, and the architecture.yaml it came from."""
+    if state is not None:
+        raise ExportError("export: --weights goes with --to yaml or hf; fla names and lays out parameters its own way")
+    config = fla_config(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    (out / "architecture.yaml").write_text(arch.to_yaml())
+    return [path, out / "architecture.yaml"]
+
+
+EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[Path]]] = {
+    "yaml": export_yaml,
+    "hf": export_hf,
+    "fla": export_fla,
+}
+
+
+def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False) -> list[Path]:
+    """Write trial `trial` of `run` in format `to` into `out`; returns the files written."""
+    if to not in EXPORTERS:
+        raise ExportError(f"export: --to {to}: expected one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export: --out {out}: is a file; expected a directory (it is created if missing)")
+    arch = trial_architecture(run, trial)
+    state = None
+    if to == "fla":
+        fla_config(arch)  # an inexpressible hybrid is the error to report, before any about weights
+    if weights:
+        arch, state = load_weights(run, trial, arch)
+    return EXPORTERS[to](arch, out, state)
+
+
+def run_cli(path: str, trial: int | None = None, pick: str | None = None, to: str = "yaml", out: str = ".",
+            weights: bool = False) -> int:
+    """`archsearch export`: choose the trial, write it, say what was written and how to load it."""
+    run = front.load(path)
+    number, why = pick_trial(run, trial, pick)
+    arch = trial_architecture(run, number)
+    written = export(run, number, to, out, weights)
+    print(f"trial {number}: {arch.summary()} ({arch.digest}), {why}")
+    row = _ok_row(run, number)
+    metrics = [o.metric for o in run.study.objectives if o.metric in row]
+    if metrics:
+        print("  " + ", ".join(f"{m}={front.format_metric(m, row[m])}" for m in metrics))
+    for file in written:
+        print(f"wrote {file}")
+    if to == "yaml":
+        print(f"load: archsearch.build_model(archsearch.Architecture.load({str(written[0])!r}))")
+    elif to == "hf":
+        source = f"proxy weights of {weights_file(run, number).name}" if weights else "a fresh initialisation (seed 0); --weights for the proxy's"
+        print(f"model.safetensors: {source} ({human(arch.cost().params)} parameters)")
+        print(f"load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
+    else:
+        print(f"load: fla.models.DeltaNetForCausalLM(fla.models.DeltaNetConfig.from_pretrained({str(out)!r}))")
+    return 0
