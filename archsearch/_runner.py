@@ -318,7 +318,8 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our Recorder prints the progress; Ray's tables would repeat it
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local" starts a Ray of our own: never a leftover one that an interrupted run may still be shutting down
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     searcher = ArchSearch(space=DefineByRun(study), metric=[o.metric for o in study.objectives],
                                  mode=["min" if o.direction == "minimize" else "max" for o in study.objectives],
                                  sampler=_sampler(study), storage=storage, study_name=study.name)

@@ -19,7 +19,7 @@ import yaml
 from . import _yaml
 from .errors import ArchsearchError, SpaceError
 from .proxy import DataSpec, ProxySettings, TaskSpec
-from .space import Constraints, SearchSpace, _Parser, _parse
+from .space import Constraints, SearchSpace, _parse, _Parser
 
 METRICS = {  # every number a trial produces, with its natural direction
     "val_loss": "minimize",

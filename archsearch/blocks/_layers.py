@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..kernels.short_conv import short_conv
 
 
 class Block(nn.Module):
@@ -61,8 +62,7 @@ class ShortConv(nn.Module):
         nn.init.normal_(self.weight, std=kernel_size**-0.5)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, C]
-        y = F.conv1d(F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0)), self.weight[:, None, :], groups=x.shape[-1])
-        return y.transpose(1, 2)
+        return short_conv(x, self.weight)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         return torch.zeros(batch, self.weight.shape[0], self.kernel_size - 1, device=device, dtype=dtype)

@@ -2,7 +2,12 @@
 
 Shapes: u [..., C, T] (time last, leading dimensions are batch), h [C, T'] with any T' (taps beyond T are
 ignored, missing taps are zero), skip [C]; see `reference` for the definition. Outputs come back in the dtype
-of u; the arithmetic is float32.
+of u; the arithmetic is float32 outside the transforms.
+
+Dispatch on CUDA: `monarch` (one fused Triton kernel, DFT products in fp16 on tensor cores) up to T = 2048, where
+its tiles fit the registers; `fft` (cuFFT in fp16 with fused Triton passes) beyond, in fp32 past T = 32768 where
+fp16's range ends. Both stay within 1e-2 relative error of the float32 reference (benchmarks/long_conv.py measures
+speed and error). Elsewhere the FFT reference runs.
 """
 
 from __future__ import annotations
@@ -11,10 +16,19 @@ from torch import Tensor
 
 from .reference import long_conv_direct, long_conv_fft, long_conv_step
 
+MONARCH_MAX_T = 2048  # its 4096-point tiles; at 8192 points the kernel spills registers and loses to cuFFT
+HALF_FFT_MAX_T = 32768  # fp16 transforms: every value of the unnormalised transform stays under T < fp16's max
+
 
 def long_conv(u: Tensor, h: Tensor, skip: Tensor | None = None) -> Tensor:
     """y = h * u (causal, per channel) + skip u over a whole sequence (training and prefill)."""
-    # The fused GPU kernel (FFT or blocked) plugs in here for CUDA tensors; until then every device runs the FFT form.
+    if u.is_cuda:
+        from . import fft, monarch  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+
+        t = u.shape[-1]
+        if t <= MONARCH_MAX_T:
+            return monarch.long_conv_monarch(u, h, skip)
+        return fft.long_conv_cufft(u, h, skip, half=t <= HALF_FFT_MAX_T)
     return long_conv_fft(u, h, skip)
 
 

@@ -16,7 +16,20 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .reference import ACTIVATIONS, activate, mlp, moe_mlp_reference
+from . import reference
+from .reference import ACTIVATIONS, activate, moe_mlp_reference
+
+# SwiGLU's silu(a) * b as one Triton kernel each way on CUDA, in `mlp` and the experts (benchmarks/gated_mlp.py)
+FUSED_SWIGLU = True
+
+
+def mlp(x: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
+    """One MLP without bias (see `reference.mlp`), SwiGLU's silu(a) * b fused on CUDA."""
+    if kind == "swiglu" and FUSED_SWIGLU and x.is_cuda:
+        from .swiglu import swiglu  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+
+        return swiglu(x @ w1, x @ w3) @ w2
+    return reference.mlp(x, w1, w2, w3, kind)
 
 
 def moe_mlp(
@@ -30,6 +43,15 @@ def moe_mlp(
     order = torch.argsort(flat, stable=True)
     order = order[int((flat < 0).sum()) :]
     counts = torch.bincount(flat[order], minlength=w1.shape[0])
+    if x.is_cuda:
+        from .combine import combine, gather  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+
+        # pos[n, j]: the sorted row of token n's slot j (-1: dropped); both ends of the dispatch read through it
+        pos = torch.full((n * k,), -1, dtype=torch.int64, device=x.device).index_copy_(
+            0, order, torch.arange(order.numel(), device=x.device)
+        )
+        pos = pos.view(n, k)
+        return combine(_grouped_mlp(gather(x, order // k, pos), counts, w1, w2, w3, kind), pos, gates)
     out = _grouped_mlp(x[order // k], counts, w1, w2, w3, kind)
     acc = torch.promote_types(x.dtype, torch.float32)
     weighted = out.to(acc) * gates.reshape(-1)[order, None].to(acc)
@@ -42,7 +64,12 @@ def _grouped_mlp(xs: Tensor, counts: Tensor, w1: Tensor, w2: Tensor, w3: Tensor 
     """The experts on tokens already sorted by expert: rows [offset_e, offset_e + counts[e]) of xs go to expert e."""
     if _grouped_mm_usable(xs, w1, w2, w3):
         gmm = partial(torch._grouped_mm, offs=counts.cumsum(0).to(torch.int32))
-        return gmm(activate(gmm(xs, w1), None if w3 is None else gmm(xs, w3), kind), w2)
+        h1, h3 = gmm(xs, w1), None if w3 is None else gmm(xs, w3)
+        if kind == "swiglu" and FUSED_SWIGLU:
+            from .swiglu import swiglu  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+
+            return gmm(swiglu(h1, h3), w2)
+        return gmm(activate(h1, h3, kind), w2)
     groups = xs.split(counts.tolist())
     return torch.cat([mlp(g, w1[e], w2[e], None if w3 is None else w3[e], kind) for e, g in enumerate(groups)])
 

@@ -1,0 +1,104 @@
+"""Short causal depthwise convolution in Triton, on the channels-last layout the projections produce.
+
+Each program takes a [BLOCK_T, BLOCK_C] tile of the output and sums its K shifted input tiles (K <= 16, unrolled;
+the shifted reads hit the cache). The backward pass computes dx the same way, anti-causally, and in the same
+program the tile's share of dweight, which a second step sums over tiles (no atomics: deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+MAX_K = 16
+BLOCK_T, BLOCK_C, TILES_PER_PROGRAM = 32, 128, 8
+
+
+@triton.jit
+def _short_conv_fwd_kernel(x_ptr, w_ptr, y_ptr, T, C, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    b = tl.program_id(2).to(tl.int64)
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    in_c = c < C
+    acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    for j in tl.static_range(K):
+        src = t - (K - 1) + j
+        ok = ((src >= 0) & (src < T))[:, None] & in_c[None, :]
+        x = tl.load(x_ptr + (b * T + src[:, None]) * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + c * K + j, mask=in_c, other=0.0).to(tl.float32)
+        acc += x * w[None, :]
+    out = (t < T)[:, None] & in_c[None, :]
+    tl.store(y_ptr + (b * T + t[:, None]) * C + c[None, :], acc.to(y_ptr.dtype.element_ty), mask=out)
+
+
+@triton.jit
+def _short_conv_bwd_kernel(
+    x_ptr, w_ptr, dy_ptr, dx_ptr, dw_ptr, T, C,
+    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr,
+):  # fmt: skip
+    """dx[t] = sum_j w[j] dy[t + (K - 1) - j]; this program's part of dw[j] = sum_t dy[t] x[t - (K - 1) + j]."""
+    b = tl.program_id(2).to(tl.int64)
+    group = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    in_c = c < C
+    part = (b * tl.num_programs(0) + group) * K  # this program's rows of the dw partials [programs, K, C]
+    for j in tl.static_range(K):
+        w = tl.load(w_ptr + c * K + j, mask=in_c, other=0.0).to(tl.float32)
+        dw = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        for tile in tl.static_range(TILES):
+            t = (group * TILES + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
+            here = (t < T)[:, None] & in_c[None, :]
+            dy = tl.load(dy_ptr + (b * T + t[:, None]) * C + c[None, :], mask=here, other=0.0).to(tl.float32)
+            src = t - (K - 1) + j
+            ok = ((src >= 0) & (src < T))[:, None] & in_c[None, :]
+            x = tl.load(x_ptr + (b * T + src[:, None]) * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
+            dw += tl.sum(dy * x, axis=0)
+        tl.store(dw_ptr + (part + j) * C + c, dw, mask=in_c)
+    for tile in tl.static_range(TILES):
+        t = (group * TILES + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
+        acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+        for j in tl.static_range(K):
+            dst = t + (K - 1) - j
+            ok = (dst < T)[:, None] & in_c[None, :]
+            dy = tl.load(dy_ptr + (b * T + dst[:, None]) * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + c * K + j, mask=in_c, other=0.0).to(tl.float32)
+            acc += dy * w[None, :]
+        here = (t < T)[:, None] & in_c[None, :]
+        tl.store(dx_ptr + (b * T + t[:, None]) * C + c[None, :], acc.to(dx_ptr.dtype.element_ty), mask=here)
+
+
+class _ShortConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
+        x = x.contiguous()
+        w = weight.contiguous()
+        b, t, c = x.shape
+        y = torch.empty_like(x)
+        grid = (triton.cdiv(t, BLOCK_T), triton.cdiv(c, BLOCK_C), b)
+        _short_conv_fwd_kernel[grid](x, w, y, t, c, K=w.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        ctx.save_for_backward(x, w)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, w = ctx.saved_tensors
+        b, t, c = x.shape
+        k = w.shape[1]
+        dy = dy.contiguous()
+        dx = torch.empty_like(x)
+        groups = triton.cdiv(t, BLOCK_T * TILES_PER_PROGRAM)
+        dw = torch.empty(b * groups, k, c, device=x.device, dtype=torch.float32)
+        grid = (groups, triton.cdiv(c, BLOCK_C), b)
+        _short_conv_bwd_kernel[grid](
+            x, w, dy, dx, dw, t, c, K=k, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=TILES_PER_PROGRAM
+        )
+        return dx, dw.sum(0).T.to(w.dtype)
+
+
+def short_conv_triton(x: Tensor, weight: Tensor) -> Tensor:
+    """`short_conv` (see `reference`) through the Triton kernels: x [B, T, C], weight [C, K] with K <= MAX_K."""
+    if weight.shape[-1] > MAX_K:
+        raise ValueError(f"short_conv_triton: kernel size {weight.shape[-1]} is over {MAX_K}")
+    return _ShortConv.apply(x, weight)

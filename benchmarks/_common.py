@@ -1,0 +1,51 @@
+"""Shared pieces of the kernel benchmarks: timing, relative error, the device line and a markdown table."""
+
+from __future__ import annotations
+
+import datetime
+import traceback
+from collections.abc import Callable
+
+import torch
+import triton
+from torch import Tensor
+
+
+def median_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:
+    """Median time of fn in ms, timed with CUDA events after warm-up (triton.testing.do_bench)."""
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def relative(a: Tensor, b: Tensor) -> float:
+    """||a - b|| / ||b|| in float64; NaN anywhere gives inf."""
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def header(title: str) -> str:
+    props = torch.cuda.get_device_properties(0)
+    return (
+        f"## {title}\n{props.name}, {props.multi_processor_count} SMs; torch {torch.__version__}, "
+        f"triton {triton.__version__}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    def cell(x: object) -> str:
+        return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def attempt(fn: Callable[[], object], what: str) -> object | None:
+    """fn(), or None after printing why it failed (one variant failing must not cost the run)."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - any failure of one variant is reported and the run goes on
+        print(f"FAILED {what}:\n{traceback.format_exc(limit=3)}", flush=True)
+        torch.cuda.synchronize()
+        return None

@@ -1,0 +1,119 @@
+"""The fast long convolutions (fused Monarch-FFT kernel, cuFFT path) against the FFT reference (float32 arithmetic on
+float64 inputs), forward and backward. On CPU the Triton kernels run in the interpreter (tests/conftest.py)."""
+
+import pytest
+import torch
+
+from archsearch.kernels.long_conv.fft import long_conv_cufft
+from archsearch.kernels.long_conv.monarch import MAX_FFT, fft_size, long_conv_monarch, supports
+from archsearch.kernels.long_conv.reference import long_conv_fft
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# (leading batch shape, channels, tokens, filter taps): odd batches (a pair without its second sequence), odd T,
+# filters longer and shorter than T, several leading dimensions, each transform size from 1024 to MAX_FFT
+SHAPES = [
+    ((3,), 2, 40, 40),
+    ((2,), 3, 100, 60),
+    ((1,), 2, 513, 513),
+    ((4,), 1, 700, 1000),
+    ((2, 3), 2, 33, 33),
+    ((1,), 2, 1, 5),
+    ((2,), 2, 2000, 2000),
+    ((1,), 1, MAX_FFT // 2, MAX_FFT // 2),
+]
+IDS = [f"b{'x'.join(map(str, b))}-c{c}-t{t}-taps{k}" for b, c, t, k in SHAPES]
+FORMS = {
+    "monarch-f16": lambda u, h, s: long_conv_monarch(u, h, s, f16=True),
+    "monarch-tf32": lambda u, h, s: long_conv_monarch(u, h, s, f16=False),
+    "cufft-f32": lambda u, h, s: long_conv_cufft(u, h, s, half=False),
+}
+if torch.cuda.is_available():
+    FORMS["cufft-f16"] = lambda u, h, s: long_conv_cufft(u, h, s, half=True)
+TOL = 5e-3  # relative (norm) error: fp16 / tf32 DFT products land near 5e-4, fp32 transforms near 1e-7
+
+
+def inputs(batch, c, t, taps, seed=0, u_scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(*batch, c, t, generator=g, dtype=torch.float64) * u_scale
+    decay = torch.exp(-torch.arange(taps, dtype=torch.float64) / max(taps / 4, 1))
+    h = torch.randn(c, taps, generator=g, dtype=torch.float64) * decay
+    return u, h, torch.randn(c, generator=g, dtype=torch.float64)
+
+
+def relative(a, b):
+    return ((a.double() - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def run(fn, u, h, skip, probe):
+    """fn's output and gradients (u, h, then skip when given) in float32 on DEVICE, returned on the CPU."""
+    leaves = [x.to(DEVICE, torch.float32).requires_grad_() for x in (u, h, skip) if x is not None]
+    y = fn(leaves[0], leaves[1], leaves[2] if skip is not None else None)
+    grads = torch.autograd.grad(y, leaves, probe.to(DEVICE, y.dtype))
+    return y.cpu(), [g.cpu() for g in grads]
+
+
+def reference(u, h, skip, probe):
+    """The FFT reference on the CPU, on float64 inputs: output and gradients as `run` gives them."""
+    leaves = [x.clone().requires_grad_() for x in (u, h, skip) if x is not None]
+    y = long_conv_fft(leaves[0], leaves[1], leaves[2] if skip is not None else None)
+    return y, list(torch.autograd.grad(y, leaves, probe))
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("batch", "c", "t", "taps"), SHAPES, ids=IDS)
+def test_fast_forms_equal_the_reference_forward_and_backward(form, batch, c, t, taps):
+    u, h, skip = inputs(batch, c, t, taps)
+    probe = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y_ref, grads_ref = reference(u, h, skip, probe)
+    y, grads = run(FORMS[form], u, h, skip, probe)
+    assert y.shape == u.shape and y.dtype == torch.float32
+    assert relative(y, y_ref) < TOL
+    for name, g, g_ref in zip(("u", "h", "skip"), grads, grads_ref, strict=True):
+        assert g.shape == g_ref.shape, name
+        assert relative(g, g_ref) < TOL, name
+    if taps > t:  # taps beyond T are never reached
+        assert grads[1][:, t:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_without_skip_no_skip_gradient_is_asked(form):
+    u, h, _ = inputs((3,), 2, 50, 50)
+    probe = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y_ref, grads_ref = reference(u, h, None, probe)
+    y, grads = run(FORMS[form], u, h, None, probe)
+    assert relative(y, y_ref) < TOL
+    assert all(relative(g, r) < TOL for g, r in zip(grads, grads_ref, strict=True))
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("u_scale", "grad_scale"), [(1e4, 1.0), (1e-4, 1e-8)])
+def test_the_range_of_inputs_and_gradients_is_kept(form, u_scale, grad_scale):
+    """Each sequence and gradient is scaled to unit range before the fp16 products: big activations and tiny
+    gradients keep their relative precision."""
+    u, h, skip = inputs((3,), 2, 300, 300, u_scale=u_scale)
+    probe = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * grad_scale
+    y_ref, grads_ref = reference(u, h, skip, probe)
+    y, grads = run(FORMS[form], u, h, skip, probe)
+    assert relative(y, y_ref) < TOL
+    assert all(relative(g, r) < TOL for g, r in zip(grads, grads_ref, strict=True))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_half_precision_activations_keep_their_dtype(form):
+    u, h, skip = inputs((2,), 3, 64, 64)
+    probe = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    leaves = [u.to(DEVICE, torch.bfloat16).requires_grad_(), h.to(DEVICE).float().requires_grad_(), skip.to(DEVICE)]
+    y = FORMS[form](*leaves)
+    du, dh = torch.autograd.grad(y, leaves[:2], probe.to(DEVICE, torch.bfloat16))
+    assert y.dtype == du.dtype == torch.bfloat16 and dh.dtype == torch.float32
+    y_ref, _ = reference(leaves[0].detach().double().cpu(), h, skip, probe)
+    assert relative(y.cpu(), y_ref) < 1e-2
+
+
+def test_transform_sizes_are_powers_of_two_covering_twice_the_length():
+    for t in (1, 100, 512, 513, 2048, 4096):
+        n = fft_size(t)
+        assert n & (n - 1) == 0 and n >= 2 * t
+    assert supports(MAX_FFT // 2) and not supports(MAX_FFT // 2 + 1)
+    with pytest.raises(ValueError):
+        long_conv_monarch(torch.zeros(1, 1, MAX_FFT), torch.zeros(1, MAX_FFT))
