@@ -1,8 +1,10 @@
 """The deltanet model's training step with our delta-rule op and with fla-core's, repeated, with allocator counters.
 
-    PYTHONUNBUFFERED=1 python benchmarks/delta_rule_model_repeat.py   (needs fla-core; run it also with
-    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)
+    PYTHONUNBUFFERED=1 python benchmarks/delta_rule_model_repeat.py
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python benchmarks/delta_rule_model_repeat.py
+(needs fla-core on the path: the wheels that ../shared/device/make-wheels.sh downloads)
 """
+
 import importlib
 import os
 import time
@@ -14,17 +16,19 @@ from archsearch.architecture import Architecture, BlockSpec, LayerSpec
 from archsearch.kernels.delta_rule import chunk_delta_rule
 from archsearch.model import build_model
 
-blk = importlib.import_module("archsearch.blocks.deltanet")
-d, L, B, T = 512, 17, 32, 1024
-layer = LayerSpec(BlockSpec.make("deltanet", {"heads": 8}, d), BlockSpec.make("glu", {}, d))
-arch = Architecture(d, (layer,) * L, 256)
-for name, op in [("ours", chunk_delta_rule), ("fla", fla_op)]:
-    blk.chunk_delta_rule = op
+D, LAYERS, BATCH, SEQ = 512, 17, 32, 1024
+block_module = importlib.import_module("archsearch.blocks.deltanet")  # the module, not the family the package exports
+
+
+def measure(name: str, op, steps: int = 8) -> None:
+    block_module.chunk_delta_rule = op
+    layer = LayerSpec(BlockSpec.make("deltanet", {"heads": 8}, D), BlockSpec.make("glu", {}, D))
     torch.manual_seed(0)
-    model = build_model(arch).cuda()
+    model = build_model(Architecture(D, (layer,) * LAYERS, 256)).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
-    x = torch.randint(0, 256, (B, T + 1), device="cuda")
-    def step():
+    x = torch.randint(0, 256, (BATCH, SEQ + 1), device="cuda")
+
+    def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = model(x[:, :-1], x[:, 1:]).loss
         loss.backward()
@@ -35,14 +39,21 @@ for name, op in [("ours", chunk_delta_rule), ("fla", fla_op)]:
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    s0 = torch.cuda.memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(8):
+    before = torch.cuda.memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
         step()
     torch.cuda.synchronize()
-    s1 = torch.cuda.memory_stats()
-    print(os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"), name, f"{(time.perf_counter() - t0) / 8 * 1e3:.1f} ms/step",
-          "alloc retries", s1["num_alloc_retries"] - s0["num_alloc_retries"], "cudaMalloc", s1.get("num_device_alloc", 0) - s0.get("num_device_alloc", 0),
-          f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
-    del model, opt
-    torch.cuda.empty_cache()
+    after = torch.cuda.memory_stats()
+    print(
+        os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default"), name,
+        f"{(time.perf_counter() - start) / steps * 1e3:.1f} ms/step",
+        "alloc retries", after["num_alloc_retries"] - before["num_alloc_retries"],
+        f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    measure("ours", chunk_delta_rule)
+    measure("fla", fla_op)
+    block_module.chunk_delta_rule = chunk_delta_rule
