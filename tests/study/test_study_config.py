@@ -74,3 +74,16 @@ def test_bad_study_values_are_one_line(write_study, tmp_path, text, key, fragmen
 def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(ArchsearchError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_the_documented_study_example_loads(tmp_path):
+    import re
+    from pathlib import Path
+
+    block = re.search(r"```yaml\n(.*?)```", Path("docs/studies.md").read_text(), re.S).group(1)
+    space = str(Path("search_spaces/deltanet_swa.yaml").resolve())
+    (tmp_path / "my_blocks.py").write_text("")  # the documented plugin, empty
+    path = tmp_path / "study.yaml"
+    path.write_text(block.replace("../search_spaces/deltanet_swa.yaml", space))
+    study = Study.load(path)
+    assert study.name == "deltanet-hybrids" and study.search.sampler == "nsga2" and study.constraints.bounds
