@@ -191,6 +191,7 @@ class _Table:
             status = "pruned"
         arch = config.get("arch")
         summary = Architecture.from_json(arch).summary() if arch else ""
+        result.setdefault("tokens_trained", result.get("tokens"))  # a pruned trial's last report says how far it got
         row = {c: result.get(c) for c in TABLE_COLUMNS}
         row.update(trial=config["trial_number"], status=status, reason=result.get("reason") or config.get("reason") or "",
                    summary=summary, digest=config.get("digest", ""), arch=arch or "", cached=bool(result.get("cached", False)))
@@ -325,7 +326,8 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
                                  sampler=_sampler(study), storage=storage, study_name=study.name)
     es = study.search.early_stopping
     budget = study.proxy.tokens
-    scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget,
+    # max_t past the budget: ASHA stops a trial that reaches max_t, which would cut off its final report
+    scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget + 1,
                                grace_period=max(1, int(es.grace * budget)), reduction_factor=es.reduction_factor)
                  if es else FIFOScheduler())
     resources = {"cpu": study.search.cpu, "gpu": study.search.gpu}
