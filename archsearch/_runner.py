@@ -320,7 +320,13 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
     if not ray.is_initialized():
         # "local" starts a Ray of our own: never a leftover one that an interrupted run may still be shutting down
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        if address:
+            _check_reachable(address)
+        try:
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:  # Ray's errors for an address it cannot join
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArchsearchError(f"--address {address}: cannot join a Ray cluster there ({message})") from None
     searcher = ArchSearch(space=DefineByRun(study), metric=[o.metric for o in study.objectives],
                                  mode=["min" if o.direction == "minimize" else "max" for o in study.objectives],
                                  sampler=_sampler(study), storage=storage, study_name=study.name)
@@ -346,6 +352,20 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     tuner.fit()
     table.write()
     return run_dir
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, where Ray would retry an unreachable address for minutes."""
+    import socket
+
+    host_port = address.removeprefix("ray://")
+    if host_port == "auto" or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise ArchsearchError(f"--address {address}: no Ray cluster answers there ({e}); expected HOST:PORT of a running head node") from None
 
 
 def _canonical(data: dict) -> str:

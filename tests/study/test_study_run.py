@@ -119,3 +119,11 @@ def test_early_stopping_prunes_with_asha_and_the_study_completes(write_study, tm
     assert len(table) == 6 and set(table["status"]) <= {"ok", "pruned"} and (table["status"] == "ok").any()
     pruned = table[table["status"] == "pruned"]
     assert (pruned["tokens_trained"] < 8192).all()
+
+
+def test_an_unreachable_address_is_one_line_and_exit_code_2(write_study, tmp_path, capsys):
+    from archsearch.cli import main
+
+    assert main(["run", str(write_study()), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there") and "\n" not in err
