@@ -117,3 +117,32 @@ def test_transform_sizes_are_powers_of_two_covering_twice_the_length():
     assert supports(MAX_FFT // 2) and not supports(MAX_FFT // 2 + 1)
     with pytest.raises(ValueError):
         long_conv_monarch(torch.zeros(1, 1, MAX_FFT), torch.zeros(1, MAX_FFT))
+
+
+@pytest.mark.parametrize("n", [2, 4, 16, 8192])
+def test_packed_spectral_products_invert_as_the_complex_to_real_transform(n):
+    """The cuFFT path's product kernels (with the per-sequence scales of its fp16 form, here in fp32) write each
+    product packed as a half-length complex spectrum; its unscaled inverse equals irfft of the plain product."""
+    from archsearch.kernels.long_conv import fft
+
+    g = torch.Generator().manual_seed(n)
+    b, c = 3, 2
+    x, dy = torch.randn(b * c, n, generator=g), torch.randn(b * c, n, generator=g)
+    spec_u, spec_dy, spec_h = (torch.fft.rfft(v) for v in (x, dy, torch.randn(c, n, generator=g)))
+    h_scale, g_scale = torch.rand(c, generator=g) + 0.5, torch.rand(c, generator=g) + 0.5
+    w = torch.rand(b * c, generator=g) + 0.5
+    u_r, dy_r, h_r = (torch.view_as_real(v).contiguous() for v in (spec_u, spec_dy, spec_h))
+    h_rows = (spec_h * h_scale[:, None]).repeat(b, 1) / n
+    y = torch.empty(b * c, n // 2, 2)
+    fft._spectral_product_kernel[fft._spectrum_grid(b * c, n)](
+        u_r, h_r, h_scale, y, c, n // 2, 1.0 / n, HAS_SCALE=True, BLOCK=fft.BLOCK
+    )
+    assert relative(fft._inverse(y, n), torch.fft.irfft(spec_u * h_rows, n=n, norm="forward").double()) < 1e-5
+    du, dh = torch.empty(b * c, n // 2, 2), torch.empty(c, n // 2, 2)
+    fft._spectral_backward_kernel[fft._spectrum_grid(c, n)](
+        dy_r, u_r, h_r, h_scale, w, g_scale, du, dh, b, c, n // 2, 1.0 / n, HAS_SCALE=True, BLOCK=fft.BLOCK
+    )
+    expect_du = torch.fft.irfft(spec_dy * h_rows.conj(), n=n, norm="forward")
+    corr = (w[:, None] * spec_dy * spec_u.conj()).view(b, c, -1).sum(0) * g_scale[:, None]
+    assert relative(fft._inverse(du, n), expect_du.double()) < 1e-5
+    assert relative(fft._inverse(dh, n), torch.fft.irfft(corr, n=n, norm="forward").double()) < 1e-5

@@ -2,10 +2,13 @@
 transform does not fit one program's registers (see `monarch`).
 
 Forward: one kernel scales each sequence (and each filter) to a maximum of 1 and writes it zero-padded to N (a power
-of two >= 2T) in the transform's dtype; rfft; one kernel multiplies by the filter's spectrum (computed once per call
-and shared by the batch); irfft; one kernel takes the first T samples, undoes the scale and adds the skip term. Backward does
-the same for du with the conjugated filter spectrum, and in the product kernel also sums dY conj(U) over the batch,
-so dh (and dskip, its lag-0 value) costs one transform per channel rather than one per sequence.
+of two >= 2T) in the transform's dtype; rfft (unscaled); one kernel multiplies by the filter's spectrum (computed once
+per call and shared by the batch) and by 1/N, and writes the product packed as the spectrum of a complex signal of
+half the length (`_pack_store`); an unscaled inverse complex transform of N/2 points, which yields the real result
+interleaved (no complex-to-real transform: torch copies each one's input, and cuFFT adds a pass); one kernel takes the
+first T samples, undoes the scale and adds the skip term. Backward does the same for du with the conjugated filter
+spectrum, and in the product kernel also sums dY conj(U) over the batch, so dh (and dskip, its lag-0 value) costs
+one transform per channel rather than one per sequence; a last pass rescales it into h's dtype.
 
 `half=True` runs every transform in fp16 (cuFFT's half precision: power-of-two lengths, CUDA only), the products in
 fp32; the scaling keeps every value of an unnormalised transform under T, inside fp16's range for T <= 32768.
@@ -48,55 +51,119 @@ def _scale_pad_kernel(x_ptr, out_ptr, scale_ptr, T, N, HAS_SCALE: tl.constexpr, 
 
 
 @triton.jit
-def _spectral_product_kernel(u_ptr, h_ptr, h_scale_ptr, y_ptr, C, K, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
-    """y[row, k] = u[row, k] * h[row % C, k] (* h_scale[row % C]); complex as interleaved (re, im) pairs."""
+def _pack_store(z_ptr, at_a, at_b, ar, ai, br, bi, cs, sn, first, second):
+    """Store the half-length complex spectrum Z of the real signal whose (unnormalised) spectrum is Y, from
+    a = Y[k] and b = Y[M - k] (M = N / 2, w = exp(2 pi i k / N) as cs + i sn): Z[k] = E + i P with
+    E = a + conj(b), P = (a - conj(b)) w; and Z[M - k] = conj(E) + i conj(P). Then ifft_M(Z) (unscaled) holds
+    y[2m] + i y[2m + 1]: the complex-to-real transform as a complex one of half the length."""
+    er = ar + br
+    ei = ai - bi
+    dr = ar - br
+    di = ai + bi
+    pr = dr * cs - di * sn
+    pi = dr * sn + di * cs
+    tl.store(z_ptr + at_a, (er - pi).to(z_ptr.dtype.element_ty), mask=first)
+    tl.store(z_ptr + at_a + 1, (ei + pr).to(z_ptr.dtype.element_ty), mask=first)
+    tl.store(z_ptr + at_b, (er + pi).to(z_ptr.dtype.element_ty), mask=second)
+    tl.store(z_ptr + at_b + 1, (pr - ei).to(z_ptr.dtype.element_ty), mask=second)
+
+
+@triton.jit
+def _spectral_product_kernel(
+    u_ptr, h_ptr, h_scale_ptr, z_ptr, C, M, factor, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Y[row] = u[row] h[row % C] factor (* h_scale[row % C]) over the M + 1 bins of N = 2M, stored packed as
+    the M-point complex spectrum z[row] (see `_pack_store`); complex as interleaved (re, im) pairs. Each program
+    takes bins k <= M / 2 and their mirrors M - k."""
     row = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = k < K
+    half = M // 2
+    first = k <= half
+    second = (k > 0) & (k < half)
+    j = M - k
     c = row % C
-    ur = tl.load(u_ptr + (row * K + k) * 2, mask=inside, other=0.0).to(tl.float32)
-    ui = tl.load(u_ptr + (row * K + k) * 2 + 1, mask=inside, other=0.0).to(tl.float32)
-    hr = tl.load(h_ptr + (c * K + k) * 2, mask=inside, other=0.0).to(tl.float32)
-    hi = tl.load(h_ptr + (c * K + k) * 2 + 1, mask=inside, other=0.0).to(tl.float32)
+    s = factor
     if HAS_SCALE:
-        s = tl.load(h_scale_ptr + c)
-        hr, hi = hr * s, hi * s
-    tl.store(y_ptr + (row * K + k) * 2, (ur * hr - ui * hi).to(y_ptr.dtype.element_ty), mask=inside)
-    tl.store(y_ptr + (row * K + k) * 2 + 1, (ur * hi + ui * hr).to(y_ptr.dtype.element_ty), mask=inside)
+        s = s * tl.load(h_scale_ptr + c)
+    at = (row * (M + 1) + k) * 2
+    bt = (row * (M + 1) + j) * 2
+    ur = tl.load(u_ptr + at, mask=first, other=0.0).to(tl.float32)
+    ui = tl.load(u_ptr + at + 1, mask=first, other=0.0).to(tl.float32)
+    vr = tl.load(u_ptr + bt, mask=first, other=0.0).to(tl.float32)
+    vi = tl.load(u_ptr + bt + 1, mask=first, other=0.0).to(tl.float32)
+    hr = tl.load(h_ptr + (c * (M + 1) + k) * 2, mask=first, other=0.0).to(tl.float32) * s
+    hi = tl.load(h_ptr + (c * (M + 1) + k) * 2 + 1, mask=first, other=0.0).to(tl.float32) * s
+    gr = tl.load(h_ptr + (c * (M + 1) + j) * 2, mask=first, other=0.0).to(tl.float32) * s
+    gi = tl.load(h_ptr + (c * (M + 1) + j) * 2 + 1, mask=first, other=0.0).to(tl.float32) * s
+    edge = k == 0  # the DC and Nyquist bins: their imaginary parts are dropped, as irfft does
+    ar = ur * hr - ui * hi
+    ai = tl.where(edge, 0.0, ur * hi + ui * hr)
+    br = vr * gr - vi * gi
+    bi = tl.where(edge, 0.0, vr * gi + vi * gr)
+    angle = k.to(tl.float32) * (3.141592653589793 / M)
+    zt = (row * M + k) * 2
+    _pack_store(z_ptr, zt, (row * M + j) * 2, ar, ai, br, bi, tl.cos(angle), tl.sin(angle), first, second)
 
 
 @triton.jit
 def _spectral_backward_kernel(
-    dy_ptr, u_ptr, h_ptr, h_scale_ptr, w_ptr, g_scale_ptr, du_ptr, g_ptr, B, C, K,
+    dy_ptr, u_ptr, h_ptr, h_scale_ptr, w_ptr, g_scale_ptr, du_ptr, g_ptr, B, C, M, factor,
     HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """du[b, c] = dy[b, c] conj(h[c]) (* h_scale[c]);  g[c] = g_scale[c] sum_b w[b, c] dy[b, c] conj(u[b, c])."""
+    """du[b, c] = dy[b, c] conj(h[c]) factor (* h_scale[c]);  g[c] = g_scale[c] sum_b w[b, c] dy[b, c] conj(u[b, c]);
+    both stored packed as M-point complex spectra (see `_spectral_product_kernel`)."""
     c = tl.program_id(0).to(tl.int64)
     k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = k < K
-    hr = tl.load(h_ptr + (c * K + k) * 2, mask=inside, other=0.0).to(tl.float32)
-    hi = tl.load(h_ptr + (c * K + k) * 2 + 1, mask=inside, other=0.0).to(tl.float32)
+    half = M // 2
+    first = k <= half
+    second = (k > 0) & (k < half)
+    j = M - k
+    edge = k == 0
+    s = factor
     if HAS_SCALE:
-        s = tl.load(h_scale_ptr + c)
-        hr, hi = hr * s, hi * s
-    gr = tl.zeros((BLOCK,), dtype=tl.float32)
-    gi = tl.zeros((BLOCK,), dtype=tl.float32)
+        s = s * tl.load(h_scale_ptr + c)
+    hr = tl.load(h_ptr + (c * (M + 1) + k) * 2, mask=first, other=0.0).to(tl.float32) * s
+    hi = tl.load(h_ptr + (c * (M + 1) + k) * 2 + 1, mask=first, other=0.0).to(tl.float32) * s
+    qr = tl.load(h_ptr + (c * (M + 1) + j) * 2, mask=first, other=0.0).to(tl.float32) * s
+    qi = tl.load(h_ptr + (c * (M + 1) + j) * 2 + 1, mask=first, other=0.0).to(tl.float32) * s
+    angle = k.to(tl.float32) * (3.141592653589793 / M)
+    cs = tl.cos(angle)
+    sn = tl.sin(angle)
+    gar = tl.zeros((BLOCK,), dtype=tl.float32)
+    gai = tl.zeros((BLOCK,), dtype=tl.float32)
+    gbr = tl.zeros((BLOCK,), dtype=tl.float32)
+    gbi = tl.zeros((BLOCK,), dtype=tl.float32)
     for b in range(B):
-        at = ((b * C + c) * K + k) * 2
-        dr = tl.load(dy_ptr + at, mask=inside, other=0.0).to(tl.float32)
-        di = tl.load(dy_ptr + at + 1, mask=inside, other=0.0).to(tl.float32)
-        ur = tl.load(u_ptr + at, mask=inside, other=0.0).to(tl.float32)
-        ui = tl.load(u_ptr + at + 1, mask=inside, other=0.0).to(tl.float32)
-        tl.store(du_ptr + at, (dr * hr + di * hi).to(du_ptr.dtype.element_ty), mask=inside)
-        tl.store(du_ptr + at + 1, (di * hr - dr * hi).to(du_ptr.dtype.element_ty), mask=inside)
+        row = b * C + c
+        at = (row * (M + 1) + k) * 2
+        bt = (row * (M + 1) + j) * 2
+        dr = tl.load(dy_ptr + at, mask=first, other=0.0).to(tl.float32)
+        di = tl.load(dy_ptr + at + 1, mask=first, other=0.0).to(tl.float32)
+        er = tl.load(dy_ptr + bt, mask=first, other=0.0).to(tl.float32)
+        ei = tl.load(dy_ptr + bt + 1, mask=first, other=0.0).to(tl.float32)
+        ur = tl.load(u_ptr + at, mask=first, other=0.0).to(tl.float32)
+        ui = tl.load(u_ptr + at + 1, mask=first, other=0.0).to(tl.float32)
+        vr = tl.load(u_ptr + bt, mask=first, other=0.0).to(tl.float32)
+        vi = tl.load(u_ptr + bt + 1, mask=first, other=0.0).to(tl.float32)
+        _pack_store(
+            du_ptr, (row * M + k) * 2, (row * M + j) * 2,
+            dr * hr + di * hi, tl.where(edge, 0.0, di * hr - dr * hi),
+            er * qr + ei * qi, tl.where(edge, 0.0, ei * qr - er * qi),
+            cs, sn, first, second,
+        )  # fmt: skip
         if HAS_SCALE:
-            w = tl.load(w_ptr + b * C + c)
-            dr, di = dr * w, di * w
-        gr += dr * ur + di * ui
-        gi += di * ur - dr * ui
+            w = tl.load(w_ptr + row)
+            dr, di, er, ei = dr * w, di * w, er * w, ei * w
+        gar += dr * ur + di * ui
+        gai += di * ur - dr * ui
+        gbr += er * vr + ei * vi
+        gbi += ei * vr - er * vi
     g_scale = tl.load(g_scale_ptr + c)
-    tl.store(g_ptr + (c * K + k) * 2, (gr * g_scale).to(g_ptr.dtype.element_ty), mask=inside)
-    tl.store(g_ptr + (c * K + k) * 2 + 1, (gi * g_scale).to(g_ptr.dtype.element_ty), mask=inside)
+    _pack_store(
+        g_ptr, (c * M + k) * 2, (c * M + j) * 2,
+        gar * g_scale, tl.where(edge, 0.0, gai * g_scale), gbr * g_scale, tl.where(edge, 0.0, gbi * g_scale),
+        cs, sn, first, second,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -137,6 +204,18 @@ def _finish(full: Tensor, scale: Tensor | None, x: Tensor, skip: Tensor | None, 
     return out
 
 
+def _inverse(packed: Tensor, n: int) -> Tensor:
+    """The real signals [R, n] from their packed spectra [R, n / 2, 2] (`_pack_store`): one unscaled complex
+    transform of half the length, out of place, so torch makes no copy of its input (it clones the input of every
+    complex-to-real transform, which cuFFT may overwrite) and cuFFT runs no pre-processing pass."""
+    z = torch.fft.ifft(torch.view_as_complex(packed), norm="forward")
+    return torch.view_as_real(z).view(packed.shape[0], n)
+
+
+def _spectrum_grid(rows: int, n: int) -> tuple[int, int]:
+    return (rows, triton.cdiv(n // 4 + 1, BLOCK))  # bins k <= M / 2 = n / 4, each program also takes M - k
+
+
 class _CuFFTLongConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, h: Tensor, skip: Tensor | None, half: bool) -> Tensor:
@@ -146,14 +225,13 @@ class _CuFFTLongConv(torch.autograd.Function):
         padded, scale_h = _padded(h[:, :t].contiguous(), n, half)
         spec_h = torch.view_as_real(torch.fft.rfft(padded))  # [C, K, 2], unnormalised: entries up to T
         padded, scale = _padded(x, n, half)
-        spec_u = torch.view_as_real(torch.fft.rfft(padded, norm="forward"))  # [R, K, 2], 1/N folded in
-        k = spec_u.shape[1]
-        spec_y = torch.empty_like(spec_u)
-        _spectral_product_kernel[(x.shape[0], triton.cdiv(k, BLOCK))](
-            spec_u, spec_h, scale_h, spec_y, c, k, HAS_SCALE=half, BLOCK=BLOCK
+        spec_u = torch.view_as_real(torch.fft.rfft(padded))  # [R, K, 2], unnormalised; the 1/N is in the product
+        rows = x.shape[0]
+        spec_y = torch.empty(rows, n // 2, 2, device=x.device, dtype=spec_u.dtype)
+        _spectral_product_kernel[_spectrum_grid(rows, n)](
+            spec_u, spec_h, scale_h, spec_y, c, n // 2, 1.0 / n, HAS_SCALE=half, BLOCK=BLOCK
         )
-        full = torch.fft.irfft(torch.view_as_complex(spec_y), n=n, norm="forward")
-        y = _finish(full, scale, x, skip, u.dtype)
+        y = _finish(_inverse(spec_y, n), scale, x, skip, u.dtype)
         ctx.save_for_backward(spec_u, spec_h, scale_h, scale, h, skip)
         ctx.half, ctx.shape, ctx.n = half, u.shape, n
         return y.view(u.shape)
@@ -164,33 +242,41 @@ class _CuFFTLongConv(torch.autograd.Function):
         c, t = ctx.shape[-2:]
         n = ctx.n
         g = dy.reshape(-1, t).contiguous()
-        rows, k = spec_u.shape[:2]
+        rows = spec_u.shape[0]
         padded, scale_g = _padded(g, n, ctx.half)
-        spec_g = torch.view_as_real(torch.fft.rfft(padded, norm="forward"))
-        spec_du = torch.empty_like(spec_g)
-        # sum_b dY conj(U) carries 1/N^2 and, in half precision, each sequence's two scales w = s_u s_dy; stored
-        # times N / sum_b w it stays near 1 whatever the batch, in fp16's range (|entries| <= N / 4)
+        spec_g = torch.view_as_real(torch.fft.rfft(padded))  # unnormalised; the 1/N is in the product
+        spec_du = torch.empty(rows, n // 2, 2, device=g.device, dtype=spec_g.dtype)
+        # sum_b dY conj(U) of the unnormalised spectra carries N (the correlation's 1/N) and, in half precision,
+        # each sequence's two scales w = s_u s_dy; stored times 1 / (N sum_b w) it stays near 1 whatever the batch,
+        # in fp16's range (|entries| <= N / 4)
         w = None if scale is None else scale * scale_g
         half_corr = ctx.half and HALF_CORRELATION
         if half_corr:
             total = w.view(-1, c).sum(0)
-            g_scale = n / total
+            g_scale = 1.0 / (n * total)
         else:
-            g_scale = torch.full((c,), float(n), device=g.device)
-        spec_dh = torch.empty(c, k, 2, device=g.device, dtype=spec_g.dtype if half_corr else torch.float32)
-        _spectral_backward_kernel[(c, triton.cdiv(k, BLOCK))](
-            spec_g, spec_u, spec_h, scale_h, w, g_scale, spec_du, spec_dh, rows // c, c, k,
+            total = None
+            g_scale = torch.full((c,), 1.0 / n, device=g.device)
+        spec_dh = torch.empty(c, n // 2, 2, device=g.device, dtype=spec_g.dtype if half_corr else torch.float32)
+        _spectral_backward_kernel[_spectrum_grid(c, n)](
+            spec_g, spec_u, spec_h, scale_h, w, g_scale, spec_du, spec_dh, rows // c, c, n // 2, 1.0 / n,
             HAS_SCALE=ctx.half, BLOCK=BLOCK,
         )  # fmt: skip
-        full = torch.fft.irfft(torch.view_as_complex(spec_du), n=n, norm="forward")
-        du = _finish(full, scale_g, g, skip, dy.dtype)
-        # the correlation sum_b sum_t dy[t] u[t - s], lags 0 .. T-1
-        corr = torch.fft.irfft(torch.view_as_complex(spec_dh), n=n, norm="forward")[:, :t]
-        corr = corr.float() * total[:, None] if half_corr else corr
+        du = _finish(_inverse(spec_du, n), scale_g, g, skip, dy.dtype)
+        # the correlation sum_b sum_t dy[t] u[t - s], lags 0 .. T-1, times total in one pass into h's dtype
+        corr = _inverse(spec_dh, n)
         taps = h.shape[-1]
-        dh = corr[:, :taps] if taps <= t else torch.nn.functional.pad(corr, (0, taps - t))
-        dskip = None if skip is None else corr[:, 0].to(skip.dtype)  # lag 0: sum_t dy[t] u[t]
-        return du.view(ctx.shape), dh.to(h.dtype), dskip, None
+        lags = min(taps, t)
+        dh = torch.empty(c, lags, device=g.device, dtype=h.dtype)
+        _finish_kernel[(c, triton.cdiv(lags, BLOCK))](
+            corr, total, None, None, dh, 1, lags, n, HAS_SCALE=half_corr, HAS_SKIP=False, BLOCK=BLOCK
+        )
+        if taps > t:
+            dh = torch.nn.functional.pad(dh, (0, taps - t))
+        dskip = None
+        if skip is not None:  # lag 0: sum_t dy[t] u[t]
+            dskip = (corr[:, 0].float() * total if half_corr else corr[:, 0]).to(skip.dtype)
+        return du.view(ctx.shape), dh, dskip, None
 
 
 def long_conv_cufft(u: Tensor, h: Tensor, skip: Tensor | None = None, half: bool = False) -> Tensor:
