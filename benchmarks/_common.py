@@ -16,6 +16,19 @@ def median_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> flo
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
+def gpu_ms(fn: Callable[[], object], reps: int = 10) -> float:
+    """GPU kernel time of one call of fn in ms (the profiler's device time, summed, over `reps` calls): the wall time
+    without the host's share, which decides whenever launching takes longer than the kernels run."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / reps / 1e3
+
+
 def relative(a: Tensor, b: Tensor) -> float:
     """||a - b|| / ||b|| in float64; NaN anywhere gives inf."""
     a, b = a.double(), b.double()

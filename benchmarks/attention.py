@@ -2,21 +2,24 @@
 
 Anchors: FlexAttention compiled, on [B, H, T, D] tensors with a block mask built beforehand (sliding window); SDPA
 forced to its flash backend (global causal). Ours: the `attention` dispatcher as the blocks call it ([B, T, H, D]),
-which on CUDA without flash-attn takes FlexAttention for windows and SDPA for global attention. The SDPA band-mask
-path (what windows ran on before) is timed beside them. Errors are relative to float32 SDPA with an explicit mask.
+which on CUDA without flash-attn takes our Triton kernel for windows and SDPA for global attention. Timed beside
+them: SDPA with a band mask (the first dispatch for windows). "GPU ms" is the profiler's kernel time of one fwd+bwd, the wall time without the host's share. Errors
+are relative to float32 SDPA with an explicit mask.
 
-    PYTHONUNBUFFERED=1 python benchmarks/attention.py
+    PYTHONUNBUFFERED=1 python benchmarks/attention.py [--profile]
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
-from _common import attempt, header, median_ms, relative, table
+from _common import attempt, gpu_ms, header, median_ms, relative, table
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.flex_attention import create_block_mask
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from archsearch.kernels.attention import _compiled_flex, _sdpa, attention, visible
+from archsearch.kernels.attention import _sdpa, attention, visible
 
 # (B, T, H, D, window)
 SHAPES = [(8, 2048, 16, 64, 512), (1, 16384, 16, 128, 1024), (8, 2048, 16, 64, None)]
@@ -39,7 +42,7 @@ def flex_anchor(t: int, window: int):
         return (kv_idx <= q_idx) & (kv_idx > q_idx - window)
 
     mask = create_block_mask(band, B=None, H=None, Q_LEN=t, KV_LEN=t, device="cuda")
-    flex = _compiled_flex()
+    flex = torch.compile(flex_attention, dynamic=False)
 
     def run(q, k, v):  # the anchor's own layout: [B, H, T, D], contiguous
         return flex(q, k, v, block_mask=mask)
@@ -77,16 +80,38 @@ def bench_shape(b, t, h, d, window) -> str:
         args = [x.transpose(1, 2).contiguous() for x in (q, k, v, probe)] if heads_first else [q, k, v, probe]
         got = attempt(lambda fn=fn, args=args: forward_backward(fn, *args), f"{name} at {b, t, h, d, window}")
         if got is None:
-            rows.append([name, "failed", "", "", ""])
+            rows.append([name, "failed", "", "", "", ""])
             continue
         out = got[0].transpose(1, 2) if heads_first else got[0]
         with torch.no_grad():
             fwd = median_ms(lambda fn=fn, args=args: fn(*args[:3]))
         both = median_ms(lambda fn=fn, args=args: forward_backward(fn, *args))
+        device = gpu_ms(lambda fn=fn, args=args: forward_backward(fn, *args))
         anchor_ms = anchor_ms or both
-        rows.append([name, fwd, both, f"{anchor_ms / both:.2f}x", f"{relative(out, want):.1e}"])
+        rows.append([name, fwd, both, f"{anchor_ms / both:.2f}x", device, f"{relative(out, want):.1e}"])
     title = f"\n### B{b} T{t} H{h} D{d} " + ("global causal" if window is None else f"window {window}") + "\n\n"
-    return title + table(["form", "fwd ms", "fwd+bwd ms", "vs anchor", "err out"], rows)
+    return title + table(["form", "fwd ms", "fwd+bwd ms", "vs anchor", "fwd+bwd GPU ms", "err out"], rows)
+
+
+def profile(b, t, h, d, window) -> str:
+    """The kernels of one fwd+bwd, by GPU time: the anchor on [B, H, T, D], then ours on [B, T, H, D]."""
+    q, k, v, probe = inputs(b, t, h, d)
+    heads_first = [x.transpose(1, 2).contiguous() for x in (q, k, v, probe)]
+    out = []
+    for name, fn, args in (
+        ("anchor", flex_anchor(t, window), heads_first),
+        ("ours", lambda q, k, v: attention(q, k, v, window=window), [q, k, v, probe]),
+    ):
+        for _ in range(3):
+            forward_backward(fn, *args)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                forward_backward(fn, *args)
+            torch.cuda.synchronize()
+        table_ = prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=70)
+        out.append(f"\n{name}, 5 x fwd+bwd at B{b} T{t} H{h} D{d} window {window}:\n{table_}")
+    return "".join(out)
 
 
 def main() -> None:
@@ -94,6 +119,8 @@ def main() -> None:
     for shape in SHAPES:
         print(bench_shape(*shape), flush=True)
         torch.cuda.empty_cache()
+    if "--profile" in sys.argv:
+        print(profile(*SHAPES[0]))
 
 
 if __name__ == "__main__":

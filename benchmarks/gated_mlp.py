@@ -1,5 +1,6 @@
-"""GPU benchmark: the SwiGLU MLP at proxy sizes, forward+backward in bf16: the plain form (the anchor, what the glu
-and moe blocks run), the fused Triton silu(a) * b core (`archsearch.kernels.moe.mlp` on CUDA), and torch.compile of the whole MLP.
+"""GPU benchmark: the SwiGLU MLP at proxy sizes, forward+backward in bf16: the plain form (the anchor: two input
+GEMMs, silu, product), ours (`archsearch.kernels.moe.mlp`: one GEMM into the packed [w1 | w3] projection and the fused
+Triton SwiGLU core), the packed GEMM with the core unfused, and torch.compile of the plain MLP.
 
     PYTHONUNBUFFERED=1 python benchmarks/gated_mlp.py
 """
@@ -10,6 +11,7 @@ import torch
 from _common import attempt, header, median_ms, relative, table
 
 from archsearch.blocks.glu import mlp_hidden
+from archsearch.kernels import moe as moe_module
 from archsearch.kernels.moe import mlp
 from archsearch.kernels.moe.reference import mlp as plain_mlp
 
@@ -22,6 +24,14 @@ def plain(x, w1, w2, w3):
 
 def fused(x, w1, w2, w3):
     return mlp(x, w1, w2, w3, "swiglu")  # the dispatcher: the fused core on CUDA
+
+
+def packed_unfused(x, w1, w2, w3):
+    saved, moe_module.FUSED_SWIGLU = moe_module.FUSED_SWIGLU, False
+    try:
+        return mlp(x, w1, w2, w3, "swiglu")
+    finally:
+        moe_module.FUSED_SWIGLU = saved
 
 
 def forward_backward(fn, x, w1, w2, w3, probe):
@@ -38,7 +48,12 @@ def bench(tokens: int, d: int) -> list[list[object]]:
     w2 = (torch.randn(hidden, d, device="cuda", generator=g) * hidden**-0.5).bfloat16()
     args = (x, w1, w2, w3, probe)
     ref = forward_backward(plain, *(t.float() for t in args))
-    forms = {"anchor: plain": plain, "fused Triton silu*b": fused, "torch.compile(mlp)": torch.compile(plain)}
+    forms = {
+        "anchor: plain": plain,
+        "ours: packed GEMM + fused SwiGLU": fused,
+        "packed GEMM, SwiGLU unfused": packed_unfused,
+        "torch.compile(plain)": torch.compile(plain),
+    }
     rows, anchor = [], None
     for name, fn in forms.items():
         got = attempt(lambda fn=fn: forward_backward(fn, *args), f"{name} at {tokens}x{d}")

@@ -9,13 +9,14 @@ Errors are relative to the loop over experts in float32 on the same (bf16-rounde
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import torch
 from _common import attempt, header, median_ms, relative, table
 
 from archsearch.blocks.glu import mlp_hidden
 from archsearch.kernels import moe as moe_module
-from archsearch.kernels.moe import _grouped_mlp, _grouped_mm_usable, moe_mlp, moe_mlp_reference
+from archsearch.kernels.moe import _grouped_mm_usable, activate, moe_mlp, moe_mlp_reference
 
 TOKENS, D, TOP_K = 32768, 512, 2
 HIDDEN = mlp_hidden("swiglu", 8 / 3, 64, D)
@@ -37,17 +38,20 @@ def inputs(experts: int):
     return x, index, gates, w1, w2, w3, probe
 
 
-def grouped_fp32_combine(x, expert_index, gates, w1, w2, w3, kind):
-    """The first version of the dispatch: x[order // k] gathered by indexing, the gated sum in fp32 copies."""
+def previous_version(x, expert_index, gates, w1, w2, w3, kind):
+    """The dispatch as first delivered (2026-11-22): dropped slots cut off after a host sync, int64 sort keys,
+    w1 and w3 as two grouped GEMMs, separate silu and product."""
+    from archsearch.kernels.moe.combine import combine, gather
+
     n, k = expert_index.shape
     flat = expert_index.reshape(-1)
     order = torch.argsort(flat, stable=True)
     order = order[int((flat < 0).sum()) :]
-    counts = torch.bincount(flat[order], minlength=w1.shape[0])
-    out = _grouped_mlp(x[order // k], counts, w1, w2, w3, kind)
-    weighted = out.float() * gates.reshape(-1)[order, None].float()
-    slots = torch.zeros(n * k, x.shape[1], dtype=torch.float32, device=x.device).index_copy(0, order, weighted)
-    return slots.view(n, k, -1).sum(1).to(x.dtype)
+    gmm = partial(torch._grouped_mm, offs=torch.bincount(flat[order], minlength=w1.shape[0]).cumsum(0).to(torch.int32))
+    pos = torch.full((n * k,), -1, dtype=torch.int64, device=x.device)
+    pos = pos.index_copy_(0, order, torch.arange(order.numel(), device=x.device)).view(n, k)
+    xs = gather(x, order // k, pos)
+    return combine(gmm(activate(gmm(xs, w1), gmm(xs, w3), kind), w2), pos, gates)
 
 
 def with_fused_swiglu(fused: bool):
@@ -74,9 +78,9 @@ def bench(experts: int) -> list[object]:
     rows, anchor = [], None
     forms = {
         "anchor: loop over experts": moe_mlp_reference,
-        "grouped GEMM, indexed gather, fp32 combine (first version)": grouped_fp32_combine,
-        "ours: grouped GEMM, Triton gather/combine": with_fused_swiglu(False),
-        "ours + fused SwiGLU (moe_mlp)": with_fused_swiglu(True),
+        "previous version (host sync, two GEMMs, plain SwiGLU)": previous_version,
+        "ours, SwiGLU unfused": with_fused_swiglu(False),
+        "ours: moe_mlp": with_fused_swiglu(True),
     }
     for name, fn in forms.items():
         got = attempt(lambda fn=fn: forward_backward(fn, *args), f"{name}, {experts} experts")

@@ -130,7 +130,7 @@ class MoE(Block):
         if self.training and self.capacity_factor > 0:
             capacity = math.ceil(self.capacity_factor * tokens.shape[0] * self.top_k / self.experts)
             routed = drop_over_capacity(expert_index, capacity, self.experts)
-        fraction = torch.bincount(expert_index.reshape(-1), minlength=self.experts).float() / expert_index.numel()
+        fraction = expert_counts(expert_index, self.experts).float() / expert_index.numel()
         balance = self.experts * (fraction * probs.mean(0)).sum()
         z = torch.logsumexp(logits, dim=-1).pow(2).mean()
         self.aux_loss = self.aux_loss_weight * balance + self.z_loss_weight * z
@@ -154,11 +154,20 @@ def drop_over_capacity(expert_index: Tensor, capacity: int, experts: int) -> Ten
     """
     flat = expert_index.reshape(-1)
     order = torch.argsort(flat, stable=True)
-    counts = torch.bincount(flat, minlength=experts)
+    counts = expert_counts(flat, experts)
     first = counts.cumsum(0) - counts  # where each expert's run starts in the sorted order
     rank = torch.empty_like(flat)
     rank[order] = torch.arange(flat.numel(), device=flat.device) - first[flat[order]]
     return torch.where(rank < capacity, flat, -1).view_as(expert_index)
+
+
+def expert_counts(expert_index: Tensor, experts: int) -> Tensor:
+    """How many entries of expert_index (values in [0, experts)) name each expert: [experts] int64.
+
+    Unlike `torch.bincount`, which reads the largest value back to size its output, no host sync stalls the GPU.
+    """
+    flat = expert_index.reshape(-1)
+    return torch.zeros(experts, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
 
 
 FAMILY = MoEFamily()

@@ -7,7 +7,7 @@ import torch
 
 from archsearch.architecture import BlockSpec
 from archsearch.blocks.glu import MLP
-from archsearch.blocks.moe import MoE, drop_over_capacity
+from archsearch.blocks.moe import MoE, drop_over_capacity, expert_counts
 from archsearch.kernels.moe import mlp
 
 
@@ -85,6 +85,11 @@ def test_shared_experts_add_unweighted_as_a_sum_of_mlps():
     first, second = (slice(0, 16), slice(16, 32))
     want = sum(mlp(x, s.w1[:, h], s.w2[h], s.w3[:, h], "reglu") for h in (first, second))
     torch.testing.assert_close(block(x), want)
+
+
+def test_expert_counts_equal_bincount_with_idle_experts():
+    index = torch.randint(0, 5, (40, 2), generator=torch.Generator().manual_seed(0))  # experts 5, 6 stay idle
+    assert torch.equal(expert_counts(index, 7), torch.bincount(index.reshape(-1), minlength=7))
 
 
 def test_drop_over_capacity_grants_slots_in_row_major_order():

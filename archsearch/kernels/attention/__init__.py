@@ -1,10 +1,10 @@
 """Causal softmax attention, global or over a sliding window, with grouped-query heads: `attention`.
 
 Dispatch: flash-attn's `flash_attn_func` when the package imports and the tensors are fp16/bf16 on CUDA; else, for
-a sliding window over several queries on CUDA, FlexAttention (compiled once, its block mask cached per shape and
-window), which skips the blocks outside the band; PyTorch's `scaled_dot_product_attention` otherwise (its flash
-backend for global causal attention, a cached band mask for windows on the CPU). `reference.attention_reference`
-defines the op for tests.
+a sliding window over several queries on CUDA, our Triton kernel (`sliding_window`), which visits only the key
+blocks inside the window and needs no compilation per sequence length, as FlexAttention would; PyTorch's
+`scaled_dot_product_attention` otherwise (its own backend choice for global causal attention, faster than its flash
+backend on an H100; a cached band mask for windows on the CPU). `reference.attention_reference` defines the op.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ try:
     from flash_attn import flash_attn_func
 except ImportError:
     flash_attn_func = None
-try:
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-except ImportError:  # torch < 2.5
-    create_block_mask = flex_attention = None
 
 _HALF = (torch.float16, torch.bfloat16)
 _SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
@@ -47,53 +43,24 @@ def attention(
         # keys older than the first query's window are never seen: dropping them makes decoding with a cache of
         # exactly `window` keys mask-free, and spares the kernels the work
         first = max(k.shape[1] - q.shape[1] - window + 1, 0)
-        k, v = k[:, first:], v[:, first:]
+        if first:
+            k, v = k[:, first:], v[:, first:]
         if window >= k.shape[1]:
             window = None
     if flash_attn_func is not None and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 256:
         # (-1, -1) is flash-attn's "no window"; a right bound of 0 would make cross-attention causal
         window_size = (-1, -1) if window is None else (window - 1, 0)
         return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal, window_size=window_size)
-    if window is not None and q.is_cuda and q.shape[1] > 1 and _flex_usable(q):
-        return _flex(q, k, v, window, scale)
+    if window is not None and q.is_cuda and q.shape[1] > 1 and q.dtype in _HALF and _tiled_head_dim(q):
+        from .sliding_window import sliding_window_attention  # Triton is a Linux-only dependency
+
+        return sliding_window_attention(q, k, v, window, scale)
     return _sdpa(q, k, v, window, scale, causal)
 
 
-def _flex_usable(q: Tensor) -> bool:
+def _tiled_head_dim(q: Tensor) -> bool:
     d = q.shape[-1]
-    return flex_attention is not None and 16 <= d <= 256 and d & (d - 1) == 0
-
-
-def _flex(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float | None, compiled: bool = True) -> Tensor:
-    """Sliding-window attention through FlexAttention; `compiled=False` runs it eagerly (CPU tests)."""
-    mask = _band_block_mask(q.shape[1], k.shape[1], window, q.device)
-    fn = _compiled_flex() if compiled else flex_attention
-    out = fn(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        block_mask=mask,
-        scale=scale,
-        enable_gqa=k.shape[2] != q.shape[2],
-    )
-    return out.transpose(1, 2)
-
-
-@functools.cache
-def _compiled_flex():
-    # static shapes: FlexAttention's kernels are specialised per sequence length, which a training run keeps fixed
-    return torch.compile(flex_attention, dynamic=False)
-
-
-@functools.lru_cache(maxsize=16)
-def _band_block_mask(t_q: int, t_k: int, window: int, device: torch.device):
-    offset = t_k - t_q  # query i sits at key position i + offset
-
-    def band(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx + offset) & (kv_idx > q_idx + offset - window)
-
-    with torch.inference_mode(False):  # as _mask: the cached mask must serve later backward passes too
-        return create_block_mask(band, B=None, H=None, Q_LEN=t_q, KV_LEN=t_k, device=device)
+    return 16 <= d <= 256 and d & (d - 1) == 0
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, window: int | None, scale: float | None, causal: bool) -> Tensor:

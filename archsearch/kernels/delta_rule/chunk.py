@@ -24,28 +24,15 @@ in float32 (tf32 on the tensor cores for 16-bit inputs; exact float32 for float3
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .._triton import autotune, first
+
 CHUNK_SIZES = (16, 32, 64, 128)
 MAX_HEAD_DIM = 256
-
-
-def _autotune(configs: list[triton.Config], key: list[str]):
-    """Autotune on a GPU; under the interpreter run the first config (timing there means nothing)."""
-    if _INTERPRET:
-        return lambda fn: fn
-    return triton.autotune(configs=configs, key=key)
-
-
-def _first(configs: list[triton.Config]) -> dict:
-    """The launch arguments that a missing autotuner would have supplied: the first config's."""
-    return dict(configs[0].kwargs) if _INTERPRET else {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -55,7 +42,7 @@ def _first(configs: list[triton.Config]) -> dict:
 _PREPARE_CONFIGS = [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)]
 
 
-@_autotune(_PREPARE_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_PREPARE_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_prepare_kernel(
     k, v, beta, w, u, tm, T,
@@ -154,7 +141,7 @@ def _fwd_prepare_kernel(
 _STATE_CONFIGS = [triton.Config({"BV": bv}, num_warps=4, num_stages=ns) for bv, ns in ((32, 3), (64, 2), (16, 3))]
 
 
-@_autotune(_STATE_CONFIGS, key=["NBH", "H", "K", "V", "BT", "FUSE_O"])
+@autotune(_STATE_CONFIGS, key=["NBH", "H", "K", "V", "BT", "FUSE_O"])
 @triton.jit(do_not_specialize=["T", "NBH"])
 def _fwd_state_kernel(
     q, k, w, u, h0, o, h, vn, ht, scale, T, NBH,
@@ -218,7 +205,7 @@ def _fwd_state_kernel(
 _OUTPUT_CONFIGS = [triton.Config({"BV": bv}, num_warps=4, num_stages=2) for bv in (64, 32)]
 
 
-@_autotune(_OUTPUT_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_OUTPUT_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_output_kernel(
     q, k, vn, h, o, scale, T,
@@ -258,7 +245,7 @@ def _fwd_output_kernel(
 _DV_LOCAL_CONFIGS = [triton.Config({"BV": bv}, num_warps=4, num_stages=2) for bv in (64, 32)]
 
 
-@_autotune(_DV_LOCAL_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_DV_LOCAL_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_dv_local_kernel(
     q, k, do, dvl, scale, T,
@@ -291,7 +278,7 @@ def _bwd_dv_local_kernel(
 _BWD_STATE_CONFIGS = _STATE_CONFIGS
 
 
-@_autotune(_BWD_STATE_CONFIGS, key=["NBH", "H", "K", "V", "BT", "FUSE_DV"])
+@autotune(_BWD_STATE_CONFIGS, key=["NBH", "H", "K", "V", "BT", "FUSE_DV"])
 @triton.jit(do_not_specialize=["T", "NBH"])
 def _bwd_state_kernel(
     q, k, w, do, dvl, dht, dh, dvn, dh0, scale, T, NBH,
@@ -353,7 +340,7 @@ def _bwd_state_kernel(
 _GRADS_CONFIGS = [triton.Config({}, num_warps=nw, num_stages=1) for nw in (4, 8)]
 
 
-@_autotune(_GRADS_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_GRADS_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_grads_kernel(
     q, k, v, beta, tm, h, dh, vn, dvn, do, dq, dk, dv, dbeta, scale, T,
@@ -433,7 +420,7 @@ def _bwd_grads_kernel(
     tl.store(dbeta + (bos + o_t) * H + i_h, b_db, mask=m_t)
 
 
-@_autotune(_GRADS_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_GRADS_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _bwd_grads_kblock_kernel(
     q, k, v, beta, tm, h, dh, vn, dvn, do, dq, dk, dv, dbeta, scale, T,
@@ -578,7 +565,7 @@ def chunk_delta_rule_fwd(
     tm = torch.empty(b, t, nh, bt, device=k.device, dtype=torch.float32)
     _fwd_prepare_kernel[(nt, b * nh)](
         k, v, beta, w, u, tm, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, BV=min(bv_full, 64), PREC=prec, TPREC=tprec,
-        REG_SUBST=_register_substitution(dk), **_first(_PREPARE_CONFIGS),
+        REG_SUBST=_register_substitution(dk), **first(_PREPARE_CONFIGS),
     )  # fmt: skip
 
     fuse_o = _fused_output()
@@ -588,7 +575,7 @@ def chunk_delta_rule_fwd(
     vn = torch.empty_like(v) if store_h else None
     ht = k.new_empty(b, nh, dk, dv, dtype=torch.float32) if output_final_state else None
     h0 = initial_state.contiguous() if initial_state is not None else None
-    meta = _first(_STATE_CONFIGS)
+    meta = first(_STATE_CONFIGS)
     grid = lambda m: (triton.cdiv(dv, m["BV"]), b * nh)  # noqa: E731
     _fwd_state_kernel[grid](
         q, k, w, u, h0, o, h, vn, ht, scale, t, b * nh, H=nh, K=dk, V=dv, BT=bt, BK=bk,
@@ -598,7 +585,7 @@ def chunk_delta_rule_fwd(
     if not fuse_o:
         grid = lambda m: (triton.cdiv(dv, m["BV"]), nt, b * nh)  # noqa: E731
         _fwd_output_kernel[grid](
-            q, k, vn, h, o, scale, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, PREC=prec, **_first(_OUTPUT_CONFIGS)
+            q, k, vn, h, o, scale, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, PREC=prec, **first(_OUTPUT_CONFIGS)
         )
     return o, ht, (tm, w, h, vn)
 
@@ -620,7 +607,7 @@ def chunk_delta_rule_bwd(
         dvl = torch.empty_like(v, dtype=torch.float32)
         grid = lambda m: (triton.cdiv(dv, m["BV"]), nt, b * nh)  # noqa: E731
         _bwd_dv_local_kernel[grid](
-            q, k, do, dvl, scale, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, PREC=prec, **_first(_DV_LOCAL_CONFIGS)
+            q, k, do, dvl, scale, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, PREC=prec, **first(_DV_LOCAL_CONFIGS)
         )
     dh = k.new_empty(b, nt, nh, dk, dv)
     dvn = torch.empty_like(v)
@@ -628,7 +615,7 @@ def chunk_delta_rule_bwd(
     grid = lambda m: (triton.cdiv(dv, m["BV"]), b * nh)  # noqa: E731
     _bwd_state_kernel[grid](
         q, k, w, do, dvl, dht, dh, dvn, dh0, scale, t, b * nh, H=nh, K=dk, V=dv, BT=bt, BK=bk,
-        USE_DHT=dht is not None, STORE_DH0=need_dh0, FUSE_DV=fuse_dv, PREC=prec, **_first(_BWD_STATE_CONFIGS),
+        USE_DHT=dht is not None, STORE_DH0=need_dh0, FUSE_DV=fuse_dv, PREC=prec, **first(_BWD_STATE_CONFIGS),
     )  # fmt: skip
 
     dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -636,12 +623,12 @@ def chunk_delta_rule_bwd(
     if _kblocked_grads(dk):
         _bwd_grads_kblock_kernel[(nt, b * nh)](
             q, k, v, beta, tm, h, dh, vn, dvn, do, dq, dk_, dv_, dbeta, scale, t, H=nh, K=dk, V=dv, BT=bt,
-            BKF=bk, BK=min(bk, 64), BV=min(bv_full, 64), PREC=prec, TPREC=tprec, **_first(_GRADS_CONFIGS),
+            BKF=bk, BK=min(bk, 64), BV=min(bv_full, 64), PREC=prec, TPREC=tprec, **first(_GRADS_CONFIGS),
         )  # fmt: skip
     else:
         _bwd_grads_kernel[(nt, b * nh)](
             q, k, v, beta, tm, h, dh, vn, dvn, do, dq, dk_, dv_, dbeta, scale, t,
-            H=nh, K=dk, V=dv, BT=bt, BK=bk, BV=min(bv_full, 64), PREC=prec, TPREC=tprec, **_first(_GRADS_CONFIGS),
+            H=nh, K=dk, V=dv, BT=bt, BK=bk, BV=min(bv_full, 64), PREC=prec, TPREC=tprec, **first(_GRADS_CONFIGS),
         )  # fmt: skip
     return dq, dk_, dv_, dbeta, dh0
 

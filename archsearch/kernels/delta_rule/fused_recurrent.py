@@ -6,14 +6,12 @@ u_t = beta_t (v_t - S^T k_t), S <- S + k_t u_t^T, o_t = S^T (scale q_t). The sta
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .._triton import INTERPRET
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -80,7 +78,7 @@ def fused_recurrent_delta_rule_triton(
     _fused_recurrent_fwd_kernel[(triton.cdiv(dv, bv), b * nh)](
         q, k, v, beta, h0, o, ht, scale, t, H=nh, K=dk, V=dv, BK=bk, BV=bv,
         USE_H0=h0 is not None, STORE_HT=output_final_state,
-        **({} if _INTERPRET else {"num_warps": 1 if bk * bv <= 2048 else 4}),
+        **({} if INTERPRET else {"num_warps": 1 if bk * bv <= 2048 else 4}),
     )  # fmt: skip
     return o, ht
 

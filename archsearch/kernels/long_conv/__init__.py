@@ -5,9 +5,11 @@ ignored, missing taps are zero), skip [C]; see `reference` for the definition. O
 of u; the arithmetic is float32 outside the transforms.
 
 Dispatch on CUDA: `monarch` (one fused Triton kernel, DFT products in fp16 on tensor cores) up to T = 2048, where
-its tiles fit the registers; `fft` (cuFFT in fp16 with fused Triton passes) beyond, in fp32 past T = 32768 where
-fp16's range ends. Both stay within 1e-2 relative error of the float32 reference (benchmarks/long_conv.py measures
-speed and error). Elsewhere the FFT reference runs.
+its tiles fit the registers; `fft` (cuFFT with fused Triton passes) beyond: its transforms in fp16 for T in
+(8192, 32768], in fp32 elsewhere. That split is measured (H100, benchmarks/long_conv.py, 2026-11-23): fp32 won at
+T4096 (1.07 against 1.12 ms fwd+bwd) and T8192 (1.20 against 2.05 ms: cuFFT's 16384-point half-precision transform is
+slow), fp16 at T16384 (1.44 against 1.56 ms); past T = 32768 fp16's range ends. Both stay within 1e-2 relative error
+of the float32 reference. Elsewhere the FFT reference runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import Tensor
 from .reference import long_conv_direct, long_conv_fft, long_conv_step
 
 MONARCH_MAX_T = 2048  # its 4096-point tiles; at 8192 points the kernel spills registers and loses to cuFFT
-HALF_FFT_MAX_T = 32768  # fp16 transforms: every value of the unnormalised transform stays under T < fp16's max
+HALF_FFT_T = (8192, 32768)  # fp16 transforms for T in (low, high]: every unnormalised value stays under fp16's max
 
 
 def long_conv(u: Tensor, h: Tensor, skip: Tensor | None = None) -> Tensor:
@@ -28,7 +30,7 @@ def long_conv(u: Tensor, h: Tensor, skip: Tensor | None = None) -> Tensor:
         t = u.shape[-1]
         if t <= MONARCH_MAX_T:
             return monarch.long_conv_monarch(u, h, skip)
-        return fft.long_conv_cufft(u, h, skip, half=t <= HALF_FFT_MAX_T)
+        return fft.long_conv_cufft(u, h, skip, half=HALF_FFT_T[0] < t <= HALF_FFT_T[1])
     return long_conv_fft(u, h, skip)
 
 

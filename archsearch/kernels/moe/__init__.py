@@ -5,8 +5,8 @@ decided: x [N, d] tokens; expert_index [N, k] integer (the k experts of each tok
 capacity); gates [N, k] the weights of those slots; stacked expert weights w1, w3 [E, d, hidden], w2 [E, hidden, d]
 (w3 None for the plain MLP); kind one of "swiglu", "geglu", "reglu", "mlp". It returns
 y [N, d] = sum_j gates[n, j] * MLP_{expert_index[n, j]}(x[n]) in x's dtype, and is differentiable in x, gates and
-every weight; sums accumulate in float32 at least. `reference.moe_mlp_reference` defines it; a Triton grouped GEMM replaces `_grouped_mlp` (or the whole
-function) without the block noticing.
+every weight; sums accumulate in float32 at least. `reference.moe_mlp_reference` defines it; a Triton grouped GEMM
+replaces `_grouped_mlp` (or the whole function) without the block noticing.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ FUSED_SWIGLU = True
 
 
 def mlp(x: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
-    """One MLP without bias (see `reference.mlp`), SwiGLU's silu(a) * b fused on CUDA."""
-    if kind == "swiglu" and FUSED_SWIGLU and x.is_cuda:
-        from .swiglu import swiglu  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
-
-        return swiglu(x @ w1, x @ w3) @ w2
-    return reference.mlp(x, w1, w2, w3, kind)
+    """One MLP without bias (see `reference.mlp`); a gated MLP's two input projections run as one GEMM."""
+    if w3 is None:
+        return reference.mlp(x, w1, w2, w3, kind)
+    return _activate_packed(x @ torch.cat([w1, w3], -1), kind) @ w2
 
 
 def moe_mlp(
@@ -37,41 +35,52 @@ def moe_mlp(
 ) -> Tensor:
     """Routed experts on sorted tokens: y[n] = sum_j gates[n, j] * MLP_{expert_index[n, j]}(x[n]) (see module doc)."""
     n, k = expert_index.shape
+    experts = w1.shape[0]
     flat = expert_index.reshape(-1)
-    # Stable, so each expert sees its tokens in slot order; dropped slots (-1) sort first and are cut off, which
-    # costs one host sync for the dynamic row count.
-    order = torch.argsort(flat, stable=True)
-    order = order[int((flat < 0).sum()) :]
-    counts = torch.bincount(flat[order], minlength=w1.shape[0])
+    dropped = flat < 0
+    # Dropped slots (-1) form a last group that no expert reads, so every row count is known on the host: no sync
+    # stalls the launch queue. Small integer keys cut the radix sort's passes; stable, so each expert sees its
+    # tokens in slot order.
+    key = torch.where(dropped, experts, flat).to(torch.int16 if experts < 2**15 else torch.int32)
+    sorted_key, order = torch.sort(key, stable=True)
+    bounds = torch.arange(1, experts + 1, device=x.device, dtype=key.dtype)
+    ends = torch.searchsorted(sorted_key, bounds, out_int32=True)  # rows [ends[e-1], ends[e]) go to expert e
+    # pos[n, j]: the sorted row of token n's slot j (-1: dropped); both ends of the dispatch read through it
+    pos = torch.empty_like(order).index_copy_(0, order, torch.arange(n * k, device=x.device))
+    pos = pos.masked_fill_(dropped, -1).view(n, k)
     if x.is_cuda:
         from .combine import combine, gather  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
 
-        # pos[n, j]: the sorted row of token n's slot j (-1: dropped); both ends of the dispatch read through it
-        pos = torch.full((n * k,), -1, dtype=torch.int64, device=x.device).index_copy_(
-            0, order, torch.arange(order.numel(), device=x.device)
-        )
-        pos = pos.view(n, k)
-        return combine(_grouped_mlp(gather(x, order // k, pos), counts, w1, w2, w3, kind), pos, gates)
-    out = _grouped_mlp(x[order // k], counts, w1, w2, w3, kind)
+        return combine(_grouped_mlp(gather(x, order // k, pos), ends, w1, w2, w3, kind), pos, gates)
+    out = _grouped_mlp(x[order // k], ends, w1, w2, w3, kind)
     acc = torch.promote_types(x.dtype, torch.float32)
-    weighted = out.to(acc) * gates.reshape(-1)[order, None].to(acc)
-    # Back to slot order without atomics, then a fixed-order sum over each token's k slots: deterministic.
-    slots = torch.zeros(n * k, x.shape[1], dtype=acc, device=x.device).index_copy(0, order, weighted)
-    return slots.view(n, k, -1).sum(1).to(x.dtype)
+    # a fixed-order sum over each token's k slots, no atomics: deterministic
+    slots = out[pos.clamp_min(0).view(-1)].view(n, k, -1).to(acc)
+    return (slots * gates.masked_fill(pos < 0, 0).to(acc)[..., None]).sum(1).to(x.dtype)
 
 
-def _grouped_mlp(xs: Tensor, counts: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
-    """The experts on tokens already sorted by expert: rows [offset_e, offset_e + counts[e]) of xs go to expert e."""
+def _grouped_mlp(xs: Tensor, ends: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
+    """The experts on rows sorted by expert: rows [ends[e - 1], ends[e]) of xs go to expert e (ends[-1] = 0).
+
+    Rows from ends[-1] on belong to no expert; their output rows are unspecified and must not be read.
+    """
     if _grouped_mm_usable(xs, w1, w2, w3):
-        gmm = partial(torch._grouped_mm, offs=counts.cumsum(0).to(torch.int32))
-        h1, h3 = gmm(xs, w1), None if w3 is None else gmm(xs, w3)
-        if kind == "swiglu" and FUSED_SWIGLU:
-            from .swiglu import swiglu  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+        gmm = partial(torch._grouped_mm, offs=ends)
+        h = gmm(xs, w1 if w3 is None else torch.cat([w1, w3], -1))
+        return gmm(_activate_packed(h, kind) if w3 is not None else activate(h, None, kind), w2)
+    groups = xs.tensor_split(ends.tolist())  # the experts' groups, then the rows of no expert
+    parts = [mlp(g, w1[e], w2[e], None if w3 is None else w3[e], kind) for e, g in enumerate(groups[:-1])]
+    return torch.cat([*parts, groups[-1].new_zeros(groups[-1].shape[0], w2.shape[-1])])
 
-            return gmm(swiglu(h1, h3), w2)
-        return gmm(activate(h1, h3, kind), w2)
-    groups = xs.split(counts.tolist())
-    return torch.cat([mlp(g, w1[e], w2[e], None if w3 is None else w3[e], kind) for e, g in enumerate(groups)])
+
+def _activate_packed(h: Tensor, kind: str) -> Tensor:
+    """A gated MLP's hidden activation from its packed projection h = x [w1 | w3] [..., 2 * hidden]."""
+    if kind == "swiglu" and FUSED_SWIGLU and h.is_cuda:
+        from .swiglu import swiglu  # Triton is a Linux-only dependency: imported where CUDA tensors arrive
+
+        return swiglu(h)
+    h1, h3 = h.chunk(2, dim=-1)
+    return activate(h1, h3, kind)
 
 
 def _grouped_mm_usable(xs: Tensor, *weights: Tensor | None) -> bool:

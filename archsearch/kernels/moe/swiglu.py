@@ -1,7 +1,9 @@
-"""SwiGLU's elementwise core, silu(a) * b, as one Triton kernel each way.
+"""SwiGLU's elementwise core on the packed projection, silu(h[..., :n]) * h[..., n:], as one Triton kernel each way.
 
-Unfused, PyTorch runs silu, then the product (forward), and three kernels backward; fused, the forward reads a and
-b once and writes the output, and the backward reads dy, a, b once and writes da and db, recomputing the sigmoid.
+The gated MLP's two input projections run as one GEMM into h = x [w1 | w3]; the kernel reads both halves in place
+(no split copies) and writes y [..., n]. Unfused, PyTorch runs silu, then the product (forward), and three kernels
+backward; fused, the forward reads h once and writes y, and the backward reads dy and h once and writes dh (the
+packed gradient the GEMM's backward takes), recomputing the sigmoid.
 """
 
 from __future__ import annotations
@@ -15,43 +17,51 @@ BLOCK = 2048
 
 
 @triton.jit
-def _swiglu_fwd_kernel(a_ptr, b_ptr, y_ptr, n, BLOCK: tl.constexpr):
+def _swiglu_fwd_kernel(h_ptr, y_ptr, numel, n, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = i < n
-    a = tl.load(a_ptr + i, mask=inside, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + i, mask=inside, other=0.0).to(tl.float32)
+    inside = i < numel
+    a_at = (i // n) * (2 * n) + i % n  # row r, column c of y read h[r, c] and h[r, n + c]
+    a = tl.load(h_ptr + a_at, mask=inside, other=0.0).to(tl.float32)
+    b = tl.load(h_ptr + a_at + n, mask=inside, other=0.0).to(tl.float32)
     tl.store(y_ptr + i, (a * tl.sigmoid(a) * b).to(y_ptr.dtype.element_ty), mask=inside)
 
 
 @triton.jit
-def _swiglu_bwd_kernel(a_ptr, b_ptr, dy_ptr, da_ptr, db_ptr, n, BLOCK: tl.constexpr):
+def _swiglu_bwd_kernel(h_ptr, dy_ptr, dh_ptr, numel, n, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = i < n
-    a = tl.load(a_ptr + i, mask=inside, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + i, mask=inside, other=0.0).to(tl.float32)
+    inside = i < numel
+    a_at = (i // n) * (2 * n) + i % n
+    a = tl.load(h_ptr + a_at, mask=inside, other=0.0).to(tl.float32)
+    b = tl.load(h_ptr + a_at + n, mask=inside, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + i, mask=inside, other=0.0).to(tl.float32)
     s = tl.sigmoid(a)
-    tl.store(da_ptr + i, (dy * b * s * (1.0 + a * (1.0 - s))).to(da_ptr.dtype.element_ty), mask=inside)
-    tl.store(db_ptr + i, (dy * a * s).to(db_ptr.dtype.element_ty), mask=inside)
+    tl.store(dh_ptr + a_at, (dy * b * s * (1.0 + a * (1.0 - s))).to(dh_ptr.dtype.element_ty), mask=inside)
+    tl.store(dh_ptr + a_at + n, (dy * a * s).to(dh_ptr.dtype.element_ty), mask=inside)
 
 
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        a, b = a.contiguous(), b.contiguous()
-        y = torch.empty_like(a)
-        _swiglu_fwd_kernel[(triton.cdiv(a.numel(), BLOCK),)](a, b, y, a.numel(), BLOCK=BLOCK)
-        ctx.save_for_backward(a, b)
+    def forward(ctx, h: Tensor) -> Tensor:
+        h = h.contiguous()
+        n = h.shape[-1] // 2
+        y = h.new_empty(*h.shape[:-1], n)
+        _swiglu_fwd_kernel[(triton.cdiv(y.numel(), BLOCK),)](h, y, y.numel(), n, BLOCK=BLOCK)
+        ctx.save_for_backward(h)
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        a, b = ctx.saved_tensors
-        da, db = torch.empty_like(a), torch.empty_like(b)
-        _swiglu_bwd_kernel[(triton.cdiv(a.numel(), BLOCK),)](a, b, dy.contiguous(), da, db, a.numel(), BLOCK=BLOCK)
-        return da, db
+        (h,) = ctx.saved_tensors
+        dh = torch.empty_like(h)
+        _swiglu_bwd_kernel[(triton.cdiv(dy.numel(), BLOCK),)](
+            h, dy.contiguous(), dh, dy.numel(), h.shape[-1] // 2, BLOCK=BLOCK
+        )
+        return dh
 
 
-def swiglu(a: Tensor, b: Tensor) -> Tensor:
-    """silu(a) * b (same shapes and dtype), forward and backward each one Triton kernel; fp32 arithmetic."""
-    return _SwiGLU.apply(a, b)
+def swiglu(h: Tensor) -> Tensor:
+    """silu(h[..., :n]) * h[..., n:] for h [..., 2n] -> [..., n] in h's dtype; one Triton kernel each way, fp32
+    arithmetic."""
+    if h.shape[-1] % 2:
+        raise ValueError(f"swiglu: the last dimension must hold two halves, got {h.shape[-1]}")
+    return _SwiGLU.apply(h)
