@@ -88,10 +88,15 @@ def _fwd_blocks(
 
 
 @triton.jit
+def _head(PTR, b, h, T, HEADS, HEAD_D: tl.constexpr):
+    """Where head h of sequence b starts in a contiguous [B, T, HEADS, HEAD_D] tensor; its rows are HEADS * HEAD_D
+    apart. int64: the tensor may pass 2^31 elements."""
+    return PTR + (b.to(tl.int64) * T * HEADS + h) * HEAD_D
+
+
+@triton.jit
 def _fwd_kernel(
-    Q, K, V, OUT, LSE,
-    sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sv_b, sv_t, sv_h, so_b, so_t, so_h,
-    H, T_Q, T_K, WINDOW, qk_scale,
+    Q, K, V, OUT, LSE, H, T_Q, T_K, WINDOW, qk_scale,
     GROUP: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     m0 = tl.program_id(0) * BLOCK_M
@@ -101,15 +106,16 @@ def _fwd_kernel(
     rows = m0 + tl.arange(0, BLOCK_M)
     d = tl.arange(0, HEAD_D)
     in_q = rows < T_Q
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_t + d[None, :], mask=in_q[:, None], other=0.0)
-    k_base = K + b * sk_b + (h // GROUP) * sk_h
-    v_base = V + b * sv_b + (h // GROUP) * sv_h
+    q = tl.load(_head(Q, b, h, T_Q, H, HEAD_D) + rows[:, None] * H * HEAD_D + d[None, :], mask=in_q[:, None], other=0.0)
+    h_kv = H // GROUP
+    k_base = _head(K, b, h // GROUP, T_K, h_kv, HEAD_D)
+    v_base = _head(V, b, h // GROUP, T_K, h_kv, HEAD_D)
     pos_q = rows + offset
     lo, full_lo, full_hi, hi = _key_range(m0 + offset, m0 + BLOCK_M - 1 + offset, T_K, WINDOW, BLOCK_N)
     acc = tl.zeros((BLOCK_M, HEAD_D), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    args = (k_base, v_base, sk_t, sv_t, pos_q)
+    args = (k_base, v_base, h_kv * HEAD_D, h_kv * HEAD_D, pos_q)
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, *args, lo, full_lo, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
     acc, l_i, m_i = _fwd_blocks(
         acc, l_i, m_i, q, *args, full_lo, full_hi, T_K, WINDOW, qk_scale, False, BLOCK_N, HEAD_D
@@ -117,24 +123,20 @@ def _fwd_kernel(
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, *args, full_hi, hi, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
     # every query sees at least itself, so l_i > 0 on real rows; padding rows are not stored
     l_i = tl.where(in_q, l_i, 1.0)
-    out = acc / l_i[:, None]
-    tl.store(
-        OUT + b * so_b + h * so_h + rows[:, None] * so_t + d[None, :], out.to(OUT.dtype.element_ty), mask=in_q[:, None]
-    )
+    out = (acc / l_i[:, None]).to(OUT.dtype.element_ty)
+    tl.store(_head(OUT, b, h, T_Q, H, HEAD_D) + rows[:, None] * H * HEAD_D + d[None, :], out, mask=in_q[:, None])
     tl.store(LSE + bh * T_Q + rows, m_i + tl.math.log2(l_i), mask=in_q)
 
 
 @triton.jit
-def _delta_kernel(
-    OUT, DO, DELTA, so_b, so_t, so_h, sdo_b, sdo_t, sdo_h, H, T_Q, HEAD_D: tl.constexpr, BLOCK: tl.constexpr
-):
+def _delta_kernel(OUT, DO, DELTA, H, T_Q, HEAD_D: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
-    d = tl.arange(0, HEAD_D)
+    at = rows[:, None] * H * HEAD_D + tl.arange(0, HEAD_D)[None, :]
     inside = (rows < T_Q)[:, None]
-    o = tl.load(OUT + b * so_b + h * so_h + rows[:, None] * so_t + d[None, :], mask=inside, other=0.0)
-    do = tl.load(DO + b * sdo_b + h * sdo_h + rows[:, None] * sdo_t + d[None, :], mask=inside, other=0.0)
+    o = tl.load(_head(OUT, b, h, T_Q, H, HEAD_D) + at, mask=inside, other=0.0)
+    do = tl.load(_head(DO, b, h, T_Q, H, HEAD_D) + at, mask=inside, other=0.0)
     tl.store(DELTA + bh * T_Q + rows, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=rows < T_Q)
 
 
@@ -172,20 +174,19 @@ def _dkdv_blocks(
 
 @triton.jit
 def _dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
-    sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sv_b, sv_t, sv_h, sdo_b, sdo_t, sdo_h, sdk_b, sdk_t, sdk_h, sdv_b, sdv_t, sdv_h,
-    H, H_KV, T_Q, T_K, WINDOW, qk_scale, sm_scale,
+    Q, K, V, DO, LSE, DELTA, DK, DV, H, T_Q, T_K, WINDOW, qk_scale, sm_scale,
     GROUP: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     n0 = tl.program_id(0) * BLOCK_N
     bkv = tl.program_id(1)
-    b, hkv = bkv // H_KV, bkv % H_KV
+    h_kv = H // GROUP
+    b, hkv = bkv // h_kv, bkv % h_kv
     offset = T_K - T_Q
     pos_k = n0 + tl.arange(0, BLOCK_N)
-    d = tl.arange(0, HEAD_D)
+    kv_at = pos_k[:, None] * h_kv * HEAD_D + tl.arange(0, HEAD_D)[None, :]
     in_k = (pos_k < T_K)[:, None]
-    k = tl.load(K + b * sk_b + hkv * sk_h + pos_k[:, None] * sk_t + d[None, :], mask=in_k, other=0.0)
-    v = tl.load(V + b * sv_b + hkv * sv_h + pos_k[:, None] * sv_t + d[None, :], mask=in_k, other=0.0)
+    k = tl.load(_head(K, b, hkv, T_K, h_kv, HEAD_D) + kv_at, mask=in_k, other=0.0)
+    v = tl.load(_head(V, b, hkv, T_K, h_kv, HEAD_D) + kv_at, mask=in_k, other=0.0)
     # queries (by index) that see some key of the block: positions [n0, n0 + BLOCK_N - 1 + WINDOW - 1]; all of
     # the block's keys are seen by positions [n0 + BLOCK_N - 1, n0 + WINDOW - 1]
     lo = tl.maximum(n0 - offset, 0) // BLOCK_M * BLOCK_M
@@ -200,17 +201,13 @@ def _dkdv_kernel(
     tail = (offset, T_Q, T_K, WINDOW, qk_scale)
     for g in range(GROUP):
         h = hkv * GROUP + g
-        q_base, do_base = Q + b * sq_b + h * sq_h, DO + b * sdo_b + h * sdo_h
-        run = (k, v, q_base, do_base, LSE + (b * H + h) * T_Q, DELTA + (b * H + h) * T_Q, sq_t, sdo_t, pos_k)
-        dk, dv = _dkdv_blocks(dk, dv, *run, lo, full_lo, *tail, True, BLOCK_M, HEAD_D)
-        dk, dv = _dkdv_blocks(dk, dv, *run, full_lo, full_hi, *tail, False, BLOCK_M, HEAD_D)
-        dk, dv = _dkdv_blocks(dk, dv, *run, full_hi, hi, *tail, True, BLOCK_M, HEAD_D)
-    tl.store(
-        DK + b * sdk_b + hkv * sdk_h + pos_k[:, None] * sdk_t + d[None, :],
-        (dk * sm_scale).to(DK.dtype.element_ty),
-        mask=in_k,
-    )
-    tl.store(DV + b * sdv_b + hkv * sdv_h + pos_k[:, None] * sdv_t + d[None, :], dv.to(DV.dtype.element_ty), mask=in_k)
+        q_base, do_base = _head(Q, b, h, T_Q, H, HEAD_D), _head(DO, b, h, T_Q, H, HEAD_D)
+        stats = (LSE + (b * H + h) * T_Q, DELTA + (b * H + h) * T_Q, H * HEAD_D, H * HEAD_D, pos_k)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, *stats, lo, full_lo, *tail, True, BLOCK_M, HEAD_D)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, *stats, full_lo, full_hi, *tail, False, BLOCK_M, HEAD_D)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, *stats, full_hi, hi, *tail, True, BLOCK_M, HEAD_D)
+    tl.store(_head(DK, b, hkv, T_K, h_kv, HEAD_D) + kv_at, (dk * sm_scale).to(DK.dtype.element_ty), mask=in_k)
+    tl.store(_head(DV, b, hkv, T_K, h_kv, HEAD_D) + kv_at, dv.to(DV.dtype.element_ty), mask=in_k)
 
 
 @triton.jit
@@ -239,9 +236,7 @@ def _dq_blocks(
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ,
-    sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sv_b, sv_t, sv_h, sdo_b, sdo_t, sdo_h, sdq_b, sdq_t, sdq_h,
-    H, T_Q, T_K, WINDOW, qk_scale, sm_scale,
+    Q, K, V, DO, LSE, DELTA, DQ, H, T_Q, T_K, WINDOW, qk_scale, sm_scale,
     GROUP: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     m0 = tl.program_id(0) * BLOCK_M
@@ -249,50 +244,36 @@ def _dq_kernel(
     b, h = bh // H, bh % H
     offset = T_K - T_Q
     rows = m0 + tl.arange(0, BLOCK_M)
-    d = tl.arange(0, HEAD_D)
+    q_at = rows[:, None] * H * HEAD_D + tl.arange(0, HEAD_D)[None, :]
     in_q = rows < T_Q
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_t + d[None, :], mask=in_q[:, None], other=0.0)
-    do = tl.load(DO + b * sdo_b + h * sdo_h + rows[:, None] * sdo_t + d[None, :], mask=in_q[:, None], other=0.0)
+    q = tl.load(_head(Q, b, h, T_Q, H, HEAD_D) + q_at, mask=in_q[:, None], other=0.0)
+    do = tl.load(_head(DO, b, h, T_Q, H, HEAD_D) + q_at, mask=in_q[:, None], other=0.0)
     lse = tl.load(LSE + bh * T_Q + rows, mask=in_q, other=0.0)
     delta = tl.load(DELTA + bh * T_Q + rows, mask=in_q, other=0.0)
-    k_base = K + b * sk_b + (h // GROUP) * sk_h
-    v_base = V + b * sv_b + (h // GROUP) * sv_h
-    pos_q = rows + offset
+    h_kv = H // GROUP
+    k_base = _head(K, b, h // GROUP, T_K, h_kv, HEAD_D)
+    v_base = _head(V, b, h // GROUP, T_K, h_kv, HEAD_D)
     lo, full_lo, full_hi, hi = _key_range(m0 + offset, m0 + BLOCK_M - 1 + offset, T_K, WINDOW, BLOCK_N)
     dq = tl.zeros((BLOCK_M, HEAD_D), dtype=tl.float32)
-    args = (q, do, lse, delta, k_base, v_base, sk_t, sv_t, pos_q)
+    args = (q, do, lse, delta, k_base, v_base, h_kv * HEAD_D, h_kv * HEAD_D, rows + offset)
     dq = _dq_blocks(dq, *args, lo, full_lo, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
     dq = _dq_blocks(dq, *args, full_lo, full_hi, T_K, WINDOW, qk_scale, False, BLOCK_N, HEAD_D)
     dq = _dq_blocks(dq, *args, full_hi, hi, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
-    tl.store(
-        DQ + b * sdq_b + h * sdq_h + rows[:, None] * sdq_t + d[None, :],
-        (dq * sm_scale).to(DQ.dtype.element_ty),
-        mask=in_q[:, None],
-    )
-
-
-def _strides(x: Tensor) -> tuple[int, int, int]:
-    return x.stride(0), x.stride(1), x.stride(2)
-
-
-def _unit_last(x: Tensor) -> Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
+    tl.store(_head(DQ, b, h, T_Q, H, HEAD_D) + q_at, (dq * sm_scale).to(DQ.dtype.element_ty), mask=in_q[:, None])
 
 
 class _SlidingWindowAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> Tensor:
-        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the kernels derive strides from the shapes
         b, t_q, h, d = q.shape
-        t_k, h_kv = k.shape[1], k.shape[2]
-        o = torch.empty_like(q, memory_format=torch.contiguous_format)
+        t_k, group = k.shape[1], h // k.shape[2]
+        o = torch.empty_like(q)
         lse = torch.empty(b, h, t_q, device=q.device, dtype=torch.float32)
-
         block_m, _, config = _config("fwd", d)
         _fwd_kernel[(triton.cdiv(t_q, block_m), b * h)](
-            q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-            h, t_q, t_k, window, scale * _LOG2E, GROUP=h // h_kv, HEAD_D=d, **config,
-        )  # fmt: skip
+            q, k, v, o, lse, h, t_q, t_k, window, scale * _LOG2E, GROUP=group, HEAD_D=d, **config
+        )
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.window, ctx.scale = window, scale
         return o
@@ -300,28 +281,22 @@ class _SlidingWindowAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do: Tensor):
         q, k, v, o, lse = ctx.saved_tensors
-        do = _unit_last(do)
+        do = do.contiguous()
         b, t_q, h, d = q.shape
         t_k, h_kv = k.shape[1], k.shape[2]
         window, scale = ctx.window, ctx.scale
         delta = torch.empty_like(lse)
-        _delta_kernel[(triton.cdiv(t_q, 64), b * h)](
-            o, do, delta, *_strides(o), *_strides(do), h, t_q, HEAD_D=d, BLOCK=64
-        )
-        dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-        dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-        dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-        common = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
+        _delta_kernel[(triton.cdiv(t_q, 64), b * h)](o, do, delta, h, t_q, HEAD_D=d, BLOCK=64)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        common = (h, t_q, t_k, window, scale * _LOG2E, scale)
         _, block_n, config = _config("dkdv", d)
         _dkdv_kernel[(triton.cdiv(t_k, block_n), b * h_kv)](
-            q, k, v, do, lse, delta, dk, dv, *common, *_strides(dk), *_strides(dv),
-            h, h_kv, t_q, t_k, window, scale * _LOG2E, scale, GROUP=h // h_kv, HEAD_D=d, **config,
-        )  # fmt: skip
+            q, k, v, do, lse, delta, dk, dv, *common, GROUP=h // h_kv, HEAD_D=d, **config
+        )
         block_m, _, config = _config("dq", d)
         _dq_kernel[(triton.cdiv(t_q, block_m), b * h)](
-            q, k, v, do, lse, delta, dq, *common, *_strides(dq),
-            h, t_q, t_k, window, scale * _LOG2E, scale, GROUP=h // h_kv, HEAD_D=d, **config,
-        )  # fmt: skip
+            q, k, v, do, lse, delta, dq, *common, GROUP=h // h_kv, HEAD_D=d, **config
+        )
         return dq, dk, dv, None, None
 
 
