@@ -25,6 +25,7 @@ FUSED_SWIGLU = True
 
 def mlp(x: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
     """One MLP without bias (see `reference.mlp`); a gated MLP's two input projections run as one GEMM."""
+    x, w1, w2, w3 = _autocast(x, w1, w2, w3)
     if w3 is None:
         return reference.mlp(x, w1, w2, w3, kind)
     return _activate_packed(x @ torch.cat([w1, w3], -1), kind) @ w2
@@ -34,6 +35,7 @@ def moe_mlp(
     x: Tensor, expert_index: Tensor, gates: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str
 ) -> Tensor:
     """Routed experts on sorted tokens: y[n] = sum_j gates[n, j] * MLP_{expert_index[n, j]}(x[n]) (see module doc)."""
+    x, w1, w2, w3 = _autocast(x, w1, w2, w3)
     n, k = expert_index.shape
     experts = w1.shape[0]
     flat = expert_index.reshape(-1)
@@ -81,6 +83,17 @@ def _activate_packed(h: Tensor, kind: str) -> Tensor:
         return swiglu(h)
     h1, h3 = h.chunk(2, dim=-1)
     return activate(h1, h3, kind)
+
+
+def _autocast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors in autocast's dtype while autocast is on, as F.linear would cast them: then the weights are
+    concatenated in bf16 and the grouped GEMM, which autocast does not cover and which takes bf16 only, runs (with
+    float32 parameters under autocast it would fall back to the loop over experts)."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
 def _grouped_mm_usable(xs: Tensor, *weights: Tensor | None) -> bool:
