@@ -16,9 +16,8 @@ def median_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> flo
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
 
-def gpu_ms(fn: Callable[[], object], reps: int = 10) -> float:
-    """GPU kernel time of one call of fn in ms (the profiler's device time, summed, over `reps` calls): the wall time
-    without the host's share, which decides whenever launching takes longer than the kernels run."""
+def kernel_profile(fn: Callable[[], object], reps: int = 5):
+    """The profiler's per-kernel averages over `reps` calls of fn (after three warm-up calls), CUDA activity only."""
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -26,7 +25,18 @@ def gpu_ms(fn: Callable[[], object], reps: int = 10) -> float:
         for _ in range(reps):
             fn()
         torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / reps / 1e3
+    return prof.key_averages()
+
+
+def kernel_table(fn: Callable[[], object], reps: int = 5, rows: int = 14) -> str:
+    """fn's kernels by GPU time over `reps` calls: what limits it."""
+    return kernel_profile(fn, reps).table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
+
+
+def gpu_ms(fn: Callable[[], object], reps: int = 10) -> float:
+    """GPU kernel time of one call of fn in ms (the profiler's device time, summed): the wall time without the
+    host's share, which decides whenever launching takes longer than the kernels run."""
+    return sum(e.self_device_time_total for e in kernel_profile(fn, reps)) / reps / 1e3
 
 
 def relative(a: Tensor, b: Tensor) -> float:

@@ -15,7 +15,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from _common import attempt, gpu_ms, header, median_ms, relative, table
+from _common import attempt, gpu_ms, header, kernel_table, median_ms, relative, table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -102,14 +102,7 @@ def profile(b, t, h, d, window) -> str:
         ("anchor", flex_anchor(t, window), heads_first),
         ("ours", lambda q, k, v: attention(q, k, v, window=window), [q, k, v, probe]),
     ):
-        for _ in range(3):
-            forward_backward(fn, *args)
-        torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                forward_backward(fn, *args)
-            torch.cuda.synchronize()
-        table_ = prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=70)
+        table_ = kernel_table(lambda fn=fn, args=args: forward_backward(fn, *args), rows=10)
         out.append(f"\n{name}, 5 x fwd+bwd at B{b} T{t} H{h} D{d} window {window}:\n{table_}")
     return "".join(out)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import attempt, header, median_ms, relative, table
+from _common import attempt, header, kernel_table, median_ms, relative, table
 
 from archsearch.kernels.long_conv import fft as fft_module
 from archsearch.kernels.long_conv import long_conv
@@ -87,14 +87,7 @@ def forward_backward(fn, u, h, skip, probe):
 
 def profile(u, h, skip, probe) -> str:
     """The dispatch's fwd+bwd kernels by GPU time (what limits it)."""
-    for _ in range(3):
-        forward_backward(long_conv, u, h, skip, probe)
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(10):
-            forward_backward(long_conv, u, h, skip, probe)
-        torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+    return kernel_table(lambda: forward_backward(long_conv, u, h, skip, probe), reps=10)
 
 
 def bench_shape(b: int, d: int, t: int, full: bool, with_profile: bool) -> str:

@@ -12,7 +12,7 @@ import sys
 from functools import partial
 
 import torch
-from _common import attempt, header, median_ms, relative, table
+from _common import attempt, header, kernel_table, median_ms, relative, table
 
 from archsearch.blocks.glu import mlp_hidden
 from archsearch.kernels import moe as moe_module
@@ -99,14 +99,7 @@ def bench(experts: int) -> list[object]:
 def profile(experts: int) -> str:
     """moe_mlp's fwd+bwd kernels by GPU time (what limits it)."""
     args = inputs(experts)
-    for _ in range(3):
-        forward_backward(moe_mlp, *args)
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            forward_backward(moe_mlp, *args)
-        torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+    return kernel_table(lambda: forward_backward(moe_mlp, *args))
 
 
 def main() -> None:

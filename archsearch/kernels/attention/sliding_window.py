@@ -58,20 +58,23 @@ def _visible(pos_q, pos_k, T_K, WINDOW):
 
 
 @triton.jit
+def _kv_tiles(k_base, v_base, kv_stride, pos_k, T_K, MASKED: tl.constexpr, HEAD_D: tl.constexpr):
+    """The key and value rows pos_k; only a masked block can reach past T_K."""
+    at = pos_k[:, None] * kv_stride + tl.arange(0, HEAD_D)[None, :]
+    if MASKED:
+        in_k = (pos_k < T_K)[:, None]
+        return tl.load(k_base + at, mask=in_k, other=0.0), tl.load(v_base + at, mask=in_k, other=0.0)
+    return tl.load(k_base + at), tl.load(v_base + at)
+
+
+@triton.jit
 def _fwd_blocks(
-    acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, pos_q, start, end, T_K, WINDOW, qk_scale,
+    acc, l_i, m_i, q, k_base, v_base, kv_stride, pos_q, start, end, T_K, WINDOW, qk_scale,
     MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_D: tl.constexpr,
 ):  # fmt: skip
-    d = tl.arange(0, HEAD_D)
     for n0 in range(start, end, BLOCK_N):
         pos_k = n0 + tl.arange(0, BLOCK_N)
-        if MASKED:
-            in_k = (pos_k < T_K)[:, None]
-            k = tl.load(k_base + pos_k[:, None] * stride_kt + d[None, :], mask=in_k, other=0.0)
-            v = tl.load(v_base + pos_k[:, None] * stride_vt + d[None, :], mask=in_k, other=0.0)
-        else:
-            k = tl.load(k_base + pos_k[:, None] * stride_kt + d[None, :])
-            v = tl.load(v_base + pos_k[:, None] * stride_vt + d[None, :])
+        k, v = _kv_tiles(k_base, v_base, kv_stride, pos_k, T_K, MASKED, HEAD_D)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         if MASKED:
             s = tl.where(_visible(pos_q, pos_k, T_K, WINDOW), s, float("-inf"))
@@ -115,7 +118,7 @@ def _fwd_kernel(
     acc = tl.zeros((BLOCK_M, HEAD_D), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-    args = (k_base, v_base, h_kv * HEAD_D, h_kv * HEAD_D, pos_q)
+    args = (k_base, v_base, h_kv * HEAD_D, pos_q)
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, *args, lo, full_lo, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
     acc, l_i, m_i = _fwd_blocks(
         acc, l_i, m_i, q, *args, full_lo, full_hi, T_K, WINDOW, qk_scale, False, BLOCK_N, HEAD_D
@@ -212,19 +215,12 @@ def _dkdv_kernel(
 
 @triton.jit
 def _dq_blocks(
-    dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, pos_q, start, end, T_K, WINDOW, qk_scale,
+    dq, q, do, lse, delta, k_base, v_base, kv_stride, pos_q, start, end, T_K, WINDOW, qk_scale,
     MASKED: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_D: tl.constexpr,
 ):  # fmt: skip
-    d = tl.arange(0, HEAD_D)
     for n0 in range(start, end, BLOCK_N):
         pos_k = n0 + tl.arange(0, BLOCK_N)
-        if MASKED:
-            in_k = (pos_k < T_K)[:, None]
-            k = tl.load(k_base + pos_k[:, None] * stride_kt + d[None, :], mask=in_k, other=0.0)
-            v = tl.load(v_base + pos_k[:, None] * stride_vt + d[None, :], mask=in_k, other=0.0)
-        else:
-            k = tl.load(k_base + pos_k[:, None] * stride_kt + d[None, :])
-            v = tl.load(v_base + pos_k[:, None] * stride_vt + d[None, :])
+        k, v = _kv_tiles(k_base, v_base, kv_stride, pos_k, T_K, MASKED, HEAD_D)
         p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
         if MASKED:
             p = tl.where(_visible(pos_q, pos_k, T_K, WINDOW), p, 0.0)
@@ -255,7 +251,7 @@ def _dq_kernel(
     v_base = _head(V, b, h // GROUP, T_K, h_kv, HEAD_D)
     lo, full_lo, full_hi, hi = _key_range(m0 + offset, m0 + BLOCK_M - 1 + offset, T_K, WINDOW, BLOCK_N)
     dq = tl.zeros((BLOCK_M, HEAD_D), dtype=tl.float32)
-    args = (q, do, lse, delta, k_base, v_base, h_kv * HEAD_D, h_kv * HEAD_D, rows + offset)
+    args = (q, do, lse, delta, k_base, v_base, h_kv * HEAD_D, rows + offset)
     dq = _dq_blocks(dq, *args, lo, full_lo, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
     dq = _dq_blocks(dq, *args, full_lo, full_hi, T_K, WINDOW, qk_scale, False, BLOCK_N, HEAD_D)
     dq = _dq_blocks(dq, *args, full_hi, hi, T_K, WINDOW, qk_scale, True, BLOCK_N, HEAD_D)
