@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 
 SMOKE = "--smoke" in sys.argv
 if SMOKE:
@@ -317,18 +318,9 @@ VARIANTS = {
 }
 
 
-@contextlib.contextmanager
 def variant(name: str | None):
     """A variant's overrides in force, forward and backward alike (None: the launchers' own choices)."""
-    overrides = VARIANTS[name] if name is not None else {}
-    saved = {key: getattr(chunk_module, key) for key in overrides}
-    for key, value in overrides.items():
-        setattr(chunk_module, key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            setattr(chunk_module, key, value)
+    return mock.patch.multiple(chunk_module, **VARIANTS[name]) if name is not None else contextlib.nullcontext()
 
 
 def time_op(fn, q, k, v, beta, name: str | None = None) -> tuple[float, float]:

@@ -7,6 +7,8 @@ Triton SwiGLU core), the packed GEMM with the core unfused, and torch.compile of
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 from _common import attempt, header, median_ms, relative, table
 
@@ -27,11 +29,8 @@ def fused(x, w1, w2, w3):
 
 
 def packed_unfused(x, w1, w2, w3):
-    saved, moe_module.FUSED_SWIGLU = moe_module.FUSED_SWIGLU, False
-    try:
+    with mock.patch.object(moe_module, "FUSED_SWIGLU", False):
         return mlp(x, w1, w2, w3, "swiglu")
-    finally:
-        moe_module.FUSED_SWIGLU = saved
 
 
 def forward_backward(fn, x, w1, w2, w3, probe):

@@ -13,6 +13,7 @@ kernels by GPU time.
 from __future__ import annotations
 
 import argparse
+from unittest import mock
 
 import torch
 from _common import attempt, header, kernel_table, median_ms, relative, table
@@ -28,24 +29,19 @@ SHAPES = [(8, 1024, 2048), (1, 1024, 16384), (4, 1024, 4096), (2, 1024, 8192)]  
 
 
 def monarch_with(f16: bool, warps: int, reload: bool):
+    config = {"num_warps": warps, "num_stages": 1, "RELOAD": reload}
+
     def run(u, h, skip):
-        saved = monarch_module._launch_config
-        monarch_module._launch_config = lambda n: {"num_warps": warps, "num_stages": 1, "RELOAD": reload}
-        try:
+        with mock.patch.object(monarch_module, "_launch_config", lambda n: config):
             return long_conv_monarch(u, h, skip, f16=f16)
-        finally:
-            monarch_module._launch_config = saved
 
     return run
 
 
 def cufft_half(correlation_in_half: bool):
     def run(u, h, skip):
-        saved, fft_module.HALF_CORRELATION = fft_module.HALF_CORRELATION, correlation_in_half
-        try:
+        with mock.patch.object(fft_module, "HALF_CORRELATION", correlation_in_half):
             return long_conv_cufft(u, h, skip, half=True)
-        finally:
-            fft_module.HALF_CORRELATION = saved
 
     return run
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from functools import partial
+from unittest import mock
 
 import torch
 from _common import attempt, header, kernel_table, median_ms, relative, table
@@ -56,11 +57,8 @@ def previous_version(x, expert_index, gates, w1, w2, w3, kind):
 
 def with_fused_swiglu(fused: bool):
     def run(*args):
-        saved, moe_module.FUSED_SWIGLU = moe_module.FUSED_SWIGLU, fused
-        try:
+        with mock.patch.object(moe_module, "FUSED_SWIGLU", fused):
             return moe_mlp(*args)
-        finally:
-            moe_module.FUSED_SWIGLU = saved
 
     return run
 

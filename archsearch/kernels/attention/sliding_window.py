@@ -33,9 +33,9 @@ _CONFIGS = {
 }
 
 
-def _config(kernel: str, head_dim: int) -> tuple[int, int, dict]:
+def _config(kernel: str, head_dim: int) -> dict:
     m, n, warps, stages = _CONFIGS[kernel][0 if head_dim <= 64 else 1 if head_dim <= 128 else 2]
-    return m, n, {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}
 
 
 @triton.jit
@@ -266,8 +266,8 @@ class _SlidingWindowAttention(torch.autograd.Function):
         t_k, group = k.shape[1], h // k.shape[2]
         o = torch.empty_like(q)
         lse = torch.empty(b, h, t_q, device=q.device, dtype=torch.float32)
-        block_m, _, config = _config("fwd", d)
-        _fwd_kernel[(triton.cdiv(t_q, block_m), b * h)](
+        config = _config("fwd", d)
+        _fwd_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
             q, k, v, o, lse, h, t_q, t_k, window, scale * _LOG2E, GROUP=group, HEAD_D=d, **config
         )
         ctx.save_for_backward(q, k, v, o, lse)
@@ -285,12 +285,12 @@ class _SlidingWindowAttention(torch.autograd.Function):
         _delta_kernel[(triton.cdiv(t_q, 64), b * h)](o, do, delta, h, t_q, HEAD_D=d, BLOCK=64)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         common = (h, t_q, t_k, window, scale * _LOG2E, scale)
-        _, block_n, config = _config("dkdv", d)
-        _dkdv_kernel[(triton.cdiv(t_k, block_n), b * h_kv)](
+        config = _config("dkdv", d)
+        _dkdv_kernel[(triton.cdiv(t_k, config["BLOCK_N"]), b * h_kv)](
             q, k, v, do, lse, delta, dk, dv, *common, GROUP=h // h_kv, HEAD_D=d, **config
         )
-        block_m, _, config = _config("dq", d)
-        _dq_kernel[(triton.cdiv(t_q, block_m), b * h)](
+        config = _config("dq", d)
+        _dq_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
             q, k, v, do, lse, delta, dq, *common, GROUP=h // h_kv, HEAD_D=d, **config
         )
         return dq, dk, dv, None, None
