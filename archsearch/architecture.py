@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import yaml
 
 from . import _yaml
+from ._config import fail, positive_int, read_fields, read_file, read_text
+from ._metric import human, metric
 from .blocks import NONE, REGISTRY, BlockFamily
-from .errors import ConstraintViolation, SpaceError
+from .errors import ConstraintViolation
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,10 @@ class LayerSpec:
 class Cost:
     """What an architecture costs, from its parameters alone (no GPU, no weights)."""
 
-    params: int  # every trainable parameter, embeddings included
-    active_params: int  # those one token goes through (differs from params with mixture of experts)
-    flops_per_token: float  # forward, averaged over `context` tokens
-    state_bytes: int  # decode state after `context` tokens
+    params: int = field(metadata=metric("minimize", "count", "parameters, embeddings included"))
+    active_params: int = field(metadata=metric("minimize", "count", "parameters one token goes through (fewer than params with mixture of experts)"))
+    flops_per_token: float = field(metadata=metric("minimize", "flops", "forward FLOPs per token, averaged over the context"))
+    state_bytes: int = field(metadata=metric("minimize", "bytes", "decode state bytes after the context"))
     context: int
 
 
@@ -128,7 +130,7 @@ class Architecture:
                 fam, p = block.fam, block.p
                 n = fam.param_count(p, d)
                 params += n
-                active += fam.active_param_count(p, d) if hasattr(fam, "active_param_count") else n
+                active += fam.active_param_count(p, d)
                 flops += fam.flops_per_token(p, d, context)
                 state += fam.state_bytes(p, d, context, dtype_bytes)
         return Cost(params, active, flops, state, context)
@@ -153,73 +155,31 @@ class Architecture:
 
     @classmethod
     def from_yaml(cls, text: str, file: str = "<architecture>") -> Architecture:
-        return _from_node(_yaml.load(text, file))
+        return _from_node(read_text(text, file))
 
     from_json = from_yaml  # JSON is YAML
 
     @classmethod
     def load(cls, path: str) -> Architecture:
-        return _from_node(_yaml.load_file(path))
-
-
-def human(n: float) -> str:
-    """12.3M, 1.2G, 850K: a count at a glance."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def human_bytes(n: float) -> str:
-    """3.2MiB, 512.0KiB, 100B."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}B"
-
-
-def human_metric(metric: str, value: float) -> str:
-    """A cost figure in its natural unit (bytes for state, counts otherwise)."""
-    return human_bytes(value) if metric.endswith("bytes") else human(value)
+        return _from_node(read_file(path))
 
 
 def _from_node(root: _yaml.Node) -> Architecture:
-    f = root.file
-    if not isinstance(root.value, dict):
-        raise SpaceError(f, root.line, "", "expected a mapping with d_model and layers")
-    known = {"d_model", "vocab_size", "tie_embeddings", "layers"}
-    for key, node in root.value.items():
-        if key not in known:
-            raise SpaceError(f, node.line, key, f"unknown key; expected one of {', '.join(sorted(known))}")
-    for key in ("d_model", "layers"):
-        if key not in root.value:
-            raise SpaceError(f, root.line, key, "missing")
-    d_model = _int(root.value["d_model"], "d_model")
-    vocab = _int(root.value["vocab_size"], "vocab_size") if "vocab_size" in root.value else 256
-    tie = root.value["tie_embeddings"].value if "tie_embeddings" in root.value else True
-    if not isinstance(tie, bool):
-        raise SpaceError(f, root.value["tie_embeddings"].line, "tie_embeddings", "expected true or false")
-    layers_node = root.value["layers"]
+    def deferred(node: _yaml.Node, key: str) -> _yaml.Node:
+        return node  # the blocks are read once d_model is known
+
+    kwargs = read_fields(Architecture, root, "", noun="key",
+                         parsers={"d_model": positive_int, "vocab_size": positive_int, "layers": deferred})
+    d_model, layers_node = kwargs["d_model"], kwargs["layers"]
     if not isinstance(layers_node.value, list) or not layers_node.value:
-        raise SpaceError(f, layers_node.line, "layers", "expected a non-empty list of {mixer, channel}")
-    layers = []
-    for i, item in enumerate(layers_node.value):
-        key = f"layers[{i}]"
-        if not isinstance(item.value, dict) or set(item.value) - {"mixer", "channel"} or "mixer" not in item.value:
-            raise SpaceError(f, item.line, key, "expected a mapping with mixer and channel")
-        mixer = _block(item.value["mixer"], f"{key}.mixer", "mixer", d_model)
-        channel = _block(item.value["channel"], f"{key}.channel", "channel", d_model) if "channel" in item.value else None
-        layers.append(LayerSpec(mixer, channel))
+        raise fail(layers_node, "layers", "expected a non-empty list of {mixer, channel}")
+    parsers = {"mixer": lambda n, k: _block(n, k, "mixer", d_model), "channel": lambda n, k: _block(n, k, "channel", d_model)}
+    kwargs["layers"] = tuple(LayerSpec(**read_fields(LayerSpec, item, f"layers[{i}]", noun="key", parsers=parsers))
+                             for i, item in enumerate(layers_node.value))
     try:
-        return Architecture(d_model, tuple(layers), vocab, tie)
+        return Architecture(**kwargs)
     except ConstraintViolation as e:
-        raise SpaceError(f, root.line, "layers", str(e)) from None
-
-
-def _int(node: _yaml.Node, key: str) -> int:
-    if isinstance(node.value, bool) or not isinstance(node.value, int) or node.value < 1:
-        raise SpaceError(node.file, node.line, key, f"expected a positive integer, got {node.value!r}")
-    return node.value
+        raise fail(root, "layers", str(e)) from None
 
 
 def _block(node: _yaml.Node, key: str, role: str, d_model: int) -> BlockSpec | None:
@@ -229,14 +189,14 @@ def _block(node: _yaml.Node, key: str, role: str, d_model: int) -> BlockSpec | N
     if isinstance(value, str):
         value = {"block": value}
     if not isinstance(value, dict) or "block" not in value:
-        raise SpaceError(node.file, node.line, key, "expected a block name or a mapping with 'block'")
+        raise fail(node, key, "expected a block name or a mapping with 'block'")
     name = value.pop("block")
     if name not in REGISTRY or REGISTRY[name].role != role:
         options = [n for n, fam in REGISTRY.items() if fam.role == role] + ([NONE] if role == "channel" else [])
-        raise SpaceError(node.file, node.line, key, f"unknown {role} block {name!r}; expected one of {', '.join(options)}")
+        raise fail(node, key, f"unknown {role} block {name!r}; expected one of {', '.join(options)}")
     try:
         return BlockSpec.make(name, value, d_model)
     except KeyError as e:
-        raise SpaceError(node.file, node.line, f"{key}.{e.args[0]}", f"{name} has no such parameter") from None
+        raise fail(node, f"{key}.{e.args[0]}", f"{name} has no such parameter") from None
     except ValueError as e:
-        raise SpaceError(node.file, node.line, f"{key}.{e.args[0]}", e.args[1]) from None
+        raise fail(node, f"{key}.{e.args[0]}", e.args[1]) from None

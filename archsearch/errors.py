@@ -7,8 +7,8 @@ class ArchsearchError(Exception):
     """Base of every error archsearch raises on purpose (bad input, impossible requests)."""
 
 
-class SpaceError(ArchsearchError):
-    """A search space, architecture or config file that is malformed: names the file, the line and the key."""
+class ConfigError(ArchsearchError):
+    """A config file (study, proxy settings, architecture) that is malformed: names the file, the line and the key."""
 
     def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
         self.file, self.line, self.key, self.message = file, line, key, message
@@ -17,6 +17,10 @@ class SpaceError(ArchsearchError):
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class SpaceError(ConfigError):
+    """A search space that is malformed or cannot hold a feasible architecture."""
 
 
 class ConstraintViolation(ArchsearchError):

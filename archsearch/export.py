@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import front
-from .architecture import Architecture, human
+from .architecture import Architecture
 from .errors import ArchsearchError
 from .study import Run
-
-FORMATS = ("yaml", "hf", "fla")
 
 
 class ExportError(ArchsearchError):
@@ -34,7 +33,7 @@ def pick_trial(run: Run, trial: int | None = None, pick: str | None = None) -> t
     if (trial is None) == (pick is None):
         raise ExportError("export: expected one of --trial N or --pick knee|best:METRIC")
     if trial is not None:
-        _ok_row(run, trial)
+        ok_row(run, trial)
         return trial, "chosen with --trial"
     if pick == "knee":
         f = front.compute_front(run)
@@ -48,9 +47,10 @@ def pick_trial(run: Run, trial: int | None = None, pick: str | None = None) -> t
     raise ExportError(f"export: --pick {pick}: expected knee or best:METRIC, e.g. best:bits_per_byte")
 
 
-def _ok_row(run: Run, trial: int) -> dict[str, Any]:
+def ok_row(run: Run, trial: int) -> dict[str, Any]:
+    """Trial `trial`'s row of the trials table; it must have finished ok."""
     trials = run.trials
-    table = run.path / "trials.csv"
+    table = run.trials_file
     rows = trials[trials["trial"] == trial]
     if rows.empty:
         known = sorted(int(t) for t in trials["trial"])
@@ -65,23 +65,16 @@ def _ok_row(run: Run, trial: int) -> dict[str, Any]:
 
 def trial_architecture(run: Run, trial: int) -> Architecture:
     """The normal-form architecture a trial trained (the vocabulary is the one it was trained with)."""
-    return Architecture.from_json(_ok_row(run, trial)["arch"], f"{run.path / 'trials.csv'} (trial {trial})")
+    return Architecture.from_json(ok_row(run, trial)["arch"], f"{run.trials_file} (trial {trial})")
 
 
 def weights_file(run: Run, trial: int) -> Path:
     """The trial's saved proxy weights; a trial whose result was reused from an identical architecture has that
     trial's. Raises when the run kept none."""
-    own = run.path / "weights" / f"trial_{trial}.safetensors"
-    if own.exists():
-        return own
-    row = _ok_row(run, trial)
-    trials = run.trials
-    same = trials[(trials["digest"] == row["digest"]) & (trials["status"] == "ok")]
-    for other in sorted(int(t) for t in same["trial"]):
-        path = run.path / "weights" / f"trial_{other}.safetensors"
-        if path.exists():
-            return path
-    raise ExportError(f"export: --weights: {own}: missing; the run saved no weights for trial {trial} "
+    found = run.find_weights(trial, ok_row(run, trial)["digest"])
+    if found is not None:
+        return found
+    raise ExportError(f"export: --weights: {run.weights_file(trial)}: missing; the run saved no weights for trial {trial} "
                       "(set search.save_weights: true in the study to keep them)")
 
 
@@ -130,28 +123,47 @@ def export_hf(arch: Architecture, out: Path, state: dict[str, Any] | None = None
     return [out / name for name in ("config.json", "configuration_archsearch.py", "modeling_archsearch.py", "model.safetensors")]
 
 
+@dataclass(frozen=True)
+class FlaLayer:
+    """How one of our mixer families maps onto fla's delta_net model: fla keeps one `group` of settings for all of
+    its layers of a kind, so every layer of the group must agree on `keys`."""
+
+    group: str
+    keys: tuple[str, ...]
+    attention: bool = False  # listed in fla's attn.layers
+    note: str = ""  # why layers must agree, when it is not the plain "one setting for all of its layers"
+
+
+_FLA_ATTENTION = FlaLayer("attention", ("heads", "kv_heads", "rope_base", "window"), attention=True,
+                          note="fla's attn has one setting (and one window) for all of its layers")
+FLA_MIXERS: dict[str, FlaLayer] = {
+    "deltanet": FlaLayer("deltanet", ("heads", "conv_size", "gate")),
+    "attn": _FLA_ATTENTION,
+    "swa": _FLA_ATTENTION,
+}
+
+
 def fla_config(arch: Architecture) -> dict[str, Any]:
     """fla's DeltaNet config (fla.models.DeltaNetConfig) for a hybrid fla can express: deltanet mixers with global or
     sliding-window attention at some layers (one setting for each kind of layer, one window), swiglu glu channels."""
-    deltanet, attention, glu, attn_layers = {}, {}, {}, []
+    groups: dict[str, dict[str, Any]] = {"deltanet": {}, "attention": {}, "glu": {}}
+    attn_layers = []
     for i, layer in enumerate(arch.layers):
         mixer, channel = layer.mixer, layer.channel
-        if mixer.family == "deltanet":
-            _same(deltanet, mixer.p, i, "deltanet", ("heads", "conv_size", "gate"))
-        elif mixer.family in ("attn", "swa"):
-            attn_layers.append(i)
-            p = {**mixer.p, "window": mixer.p.get("window")}
-            _same(attention, p, i, "attention", ("heads", "kv_heads", "rope_base", "window"),
-                  note="fla's attn has one setting (and one window) for all of its layers")
-        else:
+        kind = FLA_MIXERS.get(mixer.family)
+        if kind is None:
             raise ExportError(f"export: fla has no {mixer.family!r} layer (layer {i})")
+        if kind.attention:
+            attn_layers.append(i)
+        _same(groups[kind.group], {k: mixer.p.get(k) for k in kind.keys}, i, kind.group, kind.keys, note=kind.note)
         if channel is None:
             raise ExportError(f"export: fla's delta_net has an MLP in every layer; layer {i} has none")
         if channel.family != "glu":
             raise ExportError(f"export: fla has no {channel.family!r} layer (layer {i} channel)")
         if channel.p["kind"] != "swiglu":
             raise ExportError(f"export: fla's GatedMLP is swiglu; layer {i} has glu kind {channel.p['kind']!r}")
-        _same(glu, {"hidden": channel.fam.hidden(channel.p, arch.d_model)}, i, "glu", ("hidden",))
+        _same(groups["glu"], {"hidden": channel.fam.hidden(channel.p, arch.d_model)}, i, "glu", ("hidden",))
+    deltanet, attention, glu = groups["deltanet"], groups["attention"], groups["glu"]
     heads = deltanet.get("heads", attention.get("heads"))
     config: dict[str, Any] = {
         "model_type": "delta_net",
@@ -229,7 +241,7 @@ EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[
 def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False) -> list[Path]:
     """Write trial `trial` of `run` in format `to` into `out`; returns the files written."""
     if to not in EXPORTERS:
-        raise ExportError(f"export: --to {to}: expected one of {', '.join(FORMATS)}")
+        raise ExportError(f"export: --to {to}: expected one of {', '.join(EXPORTERS)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"export: --out {out}: is a file; expected a directory (it is created if missing)")
@@ -240,28 +252,3 @@ def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False
     if weights:
         arch, state = load_weights(run, trial, arch)
     return EXPORTERS[to](arch, out, state)
-
-
-def run_cli(path: str, trial: int | None = None, pick: str | None = None, to: str = "yaml", out: str = ".",
-            weights: bool = False) -> int:
-    """`archsearch export`: choose the trial, write it, say what was written and how to load it."""
-    run = front.load(path)
-    number, why = pick_trial(run, trial, pick)
-    arch = trial_architecture(run, number)
-    written = export(run, number, to, out, weights)
-    print(f"trial {number}: {arch.summary()} ({arch.digest}), {why}")
-    row = _ok_row(run, number)
-    metrics = [o.metric for o in run.study.objectives if o.metric in row]
-    if metrics:
-        print("  " + ", ".join(f"{m}={front.format_metric(m, row[m])}" for m in metrics))
-    for file in written:
-        print(f"wrote {file}")
-    if to == "yaml":
-        print(f"load: archsearch.build_model(archsearch.Architecture.load({str(written[0])!r}))")
-    elif to == "hf":
-        source = f"proxy weights of {weights_file(run, number).name}" if weights else "a fresh initialisation (seed 0); --weights for the proxy's"
-        print(f"model.safetensors: {source} ({human(arch.cost().params)} parameters)")
-        print(f"load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
-    else:
-        print(f"load: fla.models.DeltaNetForCausalLM(fla.models.DeltaNetConfig.from_pretrained({str(out)!r}))")
-    return 0

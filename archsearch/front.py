@@ -1,108 +1,28 @@
-"""The Pareto front of a run: which trials no other trial beats, their hypervolume, the knee, tables and plots.
+"""The Pareto front of a run: its candidate trials, which of them are on the front, hypervolume, knee, and plots.
 
-Every function works in the objectives' own units and directions: values are turned into "lower is better" inside
-(`_as_minimised`) and never outside, so tables and plots show what the trials measured.
+The maths lives in `archsearch.pareto`; the run directory is read through `archsearch.study.load_run`; what
+`archsearch front` prints is in `archsearch.cli.front`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .architecture import human_metric
 from .errors import ArchsearchError
-from .study import DIRECTIONS, METRICS, Objective, Run, load_run
+from .metrics import DIRECTIONS, METRICS, OBJECTIVES
+from .pareto import REFERENCE_MARGIN, default_reference, hypervolume, knee, pareto_mask
+from .study import Objective, Run
 
 if TYPE_CHECKING:
     import pandas as pd
 
-REFERENCE_MARGIN = 0.1  # the default reference point lies this share of each objective's range beyond its worst value
-
-
 class FrontError(ArchsearchError):
     """A run directory, an objective or a plot request that `front` (or `export --pick`) cannot use."""
-
-
-# --- the maths: arrays in, arrays out ----------------------------------------------------------------------------------
-
-
-def _as_minimised(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    signs = np.array([1.0 if DIRECTIONS[d] == "minimize" else -1.0 for d in directions])
-    return np.asarray(values, dtype=float).reshape(-1, len(signs)) * signs
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Which rows of `values` [n, m] no other row dominates (at least as good everywhere, better somewhere).
-
-    Equal rows do not dominate each other, so duplicates of a front point are all on the front.
-    """
-    v = _as_minimised(values, directions)
-    at_least_as_good = (v[:, None, :] <= v[None, :, :]).all(-1)  # [j, i]: row j is no worse than row i anywhere
-    better = (v[:, None, :] < v[None, :, :]).any(-1)
-    return ~(at_least_as_good & better).any(0)
-
-
-def hypervolume(points: np.ndarray, reference: Sequence[float], directions: Sequence[str]) -> float:
-    """The volume that `points` [n, m] dominate, bounded by `reference` (exact).
-
-    Points that do not beat the reference in every objective add nothing. Two objectives: one sweep; more: slices
-    along the last objective, each an exact hypervolume of one dimension fewer (fine for fronts of tens of points).
-    """
-    p = _as_minimised(points, directions)
-    r = _as_minimised(np.asarray(reference, dtype=float), directions)[0]
-    p = p[(p < r).all(1)]
-    if len(p) == 0:
-        return 0.0
-    p = np.unique(p[pareto_mask(p, ["minimize"] * p.shape[1])], axis=0)
-    return float(_hv_minimised(p, r))
-
-
-def _hv_minimised(p: np.ndarray, r: np.ndarray) -> float:
-    m = p.shape[1]
-    if m == 1:
-        return float(r[0] - p[:, 0].min())
-    if m == 2:
-        p = p[np.argsort(p[:, 0], kind="stable")]
-        volume, ceiling = 0.0, r[1]
-        for x, y in p:  # sorted by x, a non-dominated set has y falling: each point adds its strip
-            if y < ceiling:
-                volume += (r[0] - x) * (ceiling - y)
-                ceiling = y
-        return volume
-    order = np.argsort(p[:, -1], kind="stable")
-    p = p[order]
-    cuts = np.append(p[:, -1], r[-1])
-    volume = 0.0
-    for i in range(len(p)):
-        depth = cuts[i + 1] - cuts[i]
-        if depth > 0:
-            below = p[: i + 1, :-1]
-            below = below[pareto_mask(below, ["minimize"] * (m - 1))]
-            volume += depth * _hv_minimised(below, r[:-1])
-    return volume
-
-
-def default_reference(values: np.ndarray, directions: Sequence[str], margin: float = REFERENCE_MARGIN) -> np.ndarray:
-    """Each objective's worst value over `values` [n, m], pushed `margin` of its range further out (of |worst|, or
-    1, where every value is equal), so that the worst points still add volume."""
-    v = _as_minimised(values, directions)
-    worst, best = v.max(0), v.min(0)
-    span = np.where(worst > best, worst - best, np.where(worst != 0, np.abs(worst), 1.0))
-    return (worst + margin * span) * _as_minimised(np.ones(len(directions)), directions)[0]
-
-
-def knee(values: np.ndarray, directions: Sequence[str]) -> int:
-    """The row of a front [n, m] closest to the utopia point once each objective is scaled to [0, 1] over the front
-    (0 its best value, 1 its worst; an objective on which the front agrees counts 0). Returns a row index."""
-    v = _as_minimised(values, directions)
-    low, high = v.min(0), v.max(0)
-    scaled = np.where(high > low, (v - low) / np.where(high > low, high - low, 1.0), 0.0)
-    return int(np.argmin(np.sqrt((scaled**2).sum(1))))
 
 
 # --- a run's front ---------------------------------------------------------------------------------------------------
@@ -135,16 +55,6 @@ class Front:
         return self.candidates[self.candidates["trial"] == trial].iloc[0]
 
 
-def load(path: str | Path) -> Run:
-    """A run directory with a trials table, or a FrontError naming what is missing."""
-    p = Path(path)
-    if not p.is_dir():
-        raise FrontError(f"{p}: no such run directory; expected the --out folder of archsearch run")
-    if not (p / "trials.csv").exists():
-        raise FrontError(f"{p / 'trials.csv'}: missing; expected the trials table archsearch run writes (has the run finished a trial?)")
-    return load_run(p)
-
-
 def objectives(run: Run, chosen: str | Sequence[str] | None = None, flag: str = "--objectives") -> tuple[Objective, ...]:
     """The study's objectives, or those named in `chosen` ("A,B" or a list; "A:max" overrides a direction).
 
@@ -157,13 +67,13 @@ def objectives(run: Run, chosen: str | Sequence[str] | None = None, flag: str = 
     out: list[Objective] = []
     for name in names:
         metric, _, direction = name.partition(":")
-        if metric not in METRICS:
-            raise FrontError(f"{flag}: unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        if metric not in OBJECTIVES:
+            raise FrontError(f"{flag}: unknown metric {metric!r}; expected one of {', '.join(OBJECTIVES)}")
         if direction and direction not in DIRECTIONS:
             raise FrontError(f"{flag}: {name!r}: expected {metric}:min or {metric}:max")
         if metric in (o.metric for o in out):
             raise FrontError(f"{flag}: {metric} is named twice")
-        out.append(Objective(metric, DIRECTIONS[direction] if direction else study.get(metric, METRICS[metric])))
+        out.append(Objective(metric, DIRECTIONS[direction] if direction else study.get(metric, METRICS[metric].direction)))
     if not out:
         raise FrontError(f"{flag}: expected metric names separated by commas, e.g. bits_per_byte,train_tokens_per_s")
     return tuple(out)
@@ -173,10 +83,10 @@ def candidates(run: Run, objectives: Sequence[Objective]) -> pd.DataFrame:
     """The ok trials that have a value for every objective."""
     trials = run.trials
     metrics = [o.metric for o in objectives]
-    table = run.path / "trials.csv"
+    table = run.trials_file
     for metric in metrics:
         if metric not in trials.columns:
-            raise FrontError(f"{table}: no column {metric!r}; expected one of {', '.join(c for c in METRICS if c in trials.columns)}")
+            raise FrontError(f"{table}: no column {metric!r}; expected one of {', '.join(c for c in OBJECTIVES if c in trials.columns)}")
     ok = trials[trials["status"] == "ok"]
     if ok.empty:
         counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items()) or "no trials"
@@ -353,93 +263,3 @@ def _plot_plotly(fronts: Sequence[Front], labels: Sequence[str], path: Path) -> 
         fig.update_yaxes(title_text=axis_title(objectives[j]), row=1, col=col)
     fig.update_layout(title={"text": _title(fronts, labels), "font": {"size": 12}}, width=900 * len(pairs), height=650)
     fig.write_html(path, include_plotlyjs=True)
-
-
-# --- what `archsearch front` prints ------------------------------------------------------------------------------------
-
-
-def describe(front: Front) -> list[str]:
-    """The lines `archsearch front` prints for one run."""
-    import pandas as pd
-
-    run, trials = front.run, front.run.trials
-    statuses = trials["status"].value_counts()
-    others = ", ".join(f"{n} {s}" for s, n in statuses.items() if s != "ok")
-    lines = [f"run {run.path}: {len(trials)} trials, {statuses.get('ok', 0)} ok" + (f" ({others})" if others else "")]
-    lines.append("objectives: " + ", ".join(f"{o.metric} ({o.direction[:3]})" for o in front.objectives))
-    if len(front.candidates) < statuses.get("ok", 0):
-        lines.append(f"  ({statuses.get('ok', 0) - len(front.candidates)} ok trials lack a value for an objective and are left out)")
-    table = front.table()
-    shown = table.assign(**{o.metric: _right(table[o.metric].map(lambda v, m=o.metric: format_metric(m, v)), o.metric) for o in front.objectives})
-    shown["trial"] = _right(shown["trial"].astype(str), "trial")
-    width = shown["summary"].str.len().max()
-    shown["summary"] = shown["summary"].str.ljust(width)  # architectures read left to right
-    shown = shown.rename(columns={"summary": "architecture"})
-    shown.insert(0, "", ["knee" if t == front.knee else "" for t in table["trial"]])
-    lines.append(f"\nPareto front: {len(table)} of {len(front.candidates)} trials")
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
-        lines += ["  " + line.rstrip() for line in shown.to_string(index=False, justify="left").splitlines()]
-    lines.append(f"\nhypervolume: {front.hypervolume:.6g} at reference point ({_point(front.objectives, front.reference)}; {front.reference_source})")
-    k = front.row(front.knee)
-    lines.append(f"knee: trial {front.knee} {k['summary']} ("
-                 + ", ".join(f"{o.metric}={format_metric(o.metric, k[o.metric])}" for o in front.objectives)
-                 + "; closest to the utopia point with each objective scaled to [0, 1] over the front)")
-    return lines
-
-
-def format_metric(metric: str, value: Any) -> str:
-    """A metric for reading: counts and bytes at a glance (21.3M, 1.5MiB), rates in whole tokens, the rest to 4 digits."""
-    v = float(value)
-    if not math.isfinite(v):
-        return str(v)
-    if metric.endswith(("params", "bytes", "flops_per_token")):
-        return human_metric(metric, v)
-    if metric.endswith("tokens_per_s"):
-        return f"{v:,.0f}"
-    return f"{v:.4g}"
-
-
-def _right(column: pd.Series, header: str) -> pd.Series:
-    """Right-align a column of strings under its header (the table is printed left-justified)."""
-    return column.str.rjust(max(len(header), column.str.len().max()))
-
-
-def _point(objectives: Sequence[Objective], values: Sequence[float]) -> str:
-    """A point exactly enough to pass back with --reference."""
-    return ", ".join(f"{o.metric}={v:.6g}" for o, v in zip(objectives, values, strict=True))
-
-
-def parse_reference(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise FrontError(f"--reference: {text!r}: expected numbers separated by commas, one per objective") from None
-
-
-def run_cli(path: str, chosen: str | None = None, plot: str | None = None, compare: str | None = None,
-            reference: str | None = None) -> int:
-    """`archsearch front`: print the front of a run (and of a second one with --compare), plot it when asked."""
-    if plot is not None and Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
-        raise FrontError(f"--plot: {plot}: expected a file ending in .png or .html")
-    run = load(path)
-    objs = objectives(run, chosen)
-    ref = parse_reference(reference) if reference is not None else None
-    runs = [run]
-    source = "given with --reference"
-    if compare is not None:
-        runs.append(load(compare))
-        if ref is None:
-            ref, source = list(shared_reference(runs, objs)), "shared by the compared runs: " + DEFAULT_REFERENCE.replace("the ok", "both runs' ok")
-    fronts = [compute_front(r, objs, ref, source) for r in runs]
-    for i, front in enumerate(fronts):
-        if i:
-            print()
-        print("\n".join(describe(front)))
-    if len(fronts) > 1:
-        print(f"\nhypervolume at the shared reference point ({_point(objs, fronts[0].reference)}):")
-        for front in fronts:
-            print(f"  {front.run.path}: {front.hypervolume:.6g}")
-    if plot is not None:
-        Path(plot).parent.mkdir(parents=True, exist_ok=True)
-        print(f"\nplot: {plot_front(fronts, plot, [str(r.path) for r in runs])}")
-    return 0

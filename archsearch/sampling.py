@@ -31,7 +31,6 @@ from .space import (
     Repeat,
     SearchSpace,
     Value,
-    fmt_quantity,
 )
 
 
@@ -259,7 +258,7 @@ def sample(space: SearchSpace, sampler: Any = None) -> Architecture:
     """Draw one architecture. `sampler`: an Optuna trial, a Sampler, an int seed, or None for fresh randomness.
 
     Raises Infeasible when the drawn values break a block family's rule; the space's own constraints are checked
-    separately with `space.constraint_violations(arch)`.
+    separately with `space.constraints.violations(arch)`.
     """
     return _Walk(space, as_sampler(sampler)).run()
 
@@ -267,8 +266,8 @@ def sample(space: SearchSpace, sampler: Any = None) -> Architecture:
 # --- enumeration and size -----------------------------------------------------------------------------------------
 
 
-class _Continuous(Exception):
-    pass
+class ContinuousSpace(Exception):
+    """Raised by `enumerate_space` on a space with a continuous parameter (it cannot be enumerated)."""
 
 
 class _PathSampler:
@@ -294,7 +293,7 @@ class _PathSampler:
         if step and not log:
             return low + step * self.pick(int((high - low) / step + 1e-9) + 1)
         if self.rng is None:
-            raise _Continuous(name)
+            raise ContinuousSpace(name)
         self.continuous.append(name)
         self.path.append(0)
         self.counts.append(math.inf)
@@ -321,7 +320,7 @@ def _unrank(index: int, n: int, k: int) -> tuple[int, ...]:
 def enumerate_space(space: SearchSpace, limit: int = 100_000) -> Iterator[Architecture | Exception]:
     """Every assignment of a finite space, in order: its architecture, or the Infeasible/SpaceError it raises.
 
-    Stops after `limit` assignments; raises _Continuous at once if the space has a continuous parameter.
+    Stops after `limit` assignments; raises ContinuousSpace at once if the space has a continuous parameter.
     """
     path: list[int] = []
     for _ in range(limit):
@@ -375,69 +374,8 @@ def space_size(space: SearchSpace, limit: int = 20_000, probes: int = 2000, seed
             count += 1
             if isinstance(result, Architecture):
                 seen.add(result)
-                if not space.constraint_violations(result):
+                if not space.constraints.violations(result):
                     feasible.add(result)
         if count <= limit:
             return SpaceSize(count, len(seen), len(feasible), None, ())
     return SpaceSize(None, None, None, estimate, ())
-
-
-# --- feasibility at load time ---------------------------------------------------------------------------------------
-
-
-class _CornerSampler(RandomSampler):
-    """Random choices for categories, but every number at the low (or high) end: probes the cost extremes."""
-
-    def __init__(self, high: bool, seed: int) -> None:
-        super().__init__(seed)
-        self.high = high
-
-    def integer(self, name, low, high, step, log):
-        return high if self.high else low
-
-    def real(self, name, low, high, step, log):
-        return high if self.high else low
-
-
-def probe(space: SearchSpace, samples: int = 300, seed: int = 0) -> tuple[list, bool]:
-    """Architectures (or their Infeasible errors) covering the space: all of it when small, else a sample."""
-    everything = list(itertools.islice(enumerate_space_safe(space), 2001))
-    if everything and len(everything) <= 2000:
-        return everything, True
-    out = []
-    for i in range(samples):
-        sampler = _CornerSampler(i % 2 == 1, seed + i) if i < 20 else RandomSampler(seed + i)
-        try:
-            out.append(sample(space, sampler))
-        except Infeasible as e:
-            out.append(e)
-    return out, False
-
-
-def enumerate_space_safe(space: SearchSpace) -> Iterator[Architecture | Exception]:
-    """enumerate_space that stops quietly on a continuous space (the caller falls back to sampling)."""
-    try:
-        for result in enumerate_space(space, 2001):
-            if isinstance(result, SpaceError):
-                raise result
-            yield result
-    except _Continuous:
-        return
-
-
-def check_feasible(space: SearchSpace, constraints=None) -> None:
-    """Refuse a space in which no architecture meets the family rules, or one of the constraints (the space's own,
-    or those given)."""
-    constraints = constraints or space.constraints
-    results, exhaustive = probe(space)
-    where = f"of all {len(results)} in the space" if exhaustive else f"of {len(results)} sampled"
-    archs = [r for r in results if isinstance(r, Architecture)]
-    if not archs:
-        raise results[0].as_space_error()
-    for bound in constraints.bounds:
-        values = [getattr(a.cost(constraints.context, constraints.dtype_bytes), bound.metric) for a in archs]
-        if all(bound.violation(v) for v in values):
-            raise bound.loc.error(
-                f"impossible: no architecture {where} satisfies it ({bound.metric} seen "
-                f"{fmt_quantity(min(values), bound.metric)}..{fmt_quantity(max(values), bound.metric)})"
-            )

@@ -1,11 +1,13 @@
 """The search-space language (the block algebra): YAML text -> a validated `SearchSpace`.
 
 The grammar is documented in docs/search-spaces.md. Parsing checks everything that can be checked without
-drawing values; `archsearch.sampling` walks the result to draw architectures.
+drawing values; `archsearch.sampling` walks the result to draw architectures, and `archsearch.load_space` (in
+`archsearch.loading`) parses a file and probes it for a feasible architecture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,7 +15,8 @@ from typing import Any
 
 from . import _yaml
 from .blocks import NONE, REGISTRY
-from .errors import SpaceError
+from .errors import ConfigError, SpaceError
+from .metrics import CONSTRAINTS, format_metric
 
 # --- values and domains -------------------------------------------------------------------------------------------
 
@@ -155,40 +158,55 @@ class Placement:
     template: LayerTemplate
 
 
-METRICS = {
-    "params": "parameters, embeddings included",
-    "active_params": "parameters one token goes through",
-    "flops_per_token": "forward FLOPs per token at the context",
-    "state_bytes": "decode state bytes at the context",
-}
-
-
 @dataclass(frozen=True)
 class Bound:
+    """A bound on one cost metric of the concrete architecture, evaluated at `context` tokens."""
+
     metric: str
     low: float | None
     high: float | None
     loc: Loc
+    context: int = 2048
+    dtype_bytes: int = 2
 
     def violation(self, value: float) -> str | None:
         if self.low is not None and value < self.low:
-            return f"{self.metric} {fmt_quantity(value, self.metric)} < min {fmt_quantity(self.low, self.metric)}"
+            return f"{self.metric} {format_metric(self.metric, value)} < min {format_metric(self.metric, self.low)}"
         if self.high is not None and value > self.high:
-            return f"{self.metric} {fmt_quantity(value, self.metric)} > max {fmt_quantity(self.high, self.metric)}"
+            return f"{self.metric} {format_metric(self.metric, value)} > max {format_metric(self.metric, self.high)}"
         return None
 
 
 @dataclass(frozen=True)
 class Constraints:
+    """Bounds on the concrete architecture (a space's, and a study's on top of them); `context` and `dtype_bytes`
+    are where costs are evaluated for reporting."""
+
     context: int = 2048
     dtype_bytes: int = 2
     bounds: tuple[Bound, ...] = ()
     loc: Loc | None = None
 
+    def violations(self, arch) -> list[str]:
+        """The bounds a concrete architecture breaks, as readable strings."""
+        costs = {}
+        out = []
+        for b in self.bounds:
+            if (b.context, b.dtype_bytes) not in costs:
+                costs[b.context, b.dtype_bytes] = arch.cost(b.context, b.dtype_bytes)
+            problem = b.violation(getattr(costs[b.context, b.dtype_bytes], b.metric))
+            if problem:
+                out.append(problem)
+        return out
+
+    def joined(self, other: Constraints) -> Constraints:
+        """These bounds and `other`'s (each keeps its own context); the context for reporting stays this one's."""
+        return dataclasses.replace(self, bounds=self.bounds + other.bounds)
+
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space. Build with `SearchSpace.load(path)` or `SearchSpace.from_yaml(text)`."""
+    """A validated search space. Build with `archsearch.load_space(path)` or `archsearch.space_from_yaml(text)`."""
 
     name: str
     file: str
@@ -202,31 +220,6 @@ class SearchSpace:
     defaults: dict[str, dict[str, Value]] = field(hash=False)
     constraints: Constraints
     text: str = field(repr=False, compare=False)
-
-    @classmethod
-    def from_yaml(cls, text: str, file: str = "<space>") -> SearchSpace:
-        space = _parse(_yaml.load(text, file), text)
-        from .sampling import check_feasible  # the probe draws architectures; sampling imports this module
-
-        check_feasible(space)
-        return space
-
-    @classmethod
-    def load(cls, path: str) -> SearchSpace:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise SpaceError(path, None, "", f"cannot read the file ({getattr(e, 'strerror', None) or e})") from None
-        return cls.from_yaml(text, path)
-
-    def constraint_violations(self, arch) -> list[str]:
-        """The space's constraints that a concrete architecture breaks, as readable strings."""
-        if not self.constraints.bounds:
-            return []
-        cost = arch.cost(self.constraints.context, self.constraints.dtype_bytes)
-        out = [b.violation(getattr(cost, b.metric)) for b in self.constraints.bounds]
-        return [v for v in out if v]
 
     def depth_bounds(self) -> tuple[int, int]:
         """The smallest and largest number of layers in the space."""
@@ -288,12 +281,6 @@ def parse_quantity(value: Any) -> float | None:
     return None
 
 
-def fmt_quantity(x: float, metric: str = "") -> str:
-    from .architecture import human_metric  # architecture imports the block registry; keep parsing light
-
-    return human_metric(metric, x)
-
-
 # --- parsing ------------------------------------------------------------------------------------------------------
 
 TOP_KEYS = {
@@ -312,14 +299,14 @@ SELECTOR_KEYS = {"every", "offset", "at"}
 
 
 class _Parser:
-    def __init__(self, file: str) -> None:
-        self.file = file
+    def __init__(self, file: str, error: type[ConfigError] = SpaceError) -> None:
+        self.file, self.error = file, error
 
     def loc(self, node: _yaml.Node, key: str) -> Loc:
         return Loc(self.file, node.line, key)
 
-    def fail(self, node: _yaml.Node, key: str, message: str) -> SpaceError:
-        return SpaceError(self.file, node.line, key, message)
+    def fail(self, node: _yaml.Node, key: str, message: str) -> ConfigError:
+        return self.error(self.file, node.line, key, message)
 
     # values -------------------------------------------------------------------------------------------------------
     def value(self, node: _yaml.Node, key: str, per_layer_ok: bool = False, option=None) -> Value:
@@ -666,8 +653,8 @@ class _Parser:
                     raise self.fail(sub, key, "expected a positive integer")
                 context, dtype_bytes = (v, dtype_bytes) if k == "context" else (context, v)
                 continue
-            if k not in METRICS:
-                raise self.fail(sub, key, f"unknown constraint; expected one of context, dtype_bytes, {', '.join(METRICS)}")
+            if k not in CONSTRAINTS:
+                raise self.fail(sub, key, f"unknown constraint; expected one of context, dtype_bytes, {', '.join(CONSTRAINTS)}")
             if not isinstance(sub.value, dict) or not sub.value or set(sub.value) - {"min", "max"}:
                 raise self.fail(sub, key, "expected {min: N, max: N} (either or both; 30M, 2G, 16MiB allowed)")
             lim = {}
@@ -677,22 +664,30 @@ class _Parser:
                     raise self.fail(snode, f"{key}.{side}", f"expected a non-negative quantity like 30M or 16MiB, got {snode.value!r}")
                 lim[side] = q
             if "min" in lim and "max" in lim and lim["min"] > lim["max"]:
-                raise self.fail(sub, key, f"impossible: min {fmt_quantity(lim['min'], k)} is above max {fmt_quantity(lim['max'], k)}")
-            found.append(Bound(k, lim.get("min"), lim.get("max"), self.loc(sub, key)))
-        return Constraints(context, dtype_bytes, tuple(found), self.loc(node, "constraints"))
+                raise self.fail(sub, key, f"impossible: min {format_metric(k, lim['min'])} is above max {format_metric(k, lim['max'])}")
+            found.append((k, lim.get("min"), lim.get("max"), self.loc(sub, key)))
+        bounds = tuple(Bound(*b, context=context, dtype_bytes=dtype_bytes) for b in found)  # context may follow the bounds
+        return Constraints(context, dtype_bytes, bounds, self.loc(node, "constraints"))
 
 
 def _expected(fam) -> str:
     return f"; expected one of {', '.join(fam.params)}" if fam is not None and fam.params else ""
 
 
-def _parse(root: _yaml.Node, text: str) -> SearchSpace:
+def parse_space(root: _yaml.Node, text: str) -> SearchSpace:
+    """A parsed YAML tree (a space file's root, or a study's inline `space`) -> a SearchSpace, not yet probed for
+    feasibility (`archsearch.loading` does that)."""
     return _Parser(root.file).space(root, text)
 
 
-def load_space(path: str) -> SearchSpace:
-    """Read, parse and validate a search-space YAML file."""
-    return SearchSpace.load(path)
+def parse_constraints(node: _yaml.Node, error: type[ConfigError] = SpaceError) -> Constraints:
+    """A `constraints` mapping (of a space, or of a study: pass ConfigError) -> Constraints."""
+    return _Parser(node.file, error).constraints(node)
+
+
+def read_space(text: str, file: str = "<space>") -> SearchSpace:
+    """Parse search-space YAML text (no feasibility probe; see `archsearch.space_from_yaml`)."""
+    return parse_space(_yaml.load(text, file), text)
 
 
 # --- describing a space -------------------------------------------------------------------------------------------

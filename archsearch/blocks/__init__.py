@@ -1,9 +1,14 @@
-"""The block families, one file each, in one registry: adding a family is one file and one line here."""
+"""The block families, one file each, in one registry: adding a family is one file and one line here.
+
+The plugin contract is exported here: a plugin subclasses `BlockFamily` (declaring its `Param`s), builds a `Block`
+module (with the shared layers `RMSNorm`, `ShortConv`, `rotary` where they fit) and calls `register`.
+"""
 
 from __future__ import annotations
 
 from ..errors import ArchsearchError
-from ._family import BlockFamily, Param
+from ._family import BlockFamily, Param, Params, fft_conv_flops, heads_divide, mean_causal_keys
+from ._layers import Block, RMSNorm, ShortConv, rotary
 from .attn import FAMILY as attn
 from .brt import FAMILY as brt
 from .deltanet import FAMILY as deltanet
@@ -27,17 +32,40 @@ def register(family: BlockFamily) -> BlockFamily:
     return family
 
 
-for _family in (attn, swa, deltanet, h3, hyena, gau, brt, glu, moe):
-    register(_family)
+for _builtin in (attn, swa, deltanet, h3, hyena, gau, brt, glu, moe):
+    register(_builtin)
 
 
-def family(name: str) -> BlockFamily:
-    return REGISTRY[name]
+def param_table(families: list[BlockFamily] | None = None) -> str:
+    """The Markdown table of the families and their parameters, from their declarations (docs/search-spaces.md)."""
+    rows = ["| family | role | parameter | default | values | what it is |", "| --- | --- | --- | --- | --- | --- |"]
+    for fam in families if families is not None else list(REGISTRY.values()):
+        for i, (name, p) in enumerate(fam.params.items()):
+            head = f"`{fam.name}` ({fam.letter}) | {fam.role}" if i == 0 else " | "
+            rows.append(f"| {head} | `{name}` | {_default(p)} | {_values(p)} | {p.doc} |")
+    return "\n".join(rows) + "\n"
 
 
-def names(role: str) -> list[str]:
-    """Registered families of a role ("mixer" or "channel"), in registration order."""
-    return [n for n, f in REGISTRY.items() if f.role == role]
+def _default(p: Param) -> str:
+    if p.default is None:
+        return "derived"
+    if isinstance(p.default, bool):
+        return str(p.default).lower()
+    return f"{p.default:g}" if isinstance(p.default, float) else str(p.default)
 
 
-__all__ = ["REGISTRY", "NONE", "BlockFamily", "Param", "register", "family", "names"]
+def _values(p: Param) -> str:
+    if p.options:
+        return ", ".join(p.options)
+    if p.kind is bool:
+        return "true, false"
+    low = "" if p.min is None else f"{p.min:g}"
+    high = "" if p.max is None else f"{p.max:g}"
+    kind = p.kind.__name__
+    return f"{kind} {low}..{high}" if low or high else kind
+
+
+__all__ = [
+    "NONE", "REGISTRY", "Block", "BlockFamily", "Param", "Params", "RMSNorm", "ShortConv",
+    "fft_conv_flops", "heads_divide", "mean_causal_keys", "param_table", "register", "rotary",
+]

@@ -84,6 +84,10 @@ class BlockFamily:
     def param_count(self, p: Params, d_model: int) -> int:
         raise NotImplementedError
 
+    def active_param_count(self, p: Params, d_model: int) -> int:
+        """Parameters one token goes through; all of them unless the family routes tokens (mixture of experts)."""
+        return self.param_count(p, d_model)
+
     def flops_per_token(self, p: Params, d_model: int, context: int) -> float:
         raise NotImplementedError
 

@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,12 +31,12 @@ class DataError(ArchsearchError):
 class DataSpec:
     """Where the text comes from and how it becomes tokens."""
 
-    source: str = BUILTIN  # "builtin", a text file, a folder of text files, a folder with train.bin/val.bin, or a saved HF dataset
-    tokenizer: str | None = None  # a tokenizer.json (Hugging Face tokenizers); None: bytes
-    val_fraction: float = 0.05  # share of files (text) or rows (datasets) held out, chosen by a hash of their name
-    text_field: str = "text"  # the column of a Hugging Face dataset
-    bin_dtype: str = "uint16"  # token dtype of .bin files
-    bytes_per_token: float | None = None  # for .bin files, whose text is not at hand: what bits per byte divide by
+    source: str = field(default=BUILTIN, metadata={"help": "builtin, a text file or folder, a train.bin/val.bin folder, or a saved HF dataset"})
+    tokenizer: str | None = field(default=None, metadata={"help": "a tokenizer.json (Hugging Face tokenizers); none: bytes"})
+    val_fraction: float = field(default=0.05, metadata={"help": "share of files (text) or rows (datasets) held out, chosen by a hash of their name"})
+    text_field: str = field(default="text", metadata={"help": "the text column of a Hugging Face dataset"})
+    bin_dtype: str = field(default="uint16", metadata={"help": "token dtype of .bin files"})
+    bytes_per_token: float | None = field(default=None, metadata={"help": "for .bin files, whose text is not at hand: what bits per byte divide by"})
     suffixes: tuple[str, ...] = (".txt", ".md", ".py", ".rst", ".json", ".csv", ".html", ".c", ".h", ".tex")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .._metric import Requirement, metric
 from ..architecture import Architecture
 from ..errors import ArchsearchError
 from ..model import HybridLM, build_model
@@ -25,26 +27,26 @@ LN2 = math.log(2)
 class ProxySettings:
     """How a proxy trains and what it measures. Equal settings give comparable (and cacheable) results."""
 
-    task: str = "lm"  # lm, or a synthetic task: mqar, selective_copy, induction
+    task: str = field(default="lm", metadata={"help": "lm, or a synthetic task: mqar, selective_copy, induction"})
     data: DataSpec = field(default_factory=DataSpec)  # for lm
     synthetic: TaskSpec | None = None  # for synthetic tasks (defaults from TaskSpec when None)
-    seq_len: int = 256
-    batch_size: int = 16
-    tokens: int = 1_000_000  # training budget
-    seconds: float | None = None  # optional wall-clock budget as well
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: float = 0.05  # share of the steps
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    evals: int = 8  # intermediate evaluations (for early stopping), the last one final
-    eval_tokens: int = 131_072  # the final evaluation; intermediate ones use its first quarter (capped at half the budget)
-    compile: bool = False
-    device: str = "auto"  # auto: cuda when available
-    seed: int = 0
-    timing_steps: int = 10  # training steps timed exclusively for tokens/s
-    inference: bool = False  # also measure prefill and decode tokens/s
-    decode_tokens: int = 64
+    seq_len: int = field(default=256, metadata={"help": "tokens per training sequence"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    tokens: int = field(default=1_000_000, metadata={"help": "training budget in tokens"})
+    seconds: float | None = field(default=None, metadata={"help": "wall-clock budget as well"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a share of the peak"})
+    warmup: float = field(default=0.05, metadata={"help": "warm-up as a share of the steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
+    evals: int = field(default=8, metadata={"help": "intermediate evaluations (for early stopping), the last one final"})
+    eval_tokens: int = field(default=131_072, metadata={"help": "tokens of the final evaluation; intermediate ones use its first quarter (capped at half the budget)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
+    timing_steps: int = field(default=10, metadata={"help": "training steps timed exclusively for tokens/s"})
+    inference: bool = field(default=False, metadata={"help": "also measure prefill and decode tokens/s"})
+    decode_tokens: int = field(default=64, metadata={"help": "tokens decoded when measuring decode tokens/s"})
 
     def __post_init__(self) -> None:
         if self.task != "lm" and self.task not in TASKS:
@@ -57,23 +59,40 @@ class ProxySettings:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
 
+# what the settings must say for a metric to be measured (see archsearch.metrics)
+LM_TASK = Requirement(lambda s: s.task == "lm", "{metric} needs the language-modelling proxy (proxy.task: lm)")
+SYNTHETIC_TASK = Requirement(lambda s: s.task != "lm", "{metric} needs a synthetic proxy task (proxy.task: mqar, selective_copy or induction)")
+INFERENCE = Requirement(lambda s: s.inference, "{metric} needs proxy.inference: true")
+CUDA = Requirement(lambda s: s.device != "cpu", "peak memory is measured on CUDA only")
+
+
 @dataclass
 class Metrics:
     """What one proxy run measured. status is ok, diverged, oom or error; figures not measured stay None."""
 
     status: str = "ok"
     reason: str = ""
-    val_loss: float | None = None
-    perplexity: float | None = None
-    bits_per_byte: float | None = None
-    accuracy: float | None = None
-    train_tokens_per_s: float | None = None
-    prefill_tokens_per_s: float | None = None
-    decode_tokens_per_s: float | None = None
-    peak_memory_bytes: int | None = None
+    val_loss: float | None = field(default=None, metadata=metric(
+        "minimize", "nats", "validation cross-entropy per token", label="validation loss", detail="{:.4f}"))
+    perplexity: float | None = field(default=None, metadata=metric(
+        "minimize", "ratio", "exp(validation loss)", detail="{:.3f}", requires=LM_TASK))
+    bits_per_byte: float | None = field(default=None, metadata=metric(
+        "minimize", "bits/byte", "validation loss in bits per byte of text", detail="{:.4f}", requires=LM_TASK))
+    accuracy: float | None = field(default=None, metadata=metric(
+        "maximize", "ratio", "share of the synthetic task's answers right", detail="{:.3f}", requires=SYNTHETIC_TASK))
+    train_tokens_per_s: float | None = field(default=None, metadata=metric(
+        "maximize", "tokens/s", "training tokens per second, timed exclusively", label="train tokens/s"))
+    prefill_tokens_per_s: float | None = field(default=None, metadata=metric(
+        "maximize", "tokens/s", "prompt tokens per second", label="prefill tokens/s", requires=INFERENCE))
+    decode_tokens_per_s: float | None = field(default=None, metadata=metric(
+        "maximize", "tokens/s", "generated tokens per second", label="decode tokens/s", requires=INFERENCE))
+    peak_memory_bytes: int | None = field(default=None, metadata=metric(
+        "minimize", "bytes", "peak CUDA memory of training", label="peak memory", requires=CUDA))
     params: int | None = None
-    tokens_trained: int = 0
-    wall_seconds: float = 0.0
+    tokens_trained: int = field(default=0, metadata=metric(
+        "maximize", "tokens", "tokens the proxy trained on", detail="{:,}", objective=False))
+    wall_seconds: float = field(default=0.0, metadata=metric(
+        "minimize", "seconds", "wall-clock time of the proxy run", label="wall time", detail="{:.1f} s", objective=False))
     device: str = ""
     corpus_digest: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
@@ -89,7 +108,7 @@ class Diverged(ArchsearchError):
 Report = Callable[[dict[str, float]], None]
 
 
-def evaluate(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
+def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
              on_step: Callable[[int, float], None] | None = None, weights_path: str | None = None) -> Metrics:
     """Train `arch` for the settings' budget and measure it. `report` receives each intermediate evaluation
     (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). With `weights_path`, the
@@ -159,7 +178,7 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
                 exclusive.__enter__()
                 synchronize(device)
                 t0 = time.perf_counter()
-            with _nothing() if timing else lock.shared():
+            with contextlib.nullcontext() if timing else lock.shared():
                 with autocast:
                     out = forward(x, y)
                 out.loss.backward()
@@ -215,12 +234,7 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
             lock.close()
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+evaluate = run_proxy  # the former name, still used by the benchmarks and tests/proxy/test_train.py
 
 
 def _device(name: str) -> torch.device:

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from .architecture import Architecture, human, human_bytes, human_metric
-from .sampling import Infeasible, RandomSampler, sample, space_size
-from .space import SearchSpace, parameters
+import argparse
+
+from ..architecture import Architecture
+from ..loading import load_space
+from ..metrics import COST_METRICS, format_metric, human, human_bytes
+from ..sampling import Infeasible, RandomSampler, sample, space_size
+from ..space import parameters
+from ._args import positive
 
 
-def run(path: str, samples: int = 8, seed: int = 0, context: int | None = None) -> int:
-    space = SearchSpace.load(path)
+def add_parser(sub) -> None:
+    c = sub.add_parser("check", help="validate a search space, size it, and show sample architectures with their cost")
+    c.add_argument("space", help="search-space YAML file")
+    c.add_argument("--samples", type=positive, default=8, help="architectures to draw (default 8)")
+    c.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
+    c.add_argument("--context", type=positive, default=None, help="context for FLOPs and state (default: the space's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return check(args.space, samples=args.samples, seed=args.seed, context=args.context)
+
+
+def check(path: str, samples: int = 8, seed: int = 0, context: int | None = None) -> int:
+    space = load_space(path)
     context = context or space.constraints.context
     dtype_bytes = space.constraints.dtype_bytes
     print(f"space {space.name} ({path}): valid")
@@ -31,7 +48,7 @@ def run(path: str, samples: int = 8, seed: int = 0, context: int | None = None) 
             rows.append((str(i), "infeasible", "", "", "", "", str(e)))
             continue
         cost = arch.cost(context, dtype_bytes)
-        broken = space.constraint_violations(arch)
+        broken = space.constraints.violations(arch)
         if not broken:
             feasible.append(arch)
         rows.append((str(i), _shape(arch), human(cost.params), human(cost.active_params),
@@ -44,9 +61,9 @@ def run(path: str, samples: int = 8, seed: int = 0, context: int | None = None) 
     if feasible:
         costs = [a.cost(context, dtype_bytes) for a in feasible]
         print(f"\ncost ranges over the {len(feasible)} feasible samples:")
-        for name, fmt in (("params", human), ("active_params", human), ("flops_per_token", human), ("state_bytes", human_bytes)):
-            values = [getattr(c, name) for c in costs]
-            print(f"  {name:<16} {fmt(min(values))} .. {fmt(max(values))}")
+        for m in COST_METRICS:
+            values = [getattr(c, m.name) for c in costs]
+            print(f"  {m.name:<16} {m.format(min(values))} .. {m.format(max(values))}")
     else:
         print("\nno sampled architecture meets the constraints")
     return 0
@@ -57,5 +74,5 @@ def _shape(arch: Architecture) -> str:
 
 
 def _bound(b) -> str:
-    parts = [f">= {human_metric(b.metric, b.low)}" if b.low is not None else "", f"<= {human_metric(b.metric, b.high)}" if b.high is not None else ""]
+    parts = [f">= {format_metric(b.metric, b.low)}" if b.low is not None else "", f"<= {format_metric(b.metric, b.high)}" if b.high is not None else ""]
     return f"{b.metric} " + " and ".join(p for p in parts if p)

@@ -1,0 +1,100 @@
+"""How a metric is declared: the metadata that makes a field of `Cost` or `proxy.Metrics` a metric, and units.
+
+A field becomes a metric by carrying `metric(...)` in its metadata; `archsearch.metrics` gathers them into the
+registry. Declaring the metric beside the code that produces it keeps adding one a change to one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+METADATA_KEY = "archsearch.metric"
+DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}  # as written -> canonical
+
+
+def human(n: float) -> str:
+    """12.3M, 1.2G, 850K: a count at a glance."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def human_bytes(n: float) -> str:
+    """3.2MiB, 512.0KiB, 100B."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}B"
+
+
+# how each unit reads in tables: counts and bytes at a glance, rates in whole tokens, the rest to 4 digits
+_TABLE_FORMAT: dict[str, Callable[[float], str]] = {
+    "count": human,
+    "flops": human,
+    "bytes": human_bytes,
+    "tokens/s": lambda v: f"{v:,.0f}",
+}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What the proxy settings must say for a metric to be measured, and the message when they do not."""
+
+    met: Callable[[Any], bool]  # ProxySettings -> bool
+    message: str  # may name the metric as {metric}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a trial records."""
+
+    name: str
+    direction: str  # minimize or maximize: the natural direction, when an objective gives none
+    unit: str  # count, flops, bytes, tokens/s, nats, bits/byte, ratio, seconds, tokens, ...
+    source: str  # "cost" (the cost model, known before training) or "proxy" (measured by the proxy run)
+    doc: str
+    label: str  # how `archsearch train` names it
+    detail: str | None  # how `archsearch train` prints it (a str.format pattern); None: as in tables
+    requires: Requirement | None
+    objective: bool  # may be an objective, a front axis or (cost metrics) a constraint
+
+    def format(self, value: Any) -> str:
+        """The value for a table."""
+        v = float(value)
+        if not math.isfinite(v):
+            return str(v)
+        return _TABLE_FORMAT.get(self.unit, lambda x: f"{x:.4g}")(v)
+
+    def format_detail(self, value: Any) -> str:
+        """The value as `archsearch train` prints it."""
+        return self.detail.format(value) if self.detail else self.format(value)
+
+    def problem(self, settings: Any) -> str | None:
+        """Why proxy `settings` cannot measure this metric, or None."""
+        if self.requires is None or self.requires.met(settings):
+            return None
+        return self.requires.message.format(metric=self.name)
+
+
+def metric(direction: str, unit: str, doc: str, *, label: str = "", detail: str | None = None,
+           requires: Requirement | None = None, objective: bool = True) -> dict[str, Any]:
+    """Field metadata that makes a dataclass field a metric: `x: float | None = field(default=None, metadata=metric(...))`."""
+    if direction not in ("minimize", "maximize"):
+        raise ValueError(f"direction {direction!r}: expected minimize or maximize")
+    return {METADATA_KEY: {"direction": direction, "unit": unit, "doc": doc, "label": label, "detail": detail,
+                           "requires": requires, "objective": objective}}
+
+
+def metric_fields(cls: type, source: str) -> list[Metric]:
+    """The metrics a dataclass declares, in field order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get(METADATA_KEY)
+        if meta is not None:
+            out.append(Metric(f.name, source=source, **{**meta, "label": meta["label"] or f.name.replace("_", " ")}))
+    return out

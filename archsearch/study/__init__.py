@@ -1,0 +1,31 @@
+"""The study: a search space, proxy settings, objectives and search settings -> a run directory of trials.
+
+`archsearch run` (`run`) drives a Ray Tune `Tuner` whose search algorithm is Optuna walking the space's
+define-by-run sampler. The Optuna storage (SQLite, in the run directory) is the study's source of truth: running
+again on the same directory resumes from it, so finished trials are never lost or run twice.
+
+Modules: `_config` (study files -> `Study`), `_samplers` (the sampler table), `_rundir` (the run directory's
+format), `_trial` (one trial in its worker), `_optuna_ray` (the Optuna and Ray glue), `_progress` (what a run
+prints), `_runner` (the orchestration).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..metrics import DIRECTIONS
+from ._config import EarlyStopping, Objective, SearchSettings, Study, import_plugins
+from ._rundir import TABLE_COLUMNS, Run, RunDir, RunDirError, freeze, load_run
+from ._samplers import SAMPLERS
+
+
+def run(study_path: str, out: str | None = None, address: str | None = None, trials: int | None = None) -> Path:
+    """Run (or resume) a study; returns the run directory. (Ray is imported here, not with this package.)"""
+    from . import _runner
+
+    return _runner.run(study_path, out=out, address=address, trials=trials)
+
+__all__ = [
+    "DIRECTIONS", "SAMPLERS", "TABLE_COLUMNS", "EarlyStopping", "Objective", "Run", "RunDir", "RunDirError",
+    "SearchSettings", "Study", "freeze", "import_plugins", "load_run", "run",
+]

@@ -1,0 +1,238 @@
+"""Study files: a search space, proxy settings, objectives, constraints and search settings -> a validated `Study`.
+
+Every section is read by the typed reader (`archsearch._config`) against the dataclasses that define it, so a
+setting's type and default are written once. The space is parsed once and probed for feasibility once, against
+its own constraints and the study's together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import _yaml
+from .._config import fail, positive_int, read_dataclass, read_fields, read_file, read_value
+from ..errors import ArchsearchError, ConfigError
+from ..loading import check_feasible, read_space_text
+from ..metrics import DIRECTIONS, METRICS, OBJECTIVES
+from ..proxy import DataSpec, ProxySettings
+from ..space import Constraints, SearchSpace, parse_constraints, parse_space
+from ._samplers import SAMPLERS
+
+TOP_KEYS = {"name", "description", "space", "proxy", "objectives", "constraints", "search", "out", "plugins"}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # minimize or maximize
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """ASHA on the validation loss: trials are compared at rungs spaced by `reduction_factor`."""
+
+    grace: float = 0.25  # the first rung, as a share of the token budget
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampler: str = "nsga2"  # a name in study._samplers.SAMPLERS
+    seed: int = 0
+    trials: int = 16
+    concurrency: int = 1
+    cpu: float = 1.0
+    gpu: float = 0.0  # fractions let several small proxies share one GPU
+    early_stopping: EarlyStopping | None = None
+    retries: int = 1  # Ray restarts of a trial whose process died (a raised error is recorded, not retried)
+    save_weights: bool = False
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study. Build with `Study.load(path)`."""
+
+    name: str
+    file: str
+    space: SearchSpace
+    proxy: ProxySettings
+    objectives: tuple[Objective, ...]
+    constraints: Constraints  # the space's and the study's together: what a trial must meet before it trains
+    search: SearchSettings
+    out: str
+    plugins: tuple[str, ...]
+    frozen: dict[str, Any]  # the study as data, with the space inlined: what a run directory keeps
+
+    @classmethod
+    def load(cls, path: str | Path) -> Study:
+        return _load(read_file(str(path)), Path(path))
+
+    @property
+    def proxy_key(self) -> str:
+        """A digest of the proxy settings: results are reused only between equal settings."""
+        text = json.dumps(dataclasses.asdict(self.proxy), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def violations(self, arch) -> list[str]:
+        """The space's and the study's constraints this architecture breaks."""
+        return self.constraints.violations(arch)
+
+
+def _load(root: _yaml.Node, path: Path) -> Study:
+    if not isinstance(root.value, dict):
+        raise fail(root, "", "expected a study mapping with space, proxy, objectives and search")
+    top = root.value
+    for key, node in top.items():
+        if key not in TOP_KEYS:
+            raise fail(node, key, f"unknown key; expected one of {', '.join(sorted(TOP_KEYS))}")
+    for key in ("space", "objectives"):
+        if key not in top:
+            raise fail(root, key, "missing")
+    name = read_value(str, top["name"], "name") if "name" in top else path.stem
+    plugins = _plugins(top["plugins"], path) if "plugins" in top else ()
+    import_plugins(plugins)  # a plugin's block families must exist before the space is parsed
+
+    space, space_data = _space(top["space"], path)
+    proxy = _proxy(top["proxy"], path.parent) if "proxy" in top else ProxySettings()
+    objectives = _objectives(top["objectives"], proxy)
+    constraints = space.constraints
+    if "constraints" in top:
+        constraints = constraints.joined(parse_constraints(top["constraints"], ConfigError))
+    check_feasible(space, constraints)
+    search = _search(top["search"]) if "search" in top else SearchSettings()
+    out = read_value(str, top["out"], "out") if "out" in top else f"runs/{name}"
+    frozen = {k: v.plain() for k, v in top.items() if k not in ("space", "out")}
+    frozen.update(name=name, space=space_data, proxy=dataclasses.asdict(proxy), plugins=list(plugins))
+    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen)
+
+
+def _space(node: _yaml.Node, path: Path) -> tuple[SearchSpace, dict[str, Any]]:
+    """The space (a path relative to the study, or inline), parsed once, and its data for the frozen study."""
+    if isinstance(node.value, str):
+        space_path = (path.parent / node.value).resolve()
+        if not space_path.exists():
+            raise fail(node, "space", f"no such file {space_path}; expected a search-space YAML path or an inline space")
+        text = read_space_text(str(space_path))
+        root = _yaml.load(text, str(space_path))
+        return parse_space(root, text), root.plain()
+    if isinstance(node.value, dict):
+        return parse_space(node, path.read_text()), node.plain()
+    raise fail(node, "space", "expected a path to a search space or an inline space mapping")
+
+
+def _plugins(node: _yaml.Node, path: Path) -> tuple[str, ...]:
+    if not isinstance(node.value, list) or not all(isinstance(n.value, str) for n in node.value):
+        raise fail(node, "plugins", "expected a list of Python files or module names that register block families")
+    out = []
+    for item in node.value:
+        if item.value.endswith(".py"):
+            full = (path.parent / item.value).resolve()
+            if not full.exists():
+                raise fail(item, "plugins", f"no such file {full}")
+            out.append(str(full))
+        else:
+            out.append(item.value)
+    return tuple(out)
+
+
+def import_plugins(plugins: tuple[str, ...]) -> None:
+    """Import plugin files or modules once per process (their import registers their block families)."""
+    for plugin in plugins:
+        module_name = "archsearch_plugin_" + hashlib.sha1(plugin.encode()).hexdigest()[:8] if plugin.endswith(".py") else plugin
+        if module_name in sys.modules:
+            continue
+        if plugin.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(module_name, plugin)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(plugin)
+
+
+def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
+    def data(sub: _yaml.Node, key: str) -> DataSpec:
+        if isinstance(sub.value, dict):
+            return read_dataclass(DataSpec, sub, key)
+        return DataSpec(source=read_value(str, sub, key))  # `data: PATH` is short for {source: PATH}
+
+    if not isinstance(node.value, dict):
+        raise fail(node, "proxy", "expected a mapping of proxy settings")
+    kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting", parsers={"data": data})
+    if kwargs.get("synthetic") is not None and "task" not in kwargs:
+        kwargs["task"] = kwargs["synthetic"].name
+    if "data" in kwargs:  # relative paths are relative to the study file, like its space
+        resolve = lambda p: p if p is None or p == "builtin" or Path(p).is_absolute() else str((folder / p).resolve())  # noqa: E731
+        kwargs["data"] = dataclasses.replace(kwargs["data"], source=resolve(kwargs["data"].source), tokenizer=resolve(kwargs["data"].tokenizer))
+    try:
+        return ProxySettings(**kwargs)
+    except ArchsearchError as e:
+        raise fail(node, "proxy", str(e)) from None
+
+
+def _objectives(node: _yaml.Node, proxy: ProxySettings) -> tuple[Objective, ...]:
+    if not isinstance(node.value, list) or not node.value:
+        raise fail(node, "objectives", "expected a non-empty list like [bits_per_byte: min, train_tokens_per_s: max]")
+    out: list[Objective] = []
+    for i, item in enumerate(node.value):
+        key = f"objectives[{i}]"
+        if isinstance(item.value, str):
+            name, direction = item.value, None
+        elif isinstance(item.value, dict) and len(item.value) == 1:
+            name, dnode = next(iter(item.value.items()))
+            direction = dnode.value
+            if direction not in DIRECTIONS:
+                raise fail(item, f"{key}.{name}", f"expected min or max, got {direction!r}")
+        else:
+            raise fail(item, key, "expected METRIC or {METRIC: min|max}")
+        if name not in OBJECTIVES:
+            raise fail(item, key, f"unknown metric {name!r}; expected one of {', '.join(OBJECTIVES)}")
+        problem = METRICS[name].problem(proxy)
+        if problem:
+            raise fail(item, key, problem)
+        if name in (o.metric for o in out):
+            raise fail(item, key, f"{name} is listed twice")
+        out.append(Objective(name, DIRECTIONS[direction] if direction else METRICS[name].direction))
+    return tuple(out)
+
+
+def _search(node: _yaml.Node) -> SearchSettings:
+    def sampler(sub: _yaml.Node, key: str) -> str:
+        if sub.value not in SAMPLERS:
+            raise fail(sub, key, f"expected one of {', '.join(SAMPLERS)}, got {sub.value!r}")
+        return sub.value
+
+    def resources(sub: _yaml.Node, key: str) -> dict[str, float]:
+        if not isinstance(sub.value, dict) or set(sub.value) - {"cpu", "gpu"}:
+            raise fail(sub, key, "expected {cpu: N, gpu: F} (gpu may be a fraction, e.g. 0.25)")
+        out = {r: read_value(float, rnode, f"{key}.{r}") for r, rnode in sub.value.items()}
+        for r, rnode in sub.value.items():
+            if out[r] < 0:
+                raise fail(rnode, f"{key}.{r}", "expected a non-negative number")
+        return out
+
+    def early_stopping(sub: _yaml.Node, key: str) -> EarlyStopping | None:
+        if sub.value is False or sub.value is None:
+            return None
+        if sub.value is True:
+            return EarlyStopping()
+        es = read_dataclass(EarlyStopping, sub, key)
+        if not 0 < es.grace <= 1 or es.reduction_factor < 2:
+            raise fail(sub, key, "expected 0 < grace <= 1 and reduction_factor >= 2")
+        return es
+
+    if not isinstance(node.value, dict):
+        raise fail(node, "search", "expected a mapping of search settings")
+    parsers = {"sampler": sampler, "resources": resources, "early_stopping": early_stopping,
+               "trials": positive_int, "concurrency": positive_int}
+    kwargs = read_fields(SearchSettings, node, "search", parsers=parsers)
+    kwargs.update(kwargs.pop("resources", {}))
+    return SearchSettings(**kwargs)

@@ -1,0 +1,59 @@
+"""`archsearch run`: load the study, open (or resume) its run directory, and run the trials still missing.
+
+Resuming: the Optuna storage (SQLite in the run directory) is the source of truth. Trials it holds as finished are
+kept; trials it holds as running were cut off, so they are closed as interrupted and their parameters queued again;
+the new Tuner runs only the trials still missing from the count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ArchsearchError
+from ..sampling import space_size
+from ._config import Study
+from ._optuna_ray import open_storage, recover, start_ray, tune_trials
+from ._progress import Progress
+from ._rundir import RunDir, TrialsTable
+from ._samplers import GRID
+
+
+def run(study_path: str, out: str | None = None, address: str | None = None, trials: int | None = None) -> Path:
+    """Run (or resume) a study; returns the run directory."""
+    study = Study.load(study_path)
+    run_dir = RunDir(Path(out or study.out).resolve())
+    if run_dir.has_study():
+        kept = run_dir.study()
+        if _canonical(kept.frozen) != _canonical(study.frozen):
+            raise ArchsearchError(f"{run_dir.path}: this run directory holds a different study; resume it with the same study file or choose another --out")
+        study = kept
+        print(f"resuming {run_dir.path}")
+    else:
+        run_dir.freeze(study)
+    total = trials or study.search.trials
+    if study.search.sampler == GRID:
+        size = space_size(study.space)
+        if size.assignments is None:
+            raise ArchsearchError(f"{study.file}: search.sampler: grid needs a finite space that can be enumerated; it has {size.describe()}")
+        if total > size.assignments:
+            print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
+            total = size.assignments
+    storage, ostudy = open_storage(study, run_dir)
+    done = recover(ostudy)
+    table = TrialsTable(run_dir)
+    remaining = total - done
+    if remaining <= 0:
+        print(f"{run_dir.path}: all {total} trials are finished")
+        table.write()
+        return run_dir.path
+    start_ray(address)
+    print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
+          f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
+    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total))
+    table.write()
+    return run_dir.path
+
+
+def _canonical(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, default=str)

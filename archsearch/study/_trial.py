@@ -1,0 +1,47 @@
+"""One trial, in its worker process: check the architecture, reuse a cached result, or train the proxy.
+
+It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..architecture import Architecture
+from ..metrics import cost_values
+from ..proxy import Metrics, run_proxy
+from ._config import Study, import_plugins
+from ._rundir import RunDir
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report) -> None:
+    """Run the trial that `config` describes (see `DefineByRun`), reporting through `report`."""
+    import_plugins(study.plugins)
+    base = {"trial": config["trial_number"], "status": "running", "tokens": 0}
+    if config["arch"] is None or config["reason"]:
+        report({**base, "status": "infeasible", "reason": config["reason"]})
+        return
+    arch = Architecture.from_json(config["arch"])
+    costs = cost_values(arch.cost(study.space.constraints.context, study.space.constraints.dtype_bytes))
+    folder = RunDir(run_dir)
+    cached = folder.cached_result(arch.digest, study.proxy_key)
+    if cached is not None:
+        report({**base, **cached, **costs, "cached": True})
+        return
+
+    def intermediate(point: dict[str, float]) -> None:
+        report({**base, **point, **costs})
+
+    weights = folder.weights_to_write(config["trial_number"]) if study.search.save_weights else None
+    try:
+        metrics = run_proxy(arch, study.proxy, report=intermediate, weights_path=weights)
+    except Exception as e:  # a trial's own crash is its result; the study goes on
+        metrics = Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
+    result = {k: v for k, v in metrics.to_dict().items() if k != "history"}
+    result.update(costs, trial=config["trial_number"], tokens=metrics.tokens_trained, cached=False)
+    if metrics.status == "ok":
+        folder.cache_result(arch.digest, study.proxy_key, result)
+    report(result)
