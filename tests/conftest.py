@@ -8,7 +8,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from archsearch import SearchSpace
+from archsearch import SearchSpace, space_from_yaml
 
 
 @pytest.fixture
@@ -16,6 +16,6 @@ def space_of():
     """Parse a YAML text (dedented) as a search space named test.yaml."""
 
     def parse(text: str) -> SearchSpace:
-        return SearchSpace.from_yaml(textwrap.dedent(text), "test.yaml")
+        return space_from_yaml(textwrap.dedent(text), "test.yaml")
 
     return parse

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archsearch import Architecture, BlockSpec, LayerSpec, SearchSpace, SpaceError, sample
+from archsearch import Architecture, BlockSpec, ConfigError, LayerSpec, load_space, sample
 from archsearch.blocks import REGISTRY
 
-OPEN = SearchSpace.load("search_spaces/open.yaml")
+OPEN = load_space("search_spaces/open.yaml")
 
 
 def feasible(seed):
@@ -116,5 +116,5 @@ def test_constructing_an_architecture_that_breaks_a_family_rule_fails():
 def test_loading_an_architecture_with_an_unknown_parameter_names_it(tmp_path):
     path = tmp_path / "arch.yaml"
     path.write_text("d_model: 64\nlayers:\n  - mixer: {block: attn, heads: 4, windw: 3}\n    channel: none\n")
-    with pytest.raises(SpaceError, match=r"arch.yaml:3: layers\[0\].mixer.windw: attn has no such parameter"):
+    with pytest.raises(ConfigError, match=r"arch.yaml:3: layers\[0\].mixer.windw: attn has no such parameter"):
         Architecture.load(str(path))

@@ -10,19 +10,9 @@ import pytest
 
 import archsearch
 from archsearch.cli import main
-from archsearch.front import (
-    FrontError,
-    compute_front,
-    default_reference,
-    front_table,
-    hypervolume,
-    knee,
-    load,
-    objectives,
-    pareto_mask,
-    plot_front,
-)
-from archsearch.study import TABLE_COLUMNS, Objective, Study
+from archsearch.front import FrontError, compute_front, front_table, objectives, plot_front
+from archsearch.pareto import default_reference, hypervolume, knee, pareto_mask
+from archsearch.study import TABLE_COLUMNS, Objective, Study, load_run
 
 STUDY = """\
 name: tiny
@@ -147,7 +137,7 @@ def test_knee_is_the_front_point_closest_to_utopia_after_scaling():
 
 
 def test_front_of_a_run_uses_the_study_objectives_and_only_ok_trials(run_dir):
-    run = load(run_dir)
+    run = load_run(run_dir, require_trials=True)
     f = compute_front(run)
     assert [o.metric for o in f.objectives] == ["bits_per_byte", "train_tokens_per_s"]
     assert sorted(f.candidates["trial"]) == list(range(7))
@@ -162,7 +152,7 @@ def test_front_of_a_run_uses_the_study_objectives_and_only_ok_trials(run_dir):
 
 
 def test_objectives_may_be_chosen_with_natural_directions(run_dir):
-    run = load(run_dir)
+    run = load_run(run_dir, require_trials=True)
     chosen = objectives(run, "val_loss,params")
     assert chosen == (Objective("val_loss", "minimize"), Objective("params", "minimize"))
     assert objectives(run, "train_tokens_per_s")[0].direction == "maximize"
@@ -174,7 +164,7 @@ def test_objectives_may_be_chosen_with_natural_directions(run_dir):
 
 
 def test_plots_are_written_in_both_formats(run_dir, tmp_path):
-    f = compute_front(load(run_dir))
+    f = compute_front(load_run(run_dir, require_trials=True))
     png = plot_front(f, tmp_path / "front.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     html = plot_front(f, tmp_path / "front.html")
@@ -186,7 +176,7 @@ def test_plots_are_written_in_both_formats(run_dir, tmp_path):
 
 
 def test_three_objectives_plot_one_panel_per_pair(run_dir, tmp_path):
-    run = load(run_dir)
+    run = load_run(run_dir, require_trials=True)
     f = compute_front(run, objectives(run, "bits_per_byte,train_tokens_per_s,params"))
     assert f.mask.sum() >= 3  # the 2-D front, less one of the tied pair (params break the tie)
     assert plot_front(f, tmp_path / "three.png").stat().st_size > 10_000

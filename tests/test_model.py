@@ -5,7 +5,7 @@ import glob
 import pytest
 import torch
 
-from archsearch import Architecture, BlockSpec, Infeasible, LayerSpec, SearchSpace, sample
+from archsearch import Architecture, BlockSpec, Infeasible, LayerSpec, load_space, sample
 from archsearch.model import build_model
 
 SPACES = sorted(glob.glob("search_spaces/*.yaml"))
@@ -13,7 +13,7 @@ SPACES = sorted(glob.glob("search_spaces/*.yaml"))
 
 @pytest.mark.parametrize("path", SPACES)
 def test_build_model_builds_samples_of_every_example_space_at_the_cost_models_size(path):
-    space = SearchSpace.load(path)
+    space = load_space(path)
     built = 0
     for seed in range(12):
         try:

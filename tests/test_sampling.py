@@ -5,7 +5,7 @@ import glob
 import optuna
 import pytest
 
-from archsearch import OptunaSampler, RandomSampler, SearchSpace, enumerate_space, sample, space_size
+from archsearch import OptunaSampler, RandomSampler, enumerate_space, load_space, sample, space_size
 from archsearch.architecture import Architecture
 from archsearch.sampling import _distinct, _unrank
 
@@ -15,7 +15,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.mark.parametrize("path", SPACES)
 def test_the_same_seed_draws_the_same_architectures(path):
-    space = SearchSpace.load(path)
+    space = load_space(path)
     first = [sample(space, RandomSampler(7)).digest for _ in range(3)]
     again = [sample(space, RandomSampler(7)).digest for _ in range(3)]
     assert first == again
@@ -37,7 +37,7 @@ def test_optuna_sees_only_the_parameters_that_matter(space_of):
 
 
 def test_an_optuna_trial_replays_to_the_same_architecture():
-    space = SearchSpace.load("search_spaces/open.yaml")
+    space = load_space("search_spaces/open.yaml")
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
     trial = study.ask()
     try:

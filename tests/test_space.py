@@ -136,8 +136,8 @@ def test_int_float_and_log_ranges(space_of):
 def test_constraints_flag_architectures_outside_their_bounds(space_of):
     space = space_of("d_model: {choice: [64, 512]}\nn_layers: 2\nlayers: {mixer: attn, channel: glu}\nconstraints: {params: {max: 1M}}")
     small, large = sorted(archs(space), key=lambda a: a.d_model)
-    assert space.constraint_violations(small) == []
-    assert space.constraint_violations(large)[0].startswith("params ")
+    assert space.constraints.violations(small) == []
+    assert space.constraints.violations(large)[0].startswith("params ")
 
 
 def test_family_rules_make_some_combinations_infeasible(space_of):

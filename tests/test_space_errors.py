@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from archsearch import SearchSpace, SpaceError
+from archsearch import SpaceError, space_from_yaml
 from archsearch.cli import main
 
 OK = """\
@@ -67,7 +67,7 @@ CASES = [
 @pytest.mark.parametrize(("text", "line", "key", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_malformed_space_is_named_by_file_line_and_key(text, line, key, fragment):
     with pytest.raises(SpaceError) as info:
-        SearchSpace.from_yaml(text, "bad.yaml")
+        space_from_yaml(text, "bad.yaml")
     e = info.value
     assert (e.file, e.line, e.key) == ("bad.yaml", line, key), str(e)
     assert fragment in e.message, str(e)
@@ -106,4 +106,4 @@ def test_bad_flags_are_one_line_with_exit_code_2(capsys):
 
 def test_yaml_is_loaded_with_the_safe_loader():
     with pytest.raises(SpaceError, match="invalid YAML"):
-        SearchSpace.from_yaml("d_model: !!python/object/apply:os.system ['true']\n", "evil.yaml")
+        space_from_yaml("d_model: !!python/object/apply:os.system ['true']\n", "evil.yaml")

@@ -2,9 +2,7 @@
 
 import torch
 
-from archsearch.blocks import REGISTRY, register
-from archsearch.blocks._family import BlockFamily
-from archsearch.blocks._layers import Block
+from archsearch.blocks import REGISTRY, Block, BlockFamily, register
 
 
 class Crash(Block):

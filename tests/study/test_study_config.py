@@ -2,7 +2,7 @@
 
 import pytest
 
-from archsearch.errors import ArchsearchError, SpaceError
+from archsearch.errors import ArchsearchError, ConfigError, SpaceError
 from archsearch.study import Study, freeze, load_run
 
 
@@ -36,7 +36,7 @@ def test_an_inline_space_works_and_its_errors_name_the_study_file(tmp_path):
     ],
 )
 def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key, fragment):
-    with pytest.raises(SpaceError) as info:
+    with pytest.raises(ConfigError) as info:
         Study.load(write_study(extra=extra_or_change))
     assert (info.value.line, info.value.key) == (line, key) and fragment in info.value.message
 
@@ -66,7 +66,7 @@ def test_bad_study_values_are_one_line(write_study, tmp_path, text, key, fragmen
     write_study()
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(SpaceError) as info:
+    with pytest.raises(ConfigError) as info:
         Study.load(path)
     assert info.value.key == key and fragment in info.value.message and str(info.value).startswith(f"{path}:")
 

@@ -27,7 +27,7 @@ def finished_in_optuna(run_dir):
 
 
 def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdown, capsys):
-    from archsearch._runner import run
+    from archsearch.study import run
 
     run_dir = run(str(write_study(trials=4, concurrency=2)), out=str(tmp_path / "run"))
     table = pd.read_csv(run_dir / "trials.csv")
@@ -43,7 +43,7 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(write_study, tmp_path, ray_shutdown):
-    from archsearch._runner import run
+    from archsearch.study import run
 
     space = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, crash]}, channel: glu, heads: 2}\n"
     crash = os.path.join(os.path.dirname(__file__), "crash_block.py")
@@ -55,7 +55,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(write_study, tmp_path
 
 
 def test_an_infeasible_architecture_is_recorded_not_trained(write_study, tmp_path, ray_shutdown):
-    from archsearch._runner import run
+    from archsearch.study import run
 
     extra = "constraints: {params: {max: 30K}}\n"
     space = "d_model: {choice: [16, 64]}\nn_layers: 1\nlayers: {mixer: attn, channel: glu, heads: 2}\n"
@@ -95,7 +95,7 @@ def test_address_joins_an_existing_multi_node_ray_cluster(write_study, tmp_path)
     import ray
     from ray.cluster_utils import Cluster
 
-    from archsearch._runner import run
+    from archsearch.study import run
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -109,7 +109,7 @@ def test_address_joins_an_existing_multi_node_ray_cluster(write_study, tmp_path)
 
 
 def test_early_stopping_prunes_with_asha_and_the_study_completes(write_study, tmp_path, ray_shutdown):
-    from archsearch._runner import run
+    from archsearch.study import run
 
     extra = "search: {sampler: random, seed: 0, trials: 6, concurrency: 2, resources: {cpu: 1}, early_stopping: {grace: 0.25, reduction_factor: 2}}\n"
     path = write_study(tokens=8192)
