@@ -43,10 +43,10 @@ _TABLE_FORMAT: dict[str, Callable[[float], str]] = {
 
 @dataclass(frozen=True)
 class Requirement:
-    """What the proxy settings must say for a metric to be measured, and the message when they do not."""
+    """What the proxy settings must say for a metric to be measured."""
 
     met: Callable[[Any], bool]  # ProxySettings -> bool
-    message: str  # may name the metric as {metric}
+    needs: str  # in words, as in "bits_per_byte needs the language-modelling proxy (proxy.task: lm)"
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Metric:
         """Why proxy `settings` cannot measure this metric, or None."""
         if self.requires is None or self.requires.met(settings):
             return None
-        return self.requires.message.format(metric=self.name)
+        return f"{self.name} needs {self.requires.needs}"
 
 
 def metric(direction: str, unit: str, doc: str, *, label: str = "", detail: str | None = None,

@@ -23,9 +23,19 @@ def cost_values(cost: Cost) -> dict[str, float]:
     return {m.name: getattr(cost, m.name) for m in COST_METRICS}
 
 
+def metric_table() -> str:
+    """The Markdown table of the metrics, from the registry (docs/studies.md)."""
+    rows = ["| metric | direction | unit | from | needs | what it is |", "| --- | --- | --- | --- | --- | --- |"]
+    for m in METRICS.values():
+        needs = m.requires.needs if m.requires else ""
+        role = "" if m.objective else " (recorded, not an objective)"
+        rows.append(f"| `{m.name}` | {m.direction[:3]} | {m.unit} | {'cost model' if m.source == 'cost' else 'proxy'}{role} | {needs} | {m.doc} |")
+    return "\n".join(rows) + "\n"
+
+
 def format_metric(name: str, value: float) -> str:
     """A metric's value as tables show it (21.3M, 1.5MiB, 12,345 tokens/s, 1.234)."""
     return METRICS[name].format(value)
 
 
-__all__ = ["COST_METRICS", "DIRECTIONS", "human", "human_bytes", "CONSTRAINTS", "METRICS", "OBJECTIVES", "PROXY_METRICS", "Metric", "Requirement", "cost_values", "format_metric", "metric"]
+__all__ = ["COST_METRICS", "DIRECTIONS", "human", "human_bytes", "CONSTRAINTS", "METRICS", "OBJECTIVES", "PROXY_METRICS", "Metric", "Requirement", "cost_values", "format_metric", "metric", "metric_table"]

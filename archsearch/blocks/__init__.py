@@ -6,18 +6,11 @@ module (with the shared layers `RMSNorm`, `ShortConv`, `rotary` where they fit) 
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import ArchsearchError
 from ._family import BlockFamily, Param, Params, fft_conv_flops, heads_divide, mean_causal_keys
 from ._layers import Block, RMSNorm, ShortConv, rotary
-from .attn import FAMILY as attn
-from .brt import FAMILY as brt
-from .deltanet import FAMILY as deltanet
-from .gau import FAMILY as gau
-from .glu import FAMILY as glu
-from .h3 import FAMILY as h3
-from .hyena import FAMILY as hyena
-from .moe import FAMILY as moe
-from .swa import FAMILY as swa
 
 REGISTRY: dict[str, BlockFamily] = {}
 
@@ -32,8 +25,10 @@ def register(family: BlockFamily) -> BlockFamily:
     return family
 
 
-for _builtin in (attn, swa, deltanet, h3, hyena, gau, brt, glu, moe):
-    register(_builtin)
+# the built-in families, in the order they are listed everywhere: one file each in this folder, defining FAMILY
+BUILTIN = ("attn", "swa", "deltanet", "h3", "hyena", "gau", "brt", "glu", "moe")
+for _module in BUILTIN:
+    register(importlib.import_module(f"{__name__}.{_module}").FAMILY)
 
 
 def param_table(families: list[BlockFamily] | None = None) -> str:
@@ -66,6 +61,6 @@ def _values(p: Param) -> str:
 
 
 __all__ = [
-    "NONE", "REGISTRY", "Block", "BlockFamily", "Param", "Params", "RMSNorm", "ShortConv",
+    "BUILTIN", "NONE", "REGISTRY", "Block", "BlockFamily", "Param", "Params", "RMSNorm", "ShortConv",
     "fft_conv_flops", "heads_divide", "mean_causal_keys", "param_table", "register", "rotary",
 ]

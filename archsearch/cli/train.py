@@ -60,7 +60,7 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, f: dataclasses.Field, 
     else:
         default = f.default
         shown = f" (default {default})" if default is not None else ""
-        parser.add_argument(flag, dest=dest, type=hint, default=default, help=text + shown)
+        parser.add_argument(flag, dest=dest, type=hint, default=default, metavar=name.upper(), help=text + shown)
 
 
 def settings_from(args: argparse.Namespace) -> ProxySettings:

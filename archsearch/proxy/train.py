@@ -60,10 +60,10 @@ class ProxySettings:
 
 
 # what the settings must say for a metric to be measured (see archsearch.metrics)
-LM_TASK = Requirement(lambda s: s.task == "lm", "{metric} needs the language-modelling proxy (proxy.task: lm)")
-SYNTHETIC_TASK = Requirement(lambda s: s.task != "lm", "{metric} needs a synthetic proxy task (proxy.task: mqar, selective_copy or induction)")
-INFERENCE = Requirement(lambda s: s.inference, "{metric} needs proxy.inference: true")
-CUDA = Requirement(lambda s: s.device != "cpu", "peak memory is measured on CUDA only")
+LM_TASK = Requirement(lambda s: s.task == "lm", "the language-modelling proxy (proxy.task: lm)")
+SYNTHETIC_TASK = Requirement(lambda s: s.task != "lm", "a synthetic proxy task (proxy.task: mqar, selective_copy or induction)")
+INFERENCE = Requirement(lambda s: s.inference, "proxy.inference: true")
+CUDA = Requirement(lambda s: s.device != "cpu", "a CUDA device (peak memory is measured on CUDA only)")
 
 
 @dataclass
