@@ -2,8 +2,8 @@
 
 import pytest
 
-from archsearch.errors import ArchsearchError, ConfigError, SpaceError
-from archsearch.study import Study, freeze, load_run
+from archsearch.errors import ConfigError, SpaceError
+from archsearch.study import Study
 
 
 def test_a_study_loads_with_its_space_objectives_and_search(write_study):
@@ -11,13 +11,6 @@ def test_a_study_loads_with_its_space_objectives_and_search(write_study):
     assert study.name == "t" and study.space.name == "tiny" and study.search.trials == 7 and study.search.sampler == "tpe"
     assert [(o.metric, o.direction) for o in study.objectives] == [("bits_per_byte", "minimize"), ("train_tokens_per_s", "maximize")]
     assert study.proxy.tokens == 2048 and study.proxy.device == "cpu"
-
-
-def test_the_frozen_study_reloads_equal_from_a_run_directory(write_study, tmp_path):
-    study = Study.load(write_study())
-    freeze(study, tmp_path / "run")
-    again = load_run(tmp_path / "run").study
-    assert again.frozen == study.frozen and again.proxy == study.proxy and again.proxy_key == study.proxy_key
 
 
 def test_an_inline_space_works_and_its_errors_name_the_study_file(tmp_path):
@@ -69,11 +62,6 @@ def test_bad_study_values_are_one_line(write_study, tmp_path, text, key, fragmen
     with pytest.raises(ConfigError) as info:
         Study.load(path)
     assert info.value.key == key and fragment in info.value.message and str(info.value).startswith(f"{path}:")
-
-
-def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path):
-    with pytest.raises(ArchsearchError, match="not a run directory"):
-        load_run(tmp_path)
 
 
 def test_the_documented_study_example_loads(tmp_path):
