@@ -120,7 +120,8 @@ def _error_line(trial) -> str:
 
 
 def start_ray(address: str | None) -> None:
-    """Start a Ray of our own, or join the cluster at `address`; one line when it cannot be joined."""
+    """Start a Ray of our own, or join the cluster at `address` (see `check_reachable`); one line when it cannot
+    be joined."""
     import ray
 
     # failed and infeasible trials report no objective values; the searcher handles those, so Ray need not insist
@@ -130,8 +131,6 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     # "local" starts a Ray of our own: never a leftover one that an interrupted run may still be shutting down
-    if address:
-        _check_reachable(address)
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:  # Ray's errors for an address it cannot join
@@ -139,7 +138,7 @@ def start_ray(address: str | None) -> None:
         raise ArchsearchError(f"--address {address}: cannot join a Ray cluster there ({message})") from None
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """Fail in seconds, with one line, where Ray would retry an unreachable address for minutes."""
     host_port = address.removeprefix("ray://")
     if host_port == "auto" or ":" not in host_port:

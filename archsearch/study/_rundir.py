@@ -102,9 +102,12 @@ class RunDir:
             return None
         with open(self.cache_file) as f:
             for line in f:
-                entry = json.loads(line)
-                if entry["digest"] == digest and entry["proxy"] == proxy_key:
-                    return entry["result"]
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by a killed trial: its result is recomputed, never fatal
+                if isinstance(entry, dict) and entry.get("digest") == digest and entry.get("proxy") == proxy_key:
+                    return entry.get("result")
         return None
 
     def cache_result(self, digest: str, proxy_key: str, result: dict) -> None:

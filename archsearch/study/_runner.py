@@ -13,7 +13,7 @@ from pathlib import Path
 from ..errors import ArchsearchError
 from ..sampling import space_size
 from ._config import Study
-from ._optuna_ray import open_storage, recover, start_ray, tune_trials
+from ._optuna_ray import check_reachable, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
 from ._rundir import RunDir, TrialsTable
 from ._samplers import GRID
@@ -23,22 +23,18 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     """Run (or resume) a study; returns the run directory."""
     study = Study.load(study_path)
     run_dir = RunDir(Path(out or study.out).resolve())
-    if run_dir.has_study():
+    resuming = run_dir.has_study()
+    if resuming:
         kept = run_dir.study()
         if _canonical(kept.frozen) != _canonical(study.frozen):
             raise ArchsearchError(f"{run_dir.path}: this run directory holds a different study; resume it with the same study file or choose another --out")
         study = kept
         print(f"resuming {run_dir.path}")
-    else:
+    total = _trial_count(study, trials or study.search.trials)
+    if address:
+        check_reachable(address)
+    if not resuming:  # only once nothing refuses the start: a corrected study then finds no "different study" here
         run_dir.freeze(study)
-    total = trials or study.search.trials
-    if study.search.sampler == GRID:
-        size = space_size(study.space)
-        if size.assignments is None:
-            raise ArchsearchError(f"{study.file}: search.sampler: grid needs a finite space that can be enumerated; it has {size.describe()}")
-        if total > size.assignments:
-            print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
-            total = size.assignments
     storage, ostudy = open_storage(study, run_dir)
     done = recover(ostudy)
     table = TrialsTable(run_dir)
@@ -53,6 +49,19 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total))
     table.write()
     return run_dir.path
+
+
+def _trial_count(study: Study, total: int) -> int:
+    """How many trials the run has: `total`, or the grid's size when the grid sampler has fewer points."""
+    if study.search.sampler != GRID:
+        return total
+    size = space_size(study.space)
+    if size.assignments is None:
+        raise ArchsearchError(f"{study.file}: search.sampler: grid needs a finite space that can be enumerated; it has {size.describe()}")
+    if total > size.assignments:
+        print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
+        return size.assignments
+    return total
 
 
 def _canonical(data: dict) -> str:

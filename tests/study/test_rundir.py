@@ -40,3 +40,14 @@ def test_the_trials_table_records_a_cut_off_trial_as_pruned_with_its_parameters(
     again = run_dir.read_trials()
     assert list(again.columns) == [*TABLE_COLUMNS, "p:d_model"] and again.loc[0, "p:d_model"] == 64
     assert TrialsTable(run_dir).rows[3]["val_loss"] == 2.0  # a resumed driver starts from the table on disk
+
+
+def test_a_cut_off_cache_line_is_skipped_not_fatal(tmp_path):
+    from archsearch.study import RunDir
+
+    run_dir = RunDir(tmp_path)
+    run_dir.cache_result("abc", "p1", {"val_loss": 1.5})
+    with open(run_dir.cache_file, "a") as f:
+        f.write('{"digest": "xyz", "proxy": "p1", "resu')  # a trial killed mid-write
+    assert run_dir.cached_result("abc", "p1") == {"val_loss": 1.5}
+    assert run_dir.cached_result("xyz", "p1") is None

@@ -127,3 +127,15 @@ def test_an_unreachable_address_is_one_line_and_exit_code_2(write_study, tmp_pat
     assert main(["run", str(write_study()), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there") and "\n" not in err
+
+
+def test_a_refused_start_writes_no_run_directory(write_study, tmp_path, capsys):
+    from archsearch.cli import main
+
+    space = "d_model: 32\nn_layers: 1\nlayers: {mixer: attn, channel: glu, heads: 2}\nblocks: {attn: {rope_base: {float: [100, 1000]}}}\n"
+    path = write_study(space=space, sampler="grid")
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "grid needs a finite space" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["run", str(write_study()), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"]) == 2
+    assert not (tmp_path / "run").exists()
