@@ -59,7 +59,7 @@ _BAD_KEY = re.compile(f"[{_FORBIDDEN}\r\n\t]")
 _INT_CHARS = 80  # longer int scalars are refused before int() (whose cost grows with the square of the digits)
 _PLAIN = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_PLAIN + t for t in ("str", "int", "float", "bool", "null")}
-_TEXT_TAGS = {_PLAIN + t for t in ("timestamp", "value")}  # dates and `=` stay strings: no field wants a date
+_TEXT_TAGS = {_PLAIN + t for t in ("timestamp", "value")}  # plain dates and `=` stay text: no field wants a date
 _MERGE = _PLAIN + "merge"
 _MERGE_KEY = object()  # what a `<<` key reads as (a sentinel: no string can pass for it)
 _COLLECTION_TAGS = {_PLAIN + "map", _PLAIN + "seq"}
@@ -122,8 +122,8 @@ def load(text: str, file: str, limits: Limits = LIMITS) -> Node:
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
-        raise SpaceError(file, line, "", f"control character {_codepoint(bad.group()[0])} at column {column}; "
-                                         "a config file may hold printable text, tabs and line breaks only")
+        raise SpaceError(file, line, "", f"control or invisible character {_codepoint(bad.group()[0])} at column "
+                                         f"{column}; a config file holds printable text, tabs and line breaks only")
     builder = _Builder(file, limits)
     try:
         return builder.build(text)
@@ -154,16 +154,21 @@ def _decode(data: bytes, file: str) -> str:
 
 def _too_big(file: str, head: bytes, size: int, limits: Limits) -> SpaceError:
     line = head.count(b"\n") + 1  # where the limit is crossed
-    return SpaceError(file, line, "", f"the file is {_mib(size)}, over the {_mib(limits.max_bytes)} limit "
+    return SpaceError(file, line, "", f"the file is {_size(size)}, over the {_size(limits.max_bytes)} limit "
                                       "for a config file (crossed on this line)")
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n % 2**20 else f"{n // 2**20} MiB"
+def _size(n: int) -> str:
+    unit, scale = ("MiB", 2**20) if n >= 2**20 else ("KiB", 2**10)
+    return f"{n / scale:.1f} {unit}" if n % scale else f"{n // scale} {unit}"
 
 
 def _codepoint(ch: str) -> str:
     return f"U+{ord(ch):04X}"
+
+
+def _tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_PLAIN) if tag.startswith(_PLAIN) else tag
 
 
 @dataclass
@@ -201,10 +206,12 @@ class _Builder:
     def path(self, last: str | None = None) -> str:
         """The dotted key of the current position (as the space parser names keys), with `last` appended."""
         parts = [f.key for f in self.stack] + ([] if last is None else [last])
+        if len(parts) > 8:  # a deep key is shown by its ends
+            parts = [*parts[:3], "...", *parts[-4:]]
         out = ""
         for part in parts:
             part = part if len(part) <= 60 else part[:57] + "..."
-            out += part if not out or part.startswith("[") else "." + part
+            out += part if not out or part.startswith("[") or part == "..." else "." + part
         return out
 
     def child_key(self) -> str | None:
@@ -268,7 +275,7 @@ class _Builder:
             raise self.fail(f"nested more than {self.limits.max_depth} levels deep", key or "")
         tag = event.tag
         if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
-            raise self.fail(f"invalid YAML: tag {tag} is not allowed (plain YAML only)", key or "")
+            raise self.fail(f"invalid YAML: tag {_tag(tag)} is not allowed (plain YAML only)", key or "")
         self.anchor(event.anchor)
         self.count(1, "this value")
         value: dict | list = {} if isinstance(event, yaml.MappingStartEvent) else []
@@ -281,15 +288,14 @@ class _Builder:
         where = key if key is not None else event.value
         self.anchor(event.anchor)
         self.count(1, "this value")
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        if tag in _TEXT_TAGS or tag == _MERGE and key is not None:
-            value: Any = event.value
-        elif tag == _MERGE:
-            value = _MERGE_KEY
+        resolved = event.tag is None or event.tag == "!"
+        tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit) if resolved else event.tag
+        if resolved and tag == _MERGE and key is None:
+            value: Any = _MERGE_KEY
+        elif resolved and tag in (*_TEXT_TAGS, _MERGE):
+            value = event.value
         elif tag not in _SCALAR_TAGS:
-            raise self.fail(f"invalid YAML: tag {tag} is not allowed (plain YAML only)", where)
+            raise self.fail(f"invalid YAML: tag {_tag(tag)} is not allowed (plain YAML only)", where)
         elif tag == _PLAIN + "int" and len(event.value) > _INT_CHARS:
             raise self.fail(f"the integer {event.value[:20]}... is out of range; expected at most "
                             f"{self.limits.max_int:.1e} in magnitude", where)
@@ -298,7 +304,7 @@ class _Builder:
             try:
                 value = self.loader.construct_object(node)
             except (ValueError, TypeError, OverflowError):
-                raise self.fail(f"{event.value!r} is not a valid {tag.removeprefix(_PLAIN)}", where) from None
+                raise self.fail(f"{event.value!r} is not a valid {_tag(tag)}", where) from None
             self.loader.constructed_objects.clear()
         if isinstance(value, str) and tag == _PLAIN + "str" and not event.style and _SCIENTIFIC.match(value):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string; every user means the number
@@ -318,7 +324,7 @@ class _Builder:
         if isinstance(value, str):
             bad = _BAD_STRING.search(value)
             if bad:
-                raise self.fail(f"the string holds control character {_codepoint(bad.group())}; "
+                raise self.fail(f"the string holds control or invisible character {_codepoint(bad.group())}; "
                                 "expected printable text", where)
 
     def alias(self, event: yaml.AliasEvent) -> tuple[Node, int, int]:
