@@ -154,13 +154,13 @@ def _decode(data: bytes, file: str) -> str:
 
 def _too_big(file: str, head: bytes, size: int, limits: Limits) -> SpaceError:
     line = head.count(b"\n") + 1  # where the limit is crossed
-    return SpaceError(file, line, "", f"the file is {_size(size)}, over the {_size(limits.max_bytes)} limit "
+    return SpaceError(file, line, "", f"the file is {size:,} bytes, over the {_size(limits.max_bytes)} limit "
                                       "for a config file (crossed on this line)")
 
 
 def _size(n: int) -> str:
     unit, scale = ("MiB", 2**20) if n >= 2**20 else ("KiB", 2**10)
-    return f"{n / scale:.1f} {unit}" if n % scale else f"{n // scale} {unit}"
+    return f"{n / scale:g} {unit}"
 
 
 def _codepoint(ch: str) -> str:

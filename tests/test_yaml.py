@@ -60,7 +60,7 @@ def test_a_file_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_path)
     with pytest.raises(SpaceError) as info:
         _yaml.load_file(str(path))
     assert time.perf_counter() - start < 1
-    assert str(info.value).startswith(f"{path}:209716: the file is 15 MiB, over the 1 MiB limit")
+    assert str(info.value).startswith(f"{path}:209716: the file is 15,728,640 bytes, over the 1 MiB limit")
 
 
 def test_nesting_at_the_limit_is_read_and_one_level_more_is_refused():
