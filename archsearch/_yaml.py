@@ -8,7 +8,7 @@ with one `SpaceError` line (FILE:LINE: KEY: what was expected) before any work b
   only tab, line feed and CRLF pass; C0/C1 controls, DEL, lone CR, Unicode line/paragraph separators (parsers and
   editors would disagree on line numbers), bidirectional overrides (they hide text), surrogates and noncharacters
   do not. The same holds for strings made with escapes ("\\x1b"), which would otherwise reach the terminal;
-- structure: at most `max_depth` nested collections and `max_nodes` nodes, where an alias counts as every node it
+- structure: at most `max_depth` nested collections and `max_nodes` nodes, keys of `max_key_chars` at most, where an alias counts as every node it
   stands for (a billion-laughs file fails at the alias that crosses the limit); recursive, undefined and duplicate
   anchors are refused;
 - numbers: integers within +-`max_int` (2**53: exact as floats, so every later computation stays exact and
@@ -42,6 +42,7 @@ class Limits:
     max_depth: int = 64  # nested mappings and lists
     max_nodes: int = 100_000  # scalars, mappings and lists (keys included), aliases expanded
     max_int: int = 2**53
+    max_key_chars: int = 256  # keys are names: of fields, block families, metrics
 
 
 LIMITS = Limits()
@@ -210,6 +211,8 @@ class _Builder:
             parts = [*parts[:3], "...", *parts[-4:]]
         out = ""
         for part in parts:
+            if _BAD_KEY.search(part):  # the message stays one printable line
+                part = part.encode("unicode_escape").decode("ascii")
             part = part if len(part) <= 60 else part[:57] + "..."
             out += part if not out or part.startswith("[") or part == "..." else "." + part
         return out
@@ -382,7 +385,9 @@ class _Builder:
             raise self.fail("a key must be a plain name", str(key)[:60] if not isinstance(key, dict | list) else "")
         key = str(key)
         if _BAD_KEY.search(key):
-            raise self.fail("a key must be a plain name (no tabs, line breaks or control characters)", repr(key)[:60])
+            raise self.fail("a key must be a plain name (no tabs, line breaks or control characters)", key)
+        if len(key) > self.limits.max_key_chars:
+            raise self.fail(f"a key must be a plain name of at most {self.limits.max_key_chars} characters", key)
         return key
 
     def merge_sources(self, node: Node, line: int) -> list[dict[str, Node]]:

@@ -339,19 +339,24 @@ def run_case(case: Case, folder: Path) -> tuple[str, str]:
                 beyond = _beyond_caps(case.target, path)
             if beyond:
                 return "accepted-invalid", f"accepted, but {beyond}"
-    except _TimeUp:
-        return "hang", f"no answer within {SECONDS:g} s of CPU time ({time.perf_counter() - start:.1f} s wall-clock)"
-    except MemoryError:
-        return "memory", f"MemoryError: more than {MEMORY >> 20} MiB more address space after {time.perf_counter() - start:.1f} s"
+    except _TimeUp as e:
+        return "hang", f"no answer within {SECONDS:g} s of CPU time ({time.perf_counter() - start:.1f} s wall-clock; at {_where(e)})"
+    except MemoryError as e:
+        return "memory", f"MemoryError: over {MEMORY >> 20} MiB more address space (raised at {_where(e)})"
     except BaseException as e:  # noqa: BLE001 -- every escape is what this test looks for
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if "/archsearch/" in f.filename] or traceback.extract_tb(e.__traceback__)
-        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
-        return "traceback", f"{type(e).__name__}: {str(e)[:300]} (raised at {where})"
+        return "traceback", f"{type(e).__name__}: {str(e)[:300]} (raised at {_where(e)})"
     if rc == 0:
         return ("accepted-invalid", f"accepted, but {case.must_fail}") if case.must_fail else ("ok", "")
     if rc == 2 and _one_line(message, files):
         return "refused", message
     return "bad-message", f"exit code {rc}, error output {message[:300]!r}"
+
+
+def _where(e: BaseException) -> str:
+    """The innermost archsearch frame of a traceback (else the innermost frame)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    frames = [f for f in frames if "/archsearch/" in f.filename] or frames
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
 
 
 def _save(kind: str, detail: str, case: Case, folder: Path) -> None:

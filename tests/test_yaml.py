@@ -148,6 +148,16 @@ def test_a_key_with_a_line_break_is_refused():
     assert e.line == 1 and "plain name" in e.message
 
 
+def test_a_key_with_an_escape_character_is_named_printably():
+    e = refused('blocks:\n  "at\\x1btn": {heads: 2}\n')
+    assert where(e) == (2, "blocks.at\\x1btn")
+
+
+def test_a_key_longer_than_the_limit_is_refused_and_shortened_in_the_message():
+    e = refused(f"? {'k' * 300}\n: 1\n")
+    assert "at most 256 characters" in e.message and len(e.key) == 60
+
+
 def test_a_file_that_is_not_utf8_is_one_line_at_the_bad_byte(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("name: test\ndescription: caf\u00e9\n".encode("latin-1"))
