@@ -115,8 +115,8 @@ def load_file(path: str, limits: Limits = LIMITS) -> Node:
 
 def load(text: str, file: str, limits: Limits = LIMITS) -> Node:
     """Parse YAML text within `limits` into a Node tree; every problem is one SpaceError naming file and line."""
-    if len(text) > limits.max_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes:
-        data = text.encode("utf-8", "surrogatepass")
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) > limits.max_bytes:
         raise _too_big(file, data[: limits.max_bytes], len(data), limits)
     text = text.removeprefix("\ufeff")
     bad = _BAD_TEXT.search(text)
