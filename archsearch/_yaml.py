@@ -169,7 +169,14 @@ def _codepoint(ch: str) -> str:
 
 
 def _tag(tag: str) -> str:
-    return "!!" + tag.removeprefix(_PLAIN) if tag.startswith(_PLAIN) else tag
+    return "!!" + tag.removeprefix(_PLAIN) if tag.startswith(_PLAIN) else _short(tag)
+
+
+def _short(text: str) -> str:
+    """A piece of the file as a message shows it: printable, one line, at most 40 characters."""
+    if _BAD_KEY.search(text):
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -211,9 +218,7 @@ class _Builder:
             parts = [*parts[:3], "...", *parts[-4:]]
         out = ""
         for part in parts:
-            if _BAD_KEY.search(part):  # the message stays one printable line
-                part = part.encode("unicode_escape").decode("ascii")
-            part = part if len(part) <= 60 else part[:57] + "..."
+            part = _short(part)
             out += part if not out or part.startswith("[") or part == "..." else "." + part
         return out
 
@@ -300,14 +305,14 @@ class _Builder:
         elif tag not in _SCALAR_TAGS:
             raise self.fail(f"invalid YAML: tag {_tag(tag)} is not allowed (plain YAML only)", where)
         elif tag == _PLAIN + "int" and len(event.value) > _INT_CHARS:
-            raise self.fail(f"the integer {event.value[:20]}... is out of range; expected at most "
+            raise self.fail(f"the integer {_short(event.value)} is out of range; expected at most "
                             f"{self.limits.max_int:.1e} in magnitude", where)
         else:
             node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
             try:
                 value = self.loader.construct_object(node)
             except (ValueError, TypeError, OverflowError):
-                raise self.fail(f"{event.value!r} is not a valid {_tag(tag)}", where) from None
+                raise self.fail(f"{_short(event.value)!r} is not a valid {_tag(tag)}", where) from None
             self.loader.constructed_objects.clear()
         if isinstance(value, str) and tag == _PLAIN + "str" and not event.style and _SCIENTIFIC.match(value):
             value = float(value)  # YAML 1.1 reads 1e-3 as a string; every user means the number
@@ -319,10 +324,10 @@ class _Builder:
 
     def check_value(self, value: Any, text: str, where: str) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > self.limits.max_int:
-            raise self.fail(f"the integer {text} is out of range; expected at most {self.limits.max_int:.1e} "
+            raise self.fail(f"the integer {_short(text)} is out of range; expected at most {self.limits.max_int:.1e} "
                             "in magnitude", where)
         if isinstance(value, float) and not math.isfinite(value):
-            raise self.fail(f"{text} is not a finite number; no setting takes nan or infinity "
+            raise self.fail(f"{_short(text)} is not a finite number; no setting takes nan or infinity "
                             "(leave a bound out instead)", where)
         if isinstance(value, str):
             bad = _BAD_STRING.search(value)
@@ -382,7 +387,7 @@ class _Builder:
         if key is _MERGE_KEY:
             return _MERGE_KEY
         if isinstance(key, bool) or not isinstance(key, str | int | float):
-            raise self.fail("a key must be a plain name", str(key)[:60] if not isinstance(key, dict | list) else "")
+            raise self.fail("a key must be a plain name", "" if isinstance(key, dict | list) else str(key))
         key = str(key)
         if _BAD_KEY.search(key):
             raise self.fail("a key must be a plain name (no tabs, line breaks or control characters)", key)
