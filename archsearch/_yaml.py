@@ -8,16 +8,17 @@ with one `SpaceError` line (FILE:LINE: KEY: what was expected) before any work b
   only tab, line feed and CRLF pass; C0/C1 controls, DEL, lone CR, Unicode line/paragraph separators (parsers and
   editors would disagree on line numbers), bidirectional overrides (they hide text), surrogates and noncharacters
   do not. The same holds for strings made with escapes ("\\x1b"), which would otherwise reach the terminal;
-- structure: at most `max_depth` nested collections and `max_nodes` nodes, keys of `max_key_chars` at most, where an alias counts as every node it
+- structure: at most `max_depth` nested collections and `max_nodes` nodes, where an alias counts as every node it
   stands for (a billion-laughs file fails at the alias that crosses the limit); recursive, undefined and duplicate
-  anchors are refused;
+  anchors are refused; keys are names of at most `max_key_chars` characters;
 - numbers: integers within +-`max_int` (2**53: exact as floats, so every later computation stays exact and
   overflow-free), floats finite. No field of a space, study or architecture has a use for .nan or .inf (an absent
   bound or budget is written by leaving the key out), so the reader refuses them everywhere;
 - tags: plain YAML only (str, int, float, bool, null, map, seq); dates stay text.
 
-Events come from libyaml when PyYAML has it (20x faster than the pure-Python parser on a 1 MiB file) and are
-assembled here without recursion, so no input can raise RecursionError, MemoryError or a PyYAML error past `load`.
+Events come from libyaml when PyYAML has it (about 20x faster than the pure-Python parser) and are assembled here
+with an explicit stack, so depth costs no recursion; a PyYAML error becomes one line, and a RecursionError or
+MemoryError, should the limits ever let one through, too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .errors import SpaceError
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one config file; the real files are a few hundred nodes, four levels deep, a few KiB."""
+    """Bounds on one config file; real ones are a few KiB, at most some thousand nodes, under ten levels deep."""
 
     max_bytes: int = 1 << 20
     max_depth: int = 64  # nested mappings and lists
