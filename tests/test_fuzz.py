@@ -249,7 +249,7 @@ class _TimeUp(BaseException):  # a BaseException, so that no `except Exception` 
 
 @contextlib.contextmanager
 def _bounded():
-    """Raise _TimeUp after SECONDS of CPU time (what the code asked for, however busy the machine) or 6 x SECONDS of
+    """Raise _TimeUp after SECONDS of CPU time (what the code asked for, however busy the machine) or 12 x SECONDS of
     wall-clock time (a wait that burns no CPU), and let the process map at most MEMORY more bytes meanwhile."""
     def time_up(*_):
         raise _TimeUp
@@ -260,7 +260,7 @@ def _bounded():
     limit = mapped + MEMORY if hard == resource.RLIM_INFINITY else min(mapped + MEMORY, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.setitimer(signal.ITIMER_PROF, SECONDS)
-    signal.setitimer(signal.ITIMER_REAL, 6 * SECONDS)
+    signal.setitimer(signal.ITIMER_REAL, 12 * SECONDS)
     try:
         yield
     finally:
