@@ -10,7 +10,7 @@ import yaml
 from archsearch import _yaml
 from archsearch.architecture import Architecture
 from archsearch.cli import main
-from archsearch.errors import SpaceError
+from archsearch.errors import ConfigError, SpaceError
 from archsearch.study import Study
 
 SMALL = _yaml.Limits(max_bytes=4096, max_depth=8, max_nodes=200, max_int=10**6)
@@ -250,5 +250,5 @@ def test_a_study_or_architecture_file_that_is_not_utf8_is_one_line(tmp_path):
     for load in (Study.load, Architecture.load):
         path = tmp_path / "bad.yaml"
         path.write_bytes(b"name: x\n\xff\xfe: 1\n")
-        with pytest.raises(SpaceError, match=rf"^{re.escape(str(path))}:2: not UTF-8"):
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:2: not UTF-8"):
             load(str(path))
