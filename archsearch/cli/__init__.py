@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import ArchsearchError
-from . import check, export, front, run, train
+from . import check, export, front, run, train, validate
 
-COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export}
+COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export, "validate": validate}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,7 +10,8 @@ import pandas as pd
 
 from ..front import DEFAULT_REFERENCE, Front, FrontError, compute_front, objectives, plot_front, shared_reference
 from ..metrics import format_metric
-from ..study import Objective, load_run
+from ..study import Objective, RunDir, load_run
+from ..validate import front_line
 
 
 def add_parser(sub) -> None:
@@ -46,6 +47,7 @@ def describe(front: Front) -> list[str]:
     lines.append(f"knee: trial {front.knee} {k['summary']} ("
                  + ", ".join(f"{o.metric}={format_metric(o.metric, k[o.metric])}" for o in front.objectives)
                  + "; closest to the utopia point with each objective scaled to [0, 1] over the front)")
+    lines.append(front_line(RunDir(run.path).read_validation(), run.study))
     return lines
 
 

@@ -121,6 +121,59 @@ class RunDir:
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
 
+    # --- the proxy's validation (archsearch validate) -------------------------------------------------------------
+    #   validation.jsonl   one finished training per line (append-only: a killed validation resumes from it)
+    #   validation.json    the report: rank agreement of the proxy with F x its budget (what `front` prints)
+    @property
+    def validation_file(self) -> Path:
+        return self.path / "validation.json"
+
+    @property
+    def validation_records_file(self) -> Path:
+        return self.path / "validation.jsonl"
+
+    def read_validation(self) -> dict | None:
+        """The validation report, or None when the proxy was never validated here."""
+        f = self.validation_file
+        if not f.exists():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{f}:{e.lineno}: not JSON ({e.msg}); expected the report archsearch validate writes (delete it and validate again)") from None
+
+    def write_validation(self, report: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write(self.validation_file, json.dumps(report, indent=1))
+
+    def validation_records(self) -> list[dict]:
+        """The finished trainings of a validation, in order; a line cut off by a kill is dropped (retrained)."""
+        if not self.validation_records_file.exists():
+            return []
+        out = []
+        with open(self.validation_records_file) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict):
+                    out.append(entry)
+        return out
+
+    def add_validation_record(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.validation_records_file, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")  # end a line cut off by a kill, so the new record starts a line of its own
+            f.write((json.dumps(record) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())  # a finished training is hours of GPU time on a real study: on disk before the next
+
 
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -1,0 +1,65 @@
+"""`archsearch validate`: does the study's proxy rank architectures as F times its budget would?"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..study import Study
+from ..validate import (
+    DEFAULT_ARCHS,
+    DEFAULT_FACTOR,
+    DEFAULT_TOP_K,
+    ValidationError,
+    describe,
+    draw_architectures,
+    open_run_dir,
+    run_architectures,
+    validate,
+)
+from ._args import positive
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("validate", help="train N architectures at the proxy's budget and at F times it; Kendall tau, Spearman rho, top-k overlap")
+    v.add_argument("study", help="study YAML file")
+    v.add_argument("--archs", type=_archs, default=DEFAULT_ARCHS, metavar="N", help=f"architectures to train (default {DEFAULT_ARCHS}, at least 3)")
+    v.add_argument("--factor", type=_factor, default=DEFAULT_FACTOR, metavar="F", help=f"the long runs' budget as a multiple of the proxy's (default {DEFAULT_FACTOR:g})")
+    v.add_argument("--from-run", metavar="RUN", help="validate on this finished run's ok trials (and write validation.json there) instead of drawing from the space")
+    v.add_argument("--out", help="run directory without --from-run (default: the study's out, else runs/NAME)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the architectures drawn from the space (default 0)")
+    v.add_argument("--top-k", type=positive, default=DEFAULT_TOP_K, metavar="K", help=f"size of the top-k overlap (default {DEFAULT_TOP_K})")
+
+
+def _archs(text: str) -> int:
+    value = positive(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"expected at least 3 (a ranking of fewer says nothing), got {text!r}")
+    return value
+
+
+def _factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 1, got {text!r}") from None
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 1, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    study = Study.load(args.study)
+    if args.from_run is not None:
+        if args.out is not None:
+            raise ValidationError("--out: not with --from-run (the validation is written into that run's directory)")
+        run_dir = open_run_dir(study, args.from_run, existing=True)
+        archs = run_architectures(run_dir.path, args.archs)
+    else:
+        run_dir = open_run_dir(study, args.out)
+        archs = draw_architectures(study, args.archs, args.seed)
+    if len(archs) < args.archs:
+        print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
+    report = validate(study, run_dir, archs, args.factor, args.top_k)
+    print("\n".join(describe(report)))
+    print(f"written: {run_dir.validation_file}")
+    return 0

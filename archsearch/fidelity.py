@@ -1,0 +1,106 @@
+"""How far a cheap measurement can be trusted: rank agreement between two fidelities, the spread of an objective
+over seeds, and promotion up a fidelity ladder on all objectives (MO-ASHA's rule).
+
+Pure functions on arrays and tables; `archsearch validate` and the study layer call them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A statistic with its bootstrap confidence interval (NaN where it is undefined, e.g. fewer than 3 points)."""
+
+    value: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: (None if np.isnan(v) else float(v)) for k, v in (("value", self.value), ("low", self.low), ("high", self.high))}
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    """How well a cheap ranking (`cheap`) predicts an expensive one (`costly`) over the same n items."""
+
+    n: int
+    kendall_tau: Interval
+    spearman_rho: Interval
+    k: int
+    top_k_overlap: int  # how many of the costly ranking's best k are among the cheap ranking's best k
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "kendall_tau": self.kendall_tau.to_dict(), "spearman_rho": self.spearman_rho.to_dict(),
+                "k": self.k, "top_k_overlap": self.top_k_overlap}
+
+
+def rank_agreement(cheap: Sequence[float], costly: Sequence[float], direction: str = "minimize", k: int = 3,
+                   confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0) -> RankAgreement:
+    """Kendall's tau-b and Spearman's rho between paired measurements, each with a paired percentile-bootstrap
+    interval, and the top-k overlap (best = lowest for `minimize`, highest for `maximize`)."""
+    from scipy import stats
+
+    x, y = np.asarray(cheap, dtype=float), np.asarray(costly, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"rank_agreement: expected two equal-length 1-D sequences, got shapes {x.shape} and {y.shape}")
+    n = len(x)
+    k = min(k, n)
+    order = (lambda v: np.argsort(v, kind="stable")) if direction == "minimize" else (lambda v: np.argsort(-v, kind="stable"))
+    overlap = len(set(order(x)[:k]) & set(order(y)[:k]))
+
+    def interval(statistic) -> Interval:
+        if n < 3:
+            return Interval(float(statistic(x, y)) if n == 2 else float("nan"), float("nan"), float("nan"))
+        value = float(statistic(x, y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # resamples with tied or constant values are expected; NaN says so below
+            res = stats.bootstrap((x, y), statistic, paired=True, vectorized=False, n_resamples=resamples, method="percentile",
+                                  confidence_level=confidence, rng=np.random.default_rng(seed))
+        # a resample that repeats one pair n times has no ranking (NaN): the interval is over those that have one
+        tail = 100 * (1 - confidence) / 2
+        low, high = np.nanpercentile(res.bootstrap_distribution, [tail, 100 - tail])
+        return Interval(value, float(low), float(high))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)  # constant input: NaN, reported as n/a
+        tau = interval(lambda a, b: stats.kendalltau(a, b).statistic)
+        rho = interval(lambda a, b: stats.spearmanr(a, b).statistic)
+    return RankAgreement(n, tau, rho, k, overlap)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """An objective over N seeds: what the study optimises (the mean) and how much seeds disagree."""
+
+    n: int
+    mean: float
+    std: float  # sample standard deviation (ddof=1); 0 for one seed
+    sem: float  # standard error of the mean
+    low: float
+    high: float
+
+
+def seed_spread(values: Sequence[float | None]) -> SeedSpread:
+    """Mean and spread of one objective over repeats with different seeds. Missing or non-finite values (a seed
+    that diverged) are left out; with none left every field is NaN."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        nan = float("nan")
+        return SeedSpread(0, nan, nan, nan, nan, nan)
+    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return SeedSpread(len(v), float(v.mean()), std, std / np.sqrt(len(v)), float(v.min()), float(v.max()))
+
+
+def seed_spreads(repeats: Sequence[Mapping[str, float | None]], metrics: Sequence[str]) -> dict[str, SeedSpread]:
+    """`seed_spread` of each metric over the repeats' results (one mapping per seed)."""
+    return {m: seed_spread([r.get(m) for r in repeats]) for m in metrics}

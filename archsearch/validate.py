@@ -1,0 +1,257 @@
+"""The proxy's validation: does the study's short proxy rank architectures as F times its budget would?
+
+N architectures (drawn from the study's space under its constraints, or a finished run's ok trials) are trained
+with the study's proxy and with F times its token budget. The report (`validation.json` in the run directory) gives
+Kendall's tau and Spearman's rho between the two rankings with bootstrap intervals, the top-k overlap, the long
+runs' own ranking at each of their evaluations against their final one (how early the ranking settles), and how
+well learning-curve extrapolation of the proxy runs predicts the long ones.
+
+The trainings run one after another in this process, each with the whole device: a validation is a few dozen long
+runs on one GPU, where Ray would add workers but no speed (the study's Ray glue is the place to spread it over
+several GPUs later). Every finished training is appended to the run directory's validation records at once, so a
+killed validation retrains only what had not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .architecture import Architecture
+from .curves import extrapolate
+from .errors import ArchsearchError
+from .fidelity import rank_agreement
+from .proxy import Metrics, ProxySettings, run_proxy
+from .sampling import Infeasible, sample
+from .study import Objective, RunDir, Study, load_run
+
+QUALITY = ("bits_per_byte", "val_loss", "perplexity", "accuracy")  # what a run's evaluations (its history) measure
+DEFAULT_ARCHS = 10
+DEFAULT_FACTOR = 10.0
+DEFAULT_TOP_K = 3
+DRAWS_PER_ARCH = 50  # draws tried per wanted architecture before a space is declared too small or too constrained
+
+
+class ValidationError(ArchsearchError):
+    """A validation that cannot be run as asked (too few architectures, a run of another study)."""
+
+
+def quality_objective(study: Study) -> Objective:
+    """What the validation ranks on: the study's first objective that the proxy's evaluations measure (else the
+    validation loss)."""
+    for o in study.objectives:
+        if o.metric in QUALITY:
+            return o
+    return Objective("val_loss", "minimize")
+
+
+def long_settings(proxy: ProxySettings, factor: float) -> ProxySettings:
+    """The proxy at `factor` times its budget (a wall-clock budget scales too); everything else unchanged."""
+    seconds = None if proxy.seconds is None else proxy.seconds * factor
+    return dataclasses.replace(proxy, tokens=max(1, round(proxy.tokens * factor)), seconds=seconds)
+
+
+def draw_architectures(study: Study, n: int, seed: int = 0) -> list[Architecture]:
+    """n distinct architectures of the study's space that meet its constraints, drawn with seeds seed, seed+1, ..."""
+    found: dict[str, Architecture] = {}
+    for s in range(seed, seed + DRAWS_PER_ARCH * n):
+        try:
+            arch = sample(study.space, s)
+        except Infeasible:
+            continue
+        if not study.violations(arch):
+            found.setdefault(arch.digest, arch)
+        if len(found) == n:
+            break
+    return list(found.values())
+
+
+def run_architectures(run_path: str | Path, n: int) -> list[Architecture]:
+    """The first n distinct architectures among a finished run's ok trials."""
+    run = load_run(run_path, require_trials=True)
+    ok = run.trials[run.trials["status"] == "ok"].sort_values("trial").drop_duplicates("digest")
+    return [Architecture.from_json(a) for a in ok["arch"].head(n)]
+
+
+def open_run_dir(study: Study, out: str | Path | None, existing: bool = False) -> RunDir:
+    """The run directory the validation belongs to: a run of this study (`existing`: it must be one), or a new one
+    (the study frozen there, so that `archsearch run` on it later runs the same study)."""
+    run_dir = RunDir(Path(out or study.out).resolve())
+    if existing:
+        load_run(run_dir.path, require_trials=True)  # one line if it is no run directory, or has no trials yet
+    if run_dir.has_study():
+        if _canonical(run_dir.study().frozen) != _canonical(study.frozen):
+            raise ValidationError(f"{run_dir.path}: this run directory holds a different study; validate it with the study file it was run with, or choose another --out")
+    else:
+        run_dir.freeze(study)
+    return run_dir
+
+
+def _canonical(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+Train = Callable[[Architecture, ProxySettings, Callable[[int, float], None]], Metrics]
+
+
+def _train(arch: Architecture, settings: ProxySettings, on_step: Callable[[int, float], None]) -> Metrics:
+    try:
+        return run_proxy(arch, settings, on_step=on_step)
+    except ArchsearchError:
+        raise  # bad settings or data fail every training alike: one line, not N recorded errors
+    except Exception as e:  # an architecture's own crash is its result; the validation goes on
+        return Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
+
+
+def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], factor: float = DEFAULT_FACTOR,
+             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train) -> dict[str, Any]:
+    """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
+    already records), then write and return the report."""
+    if len(archs) < 3:
+        raise ValidationError(f"{study.file}: only {len(archs)} architecture(s) to validate on; a ranking needs at least 3")
+    short, long = study.proxy, long_settings(study.proxy, factor)
+    keys = {"proxy": study.proxy_key, "long": dataclasses.replace(study, proxy=long).proxy_key}
+    settings = {"proxy": short, "long": long}
+    done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
+    todo = [(i, arch, f) for i, arch in enumerate(archs) for f in ("proxy", "long") if (arch.digest, keys[f]) not in done]
+    if todo:
+        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,} and {long.tokens:,} tokens: "
+              f"{len(todo)} of {2 * len(archs)} trainings to run, one at a time; run directory {run_dir.path}", flush=True)
+    for record in _run_all(todo, len(archs), settings, keys, train, progress):
+        run_dir.add_validation_record(record)
+        done[(record["digest"], record["settings"])] = record
+    pairs = [(arch, done[(arch.digest, keys["proxy"])], done[(arch.digest, keys["long"])]) for arch in archs]
+    report = summarize(study, pairs, factor, k)
+    report["settings"] = keys
+    run_dir.write_validation(report)
+    return report
+
+
+def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool):
+    """Train each job in turn, yielding its record as it finishes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    total = sum(settings[f].tokens for _, _, f in todo)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress or not todo) as bar:
+        job = bar.add_task("validation", total=total, status="")
+        before = 0
+        for i, arch, fidelity in todo:
+            bar.update(job, description=f"arch {i + 1}/{n_archs} {fidelity}")
+
+            def on_step(tokens: int, loss: float, before=before) -> None:
+                bar.update(job, completed=before + tokens, status=f"loss {loss:.3f}")
+
+            metrics = train(arch, settings[fidelity], on_step)
+            before += settings[fidelity].tokens
+            bar.update(job, completed=before)
+            yield {"digest": arch.digest, "settings": keys[fidelity], "fidelity": fidelity, "arch": arch.to_json(),
+                   "summary": arch.summary(), "metrics": metrics.to_dict()}
+
+
+def summarize(study: Study, pairs: Sequence[tuple[Architecture, dict, dict]], factor: float, k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """The report from each architecture's (proxy record, long record): rank agreement, early rankings of the long
+    runs, and the extrapolation's error and agreement."""
+    objective = quality_objective(study)
+    metric, direction = objective.metric, objective.direction
+    rows, ok = [], []
+    for arch, short, long in pairs:
+        s, lg = short["metrics"], long["metrics"]
+        row = {"digest": arch.digest, "summary": arch.summary(), "proxy": s.get(metric), "long": lg.get(metric),
+               "proxy_status": s["status"], "long_status": lg["status"], "predicted": None}
+        if direction == "minimize" and s["status"] == "ok" and lg["status"] == "ok":
+            row["predicted"] = extrapolate(s["history"], lg["tokens_trained"], metric)
+        rows.append(row)
+        if s["status"] == "ok" and lg["status"] == "ok" and row["proxy"] is not None and row["long"] is not None:
+            ok.append((row, lg["history"]))
+    report: dict[str, Any] = {
+        "study": study.name, "proxy_key": study.proxy_key, "metric": metric, "direction": direction, "factor": factor,
+        "proxy_tokens": study.proxy.tokens, "long_tokens": long_settings(study.proxy, factor).tokens,
+        "architectures": rows, "compared": len(ok),
+    }
+    if len(ok) < 3:
+        report["agreement"] = None  # fewer than three finished both budgets: no ranking to speak of
+        return report
+    proxy_values = [r["proxy"] for r, _ in ok]
+    long_values = [r["long"] for r, _ in ok]
+    report["agreement"] = rank_agreement(proxy_values, long_values, direction, k).to_dict()
+    report["intermediate"] = _intermediate(ok, metric)
+    predicted = [r["predicted"] for r, _ in ok]
+    if all(p is not None for p in predicted):
+        errors = np.array(predicted) - np.array(long_values)
+        report["extrapolation"] = {
+            "mean_abs_error": float(np.abs(errors).mean()),
+            "mean_rel_error": float(np.abs(errors / np.array(long_values)).mean()),
+            "mean_abs_error_of_proxy": float(np.abs(np.array(proxy_values) - np.array(long_values)).mean()),
+            "agreement": rank_agreement(predicted, long_values, direction, k).to_dict(),
+        }
+    return report
+
+
+def _intermediate(ok: Sequence[tuple[dict, list[dict]]], metric: str) -> list[dict[str, float]]:
+    """Kendall's tau between the long runs' ranking at each of their evaluations and their final ranking."""
+    from scipy.stats import kendalltau
+
+    histories = [[p for p in h if p.get(metric) is not None] for _, h in ok]
+    final = [r["long"] for r, _ in ok]
+    out = []
+    for i in range(min(len(h) for h in histories) - 1):  # the last evaluation is the final one
+        values = [h[i][metric] for h in histories]
+        out.append({"tokens": int(np.median([h[i]["tokens"] for h in histories])), "kendall_tau": float(kendalltau(values, final).statistic)})
+    return out
+
+
+def describe(report: dict[str, Any]) -> list[str]:
+    """The lines `archsearch validate` prints."""
+    lines = [f"validation of {report['study']}'s proxy: {report['metric']} at {report['proxy_tokens']:,} tokens against "
+             f"{report['long_tokens']:,} ({report['factor']:g}x), {report['compared']} of {len(report['architectures'])} architectures finished both"]
+    width = max(len(r["summary"]) for r in report["architectures"])
+    lines.append(f"  {'architecture'.ljust(width)}  {'proxy':>9}  {'long':>9}  {'predicted':>9}")
+    for r in sorted(report["architectures"], key=lambda r: (r["long"] is None, r["long"] or 0.0)):
+        cells = [_cell(r["proxy"], r["proxy_status"]), _cell(r["long"], r["long_status"]), _cell(r["predicted"], "ok")]
+        lines.append(f"  {r['summary'].ljust(width)}  " + "  ".join(f"{c:>9}" for c in cells))
+    a = report.get("agreement")
+    if a is None:
+        lines.append("fewer than 3 architectures finished both budgets: no ranking to compare")
+        return lines
+    lines.append(f"Kendall tau {_interval(a['kendall_tau'])}, Spearman rho {_interval(a['spearman_rho'])} "
+                 f"(95% bootstrap intervals); top-{a['k']} overlap {a['top_k_overlap']} of {a['k']}")
+    if report.get("intermediate"):
+        lines.append("long runs' ranking against their final one: "
+                     + ", ".join(f"{p['tokens']:,} tokens tau {_num(p['kendall_tau'])}" for p in report["intermediate"]))
+    e = report.get("extrapolation")
+    if e:
+        lines.append(f"power-law extrapolation of the proxy runs: mean error {e['mean_abs_error']:.4f} ({100 * e['mean_rel_error']:.1f}%; "
+                     f"the proxy's own {e['mean_abs_error_of_proxy']:.4f}), Kendall tau {_interval(e['agreement']['kendall_tau'])}")
+    return lines
+
+
+def front_line(report: dict[str, Any] | None, study: Study) -> str:
+    """What `archsearch front` says about the proxy's ranking: its validated tau, or that it is unvalidated."""
+    if report is None:
+        return f"proxy unvalidated: `archsearch validate STUDY.yaml --from-run RUN` measures its ranking against {DEFAULT_FACTOR:g}x its budget"
+    if report.get("proxy_key") != study.proxy_key:
+        return "proxy unvalidated: validation.json is of other proxy settings; run archsearch validate again"
+    a = report.get("agreement")
+    if a is None:
+        return f"proxy validation inconclusive: only {report['compared']} architectures finished both budgets"
+    return (f"proxy validated: Kendall tau {_interval(a['kendall_tau'])} against {report['factor']:g}x its budget "
+            f"on {report['metric']} over {a['n']} architectures (top-{a['k']} overlap {a['top_k_overlap']})")
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _interval(i: dict[str, float | None]) -> str:
+    return f"{_num(i['value'])} [{_num(i['low'])}, {_num(i['high'])}]"
+
+
+def _cell(value: float | None, status: str) -> str:
+    return status if status != "ok" else ("-" if value is None else f"{value:.4f}")
