@@ -1,0 +1,179 @@
+"""`archsearch validate`: rank statistics against scipy, seed spread, the report on a tiny study end to end, resume
+of a killed validation, the front's line, and bad input."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from archsearch.cli import main
+from archsearch.curves import PowerLaw
+from archsearch.fidelity import rank_agreement, seed_spread, seed_spreads
+from archsearch.proxy import Metrics
+from archsearch.study import RunDir, Study
+from archsearch.validate import draw_architectures, front_line, open_run_dir, validate
+
+SPACE = """\
+name: tiny
+d_model: {choice: [16, 32]}
+n_layers: {choice: [1, 2]}
+layers:
+  mixer: attn
+  channel: {choice: [glu, none]}
+blocks:
+  attn: {heads: 2}
+"""
+
+
+@pytest.fixture
+def study_file(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    path = tmp_path / "study.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: t
+        space: space.yaml
+        proxy: {tokens: 512, seq_len: 16, batch_size: 4, evals: 4, eval_tokens: 128, device: cpu, timing_steps: 2}
+        objectives: [{bits_per_byte: min}, {train_tokens_per_s: max}]
+        """))
+    return path
+
+
+# --- statistics --------------------------------------------------------------------------------------------------------
+
+
+def test_rank_agreement_matches_scipy_and_hand_counts():
+    cheap, costly = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.1, 3.3, 2.2, 4.4, 6.6, 5.5]  # two adjacent swaps
+    a = rank_agreement(cheap, costly, k=3)
+    assert a.kendall_tau.value == pytest.approx(stats.kendalltau(cheap, costly).statistic) == pytest.approx((15 - 2 * 2) / 15)
+    assert a.spearman_rho.value == pytest.approx(stats.spearmanr(cheap, costly).statistic) == pytest.approx(1 - 6 * 4 / (6 * 35))
+    assert a.kendall_tau.low <= a.kendall_tau.value <= a.kendall_tau.high <= 1
+    assert a.top_k_overlap == 3 and a.n == 6  # lowest three: items {0, 1, 2} both ways, in another order
+    assert rank_agreement(cheap, costly, k=2).top_k_overlap == 1  # lowest two: {0, 1} against {0, 2}
+    assert rank_agreement(cheap, costly, "maximize", k=2).top_k_overlap == 2  # highest two: {5, 4} against {4, 5}
+    assert rank_agreement(cheap, costly, "maximize", k=1).top_k_overlap == 0  # highest: 5 against 4
+
+
+def test_top_k_overlap_counts_the_shared_best():
+    cheap, costly = [0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.4, 0.3, 0.2, 0.1]  # reversed
+    a = rank_agreement(cheap, costly, k=2)
+    assert a.kendall_tau.value == pytest.approx(-1.0) and a.top_k_overlap == 0
+    assert rank_agreement(cheap, cheap, k=2).top_k_overlap == 2
+
+
+def test_a_perfect_ranking_has_a_tight_interval_and_noise_widens_it():
+    x = np.arange(20.0)
+    assert rank_agreement(x, 2 * x + 1).kendall_tau.low == pytest.approx(1.0)
+    noisy = rank_agreement(x, x + np.random.default_rng(0).normal(0, 5, 20)).kendall_tau
+    assert noisy.low < noisy.value < noisy.high and noisy.high - noisy.low > 0.1
+
+
+def test_seed_spread_is_the_mean_and_sample_spread_of_the_finite_seeds():
+    s = seed_spread([1.0, 2.0, 4.0, None, float("nan")])
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3) and s.std == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert s.sem == pytest.approx(s.std / np.sqrt(3)) and (s.low, s.high) == (1.0, 4.0)
+    assert seed_spread([5.0]).std == 0.0 and seed_spread([None]).n == 0
+    both = seed_spreads([{"bits_per_byte": 1.0, "train_tokens_per_s": 10.0}, {"bits_per_byte": 3.0, "train_tokens_per_s": 30.0}],
+                        ["bits_per_byte", "train_tokens_per_s"])
+    assert both["bits_per_byte"].mean == 2.0 and both["train_tokens_per_s"].std == pytest.approx(np.sqrt(200))
+
+
+# --- validation --------------------------------------------------------------------------------------------------------
+
+
+def test_validate_on_a_tiny_study_stores_tau_and_the_front_prints_it(study_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["validate", str(study_file), "--archs", "3", "--factor", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = RunDir(out).read_validation()
+    assert report["compared"] == 3 and report["metric"] == "bits_per_byte" and report["long_tokens"] == 1024
+    tau = report["agreement"]["kendall_tau"]["value"]
+    assert -1 <= tau <= 1 and f"Kendall tau {tau:.2f}" in printed
+    rows = report["architectures"]
+    assert all(r["long"] < r["proxy"] for r in rows)  # twice the tokens learn more
+    assert all(r["predicted"] is not None for r in rows) and "extrapolation" in report
+    assert report["intermediate"] and all(-1 <= p["kendall_tau"] <= 1 for p in report["intermediate"])
+    assert len(RunDir(out).validation_records()) == 6
+    assert front_line(report, Study.load(study_file)).startswith(f"proxy validated: Kendall tau {tau:.2f}")
+
+
+def _fake_train(calls):
+    """A trainer whose loss curve is a known power law per architecture (fast; what validate does with results)."""
+
+    def train(arch, settings, on_step):
+        calls.append((arch.digest, settings.tokens))
+        law = PowerLaw(1.0 + arch.cost().params * 1e-6, 50.0, 0.4, True)
+        history = [{"tokens": t, "val_loss": float(law(t)), "bits_per_byte": float(law(t))} for t in np.linspace(settings.tokens / 4, settings.tokens, 4)]
+        on_step(settings.tokens, 1.0)
+        return Metrics(bits_per_byte=history[-1]["bits_per_byte"], val_loss=history[-1]["val_loss"], tokens_trained=settings.tokens, history=history)
+
+    return train
+
+
+def test_a_killed_validation_reruns_only_the_unfinished_trainings(study_file, tmp_path):
+    study = Study.load(study_file)
+    run_dir = open_run_dir(study, tmp_path / "run")
+    archs = draw_architectures(study, 4)
+    calls = []
+
+    def killed_on_the_fourth(arch, settings, on_step):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _fake_train(calls)(arch, settings, on_step)
+
+    with pytest.raises(KeyboardInterrupt):
+        validate(study, run_dir, archs, factor=10, progress=False, train=killed_on_the_fourth)
+    assert len(run_dir.validation_records()) == 3 and not run_dir.validation_file.exists()
+    with open(run_dir.validation_records_file, "rb+") as f:  # the third record was cut off mid-write
+        f.truncate(run_dir.validation_records_file.stat().st_size - 20)
+    assert len(run_dir.validation_records()) == 2
+    calls.clear()
+    report = validate(study, run_dir, archs, factor=10, progress=False, train=_fake_train(calls))
+    assert len(calls) == 6  # 8 trainings, 2 kept
+    assert report["compared"] == 4 and report["agreement"]["kendall_tau"]["value"] == pytest.approx(1.0)
+    assert report["extrapolation"]["mean_abs_error"] < 1e-3  # exact power laws extrapolate exactly
+    calls.clear()
+    validate(study, run_dir, archs, factor=10, progress=False, train=_fake_train(calls))
+    assert calls == [] and len(run_dir.validation_records()) == 8
+
+
+def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_settings(study_file):
+    study = Study.load(study_file)
+    assert front_line(None, study).startswith("proxy unvalidated")
+    assert "other proxy settings" in front_line({"proxy_key": "elsewhere"}, study)
+
+
+def test_front_prints_the_validation_line(tmp_path, capsys):
+    from tests.test_front import TABLE, make_run
+
+    path = make_run(tmp_path / "run", TABLE)
+    assert main(["front", str(path)]) == 0
+    assert "proxy unvalidated" in capsys.readouterr().out
+    study = Study.load(path / "study.yaml")
+    RunDir(path).write_validation({"proxy_key": study.proxy_key, "factor": 10, "metric": "bits_per_byte", "compared": 5,
+                                   "agreement": {"n": 5, "k": 3, "top_k_overlap": 2, "kendall_tau": {"value": 0.8, "low": 0.4, "high": 1.0}}})
+    assert main(["front", str(path)]) == 0
+    assert "proxy validated: Kendall tau 0.80 [0.40, 1.00] against 10x its budget" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--archs", "2"], "--archs: expected at least 3"),
+    (["--factor", "0.5"], "--factor: expected a number greater than 1"),
+    (["--from-run", "nowhere"], "no such run directory"),
+])
+def test_bad_flags_are_one_line_and_exit_2(study_file, tmp_path, capsys, flags, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        code = main(["validate", str(study_file), *flags])
+        raise SystemExit(code)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_another_study_s_run_directory_is_refused(study_file, tmp_path, capsys):
+    other = tmp_path / "other.yaml"
+    other.write_text(study_file.read_text().replace("tokens: 512", "tokens: 1024"))
+    open_run_dir(Study.load(study_file), tmp_path / "run")  # a run directory of the first study
+    assert main(["validate", str(other), "--out", str(tmp_path / "run")]) == 2
+    assert "holds a different study" in capsys.readouterr().err
