@@ -58,23 +58,41 @@ def rank_agreement(cheap: Sequence[float], costly: Sequence[float], direction: s
     overlap = len(set(order(x)[:k]) & set(order(y)[:k]))
 
     def interval(statistic) -> Interval:
-        if n < 3:
-            return Interval(float(statistic(x, y)) if n == 2 else float("nan"), float("nan"), float("nan"))
         value = float(statistic(x, y))
+        if n < 3:
+            return Interval(value, float("nan"), float("nan"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # resamples with tied or constant values are expected; NaN says so below
-            res = stats.bootstrap((x, y), statistic, paired=True, vectorized=False, n_resamples=resamples, method="percentile",
+            res = stats.bootstrap((x, y), statistic, paired=True, vectorized=True, n_resamples=resamples, batch=200, method="percentile",
                                   confidence_level=confidence, rng=np.random.default_rng(seed))
         # a resample that repeats one pair n times has no ranking (NaN): the interval is over those that have one
         tail = 100 * (1 - confidence) / 2
         low, high = np.nanpercentile(res.bootstrap_distribution, [tail, 100 - tail])
         return Interval(value, float(low), float(high))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)  # constant input: NaN, reported as n/a
-        tau = interval(lambda a, b: stats.kendalltau(a, b).statistic)
-        rho = interval(lambda a, b: stats.spearmanr(a, b).statistic)
-    return RankAgreement(n, tau, rho, k, overlap)
+    return RankAgreement(n, interval(kendall_tau), interval(spearman_rho), k, overlap)
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall's tau-b along `axis`, vectorised over the other axes (the bootstrap's thousands of resamples in one
+    call; equal to scipy.stats.kendalltau, which takes one pair of vectors at a time). NaN where a side is constant."""
+    x, y = np.moveaxis(np.asarray(x, dtype=float), axis, -1), np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    dx = np.sign(x[..., :, None] - x[..., None, :])
+    dy = np.sign(y[..., :, None] - y[..., None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (dx * dy).sum((-2, -1)) / np.sqrt((dx * dx).sum((-2, -1)) * (dy * dy).sum((-2, -1)))
+
+
+def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho along `axis` (Pearson's correlation of average ranks), vectorised like `kendall_tau`."""
+    from scipy.stats import rankdata
+
+    rx = rankdata(x, axis=axis)
+    ry = rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis, keepdims=True)
+    ry = ry - ry.mean(axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis) / np.sqrt((rx * rx).sum(axis) * (ry * ry).sum(axis))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """`archsearch validate`: rank statistics against scipy, seed spread, the report on a tiny study end to end, resume
 of a killed validation, the front's line, and bad input."""
 
-import json
 import textwrap
 
 import numpy as np
@@ -10,7 +9,7 @@ from scipy import stats
 
 from archsearch.cli import main
 from archsearch.curves import PowerLaw
-from archsearch.fidelity import rank_agreement, seed_spread, seed_spreads
+from archsearch.fidelity import kendall_tau, rank_agreement, seed_spread, seed_spreads, spearman_rho
 from archsearch.proxy import Metrics
 from archsearch.study import RunDir, Study
 from archsearch.validate import draw_architectures, front_line, open_run_dir, validate
@@ -34,7 +33,7 @@ def study_file(tmp_path):
     path.write_text(textwrap.dedent("""\
         name: t
         space: space.yaml
-        proxy: {tokens: 512, seq_len: 16, batch_size: 4, evals: 4, eval_tokens: 128, device: cpu, timing_steps: 2}
+        proxy: {tokens: 256, seq_len: 16, batch_size: 4, evals: 4, eval_tokens: 128, device: cpu, timing_steps: 2}
         objectives: [{bits_per_byte: min}, {train_tokens_per_s: max}]
         """))
     return path
@@ -53,6 +52,17 @@ def test_rank_agreement_matches_scipy_and_hand_counts():
     assert rank_agreement(cheap, costly, k=2).top_k_overlap == 1  # lowest two: {0, 1} against {0, 2}
     assert rank_agreement(cheap, costly, "maximize", k=2).top_k_overlap == 2  # highest two: {5, 4} against {4, 5}
     assert rank_agreement(cheap, costly, "maximize", k=1).top_k_overlap == 0  # highest: 5 against 4
+
+
+def test_the_vectorised_statistics_equal_scipy_on_every_row_ties_included():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, (50, 7)).astype(float), rng.normal(size=(50, 7))  # integers: many ties
+    y[:, :3] = x[:, :3]
+    taus, rhos = kendall_tau(x, y), spearman_rho(x, y)
+    for i in range(len(x)):
+        assert taus[i] == pytest.approx(stats.kendalltau(x[i], y[i]).statistic)
+        assert rhos[i] == pytest.approx(stats.spearmanr(x[i], y[i]).statistic)
+    assert np.isnan(kendall_tau(np.ones(4), np.arange(4.0))) and np.isnan(spearman_rho(np.ones(4), np.arange(4.0)))
 
 
 def test_top_k_overlap_counts_the_shared_best():
@@ -87,7 +97,7 @@ def test_validate_on_a_tiny_study_stores_tau_and_the_front_prints_it(study_file,
     assert main(["validate", str(study_file), "--archs", "3", "--factor", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     report = RunDir(out).read_validation()
-    assert report["compared"] == 3 and report["metric"] == "bits_per_byte" and report["long_tokens"] == 1024
+    assert report["compared"] == 3 and report["metric"] == "bits_per_byte" and report["long_tokens"] == 512
     tau = report["agreement"]["kendall_tau"]["value"]
     assert -1 <= tau <= 1 and f"Kendall tau {tau:.2f}" in printed
     rows = report["architectures"]
@@ -173,7 +183,7 @@ def test_bad_flags_are_one_line_and_exit_2(study_file, tmp_path, capsys, flags, 
 
 def test_another_study_s_run_directory_is_refused(study_file, tmp_path, capsys):
     other = tmp_path / "other.yaml"
-    other.write_text(study_file.read_text().replace("tokens: 512", "tokens: 1024"))
+    other.write_text(study_file.read_text().replace("tokens: 256", "tokens: 1024"))
     open_run_dir(Study.load(study_file), tmp_path / "run")  # a run directory of the first study
     assert main(["validate", str(other), "--out", str(tmp_path / "run")]) == 2
     assert "holds a different study" in capsys.readouterr().err
