@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .pareto import pareto_mask
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 
@@ -122,3 +124,62 @@ def seed_spread(values: Sequence[float | None]) -> SeedSpread:
 def seed_spreads(repeats: Sequence[Mapping[str, float | None]], metrics: Sequence[str]) -> dict[str, SeedSpread]:
     """`seed_spread` of each metric over the repeats' results (one mapping per seed)."""
     return {m: seed_spread([r.get(m) for r in repeats]) for m in metrics}
+
+
+# --- promotion up a fidelity ladder (MO-ASHA) --------------------------------------------------------------------------
+
+
+def nondominated_ranks(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Each row's non-dominated front (0: no row dominates it; 1: only rows of front 0 do; ...), by peeling fronts."""
+    v = np.asarray(values, dtype=float)
+    ranks = np.full(len(v), -1)
+    left = np.arange(len(v))
+    front = 0
+    while len(left):
+        mask = pareto_mask(v[left], directions)
+        ranks[left[mask]] = front
+        left = left[~mask]
+        front += 1
+    return ranks
+
+
+def crowding_distance(values: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each row within its set: per objective, the gap between its two neighbours
+    as a share of the objective's range, summed; the extremes of each objective get infinity (always kept)."""
+    v = np.asarray(values, dtype=float).reshape(len(values), -1)
+    n = len(v)
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(v.shape[1]):
+        order = np.argsort(v[:, j], kind="stable")
+        spread = v[order[-1], j] - v[order[0], j]
+        distance[order[[0, -1]]] = np.inf
+        if spread > 0:
+            distance[order[1:-1]] += (v[order[2:], j] - v[order[:-2], j]) / spread
+    return distance
+
+
+def promotion_order(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Rows best first on all objectives at once: by non-dominated front, then by crowding distance within it (the
+    spread-out points of a front before the crowded ones). Rows with a missing or non-finite value come last."""
+    v = np.asarray(values, dtype=float).reshape(len(values), len(directions))
+    finite = np.isfinite(v).all(1)
+    rows = np.flatnonzero(finite)
+    ranks = nondominated_ranks(v[rows], directions)
+    crowding = np.zeros(len(rows))
+    for front in np.unique(ranks):
+        members = ranks == front
+        crowding[members] = crowding_distance(v[rows][members])
+    order = rows[np.lexsort((rows, -crowding, ranks))]  # by front, then most isolated, then trial order
+    return np.concatenate([order, np.flatnonzero(~finite)])
+
+
+def promote(values: np.ndarray, directions: Sequence[str], keep: float) -> np.ndarray:
+    """MO-ASHA's rule at one rung: which of the rung's trials (rows of `values`, one column per objective) go on to
+    the next rung: the best `keep` share (at least one) in `promotion_order`, never a trial with a missing value."""
+    v = np.asarray(values, dtype=float).reshape(len(values), len(directions))
+    if not 0 < keep <= 1:
+        raise ValueError(f"promote: keep must be a share in (0, 1], got {keep}")
+    count = min(max(1, int(len(v) * keep)), int(np.isfinite(v).all(1).sum()))
+    return promotion_order(v, directions)[:count]
