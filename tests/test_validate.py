@@ -135,3 +135,18 @@ def test_another_study_s_run_directory_is_refused(study_file, tmp_path, capsys):
     open_run_dir(Study.load(study_file), tmp_path / "run")  # a run directory of the first study
     assert main(["validate", str(other), "--out", str(tmp_path / "run")]) == 2
     assert "holds a different study" in capsys.readouterr().err
+
+
+def test_from_run_takes_the_first_distinct_ok_trials_of_a_run_of_the_same_study(tmp_path, study_file, capsys):
+    from archsearch.validate import run_architectures
+    from tests.test_front import TABLE, make_run
+
+    path = make_run(tmp_path / "run", {**TABLE, 7: None}, {7: "diverged", 0: "diverged"})
+    study = Study.load(path / "study.yaml")
+    run_dir = open_run_dir(study, path, existing=True)
+    trials = RunDir(path).read_trials().set_index("trial")
+    archs = run_architectures(run_dir.path, 3)
+    ok_digests = list(dict.fromkeys(trials.loc[[1, 2, 3, 4, 5, 6], "digest"]))
+    assert [a.digest for a in archs] == ok_digests[:3]
+    assert main(["validate", str(study_file), "--from-run", str(path)]) == 2  # another study's run
+    assert "holds a different study" in capsys.readouterr().err
