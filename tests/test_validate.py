@@ -10,7 +10,7 @@ from archsearch.cli import main
 from archsearch.curves import PowerLaw
 from archsearch.proxy import Metrics
 from archsearch.study import RunDir, Study
-from archsearch.validate import draw_architectures, front_line, open_run_dir, validate
+from archsearch.validate import draw_architectures, front_line, open_run_dir, run_architectures, validate
 
 SPACE = """\
 name: tiny
@@ -102,13 +102,22 @@ def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_se
     assert "other proxy settings" in front_line({"proxy_key": "elsewhere"}, study)
 
 
-def test_front_prints_the_validation_line(tmp_path, capsys):
-    from tests.test_front import TABLE, make_run
+def _hand_made_run(path, study_file, statuses):
+    """A run directory of the tiny study with one trials-table row per status (no training)."""
+    study = Study.load(study_file)
+    run_dir = open_run_dir(study, path)
+    archs = draw_architectures(study, len(statuses))
+    run_dir.write_trials([{"trial": i, "status": status, "digest": a.digest, "arch": a.to_json(), "summary": a.summary(),
+                           "bits_per_byte": 1.0 + i / 10, "train_tokens_per_s": 100.0 * (i + 1)}
+                          for i, (a, status) in enumerate(zip(archs, statuses, strict=True))])
+    return study, archs
 
-    path = make_run(tmp_path / "run", TABLE)
+
+def test_front_prints_the_validation_line(tmp_path, study_file, capsys):
+    path = tmp_path / "run"
+    study, _ = _hand_made_run(path, study_file, ["ok"] * 4)
     assert main(["front", str(path)]) == 0
     assert "proxy unvalidated" in capsys.readouterr().out
-    study = Study.load(path / "study.yaml")
     RunDir(path).write_validation({"proxy_key": study.proxy_key, "factor": 10, "metric": "bits_per_byte", "compared": 5,
                                    "agreement": {"n": 5, "k": 3, "top_k_overlap": 2, "kendall_tau": {"value": 0.8, "low": 0.4, "high": 1.0}}})
     assert main(["front", str(path)]) == 0
@@ -138,15 +147,10 @@ def test_another_study_s_run_directory_is_refused(study_file, tmp_path, capsys):
 
 
 def test_from_run_takes_the_first_distinct_ok_trials_of_a_run_of_the_same_study(tmp_path, study_file, capsys):
-    from archsearch.validate import run_architectures
-    from tests.test_front import TABLE, make_run
-
-    path = make_run(tmp_path / "run", {**TABLE, 7: None}, {7: "diverged", 0: "diverged"})
-    study = Study.load(path / "study.yaml")
-    run_dir = open_run_dir(study, path, existing=True)
-    trials = RunDir(path).read_trials().set_index("trial")
-    archs = run_architectures(run_dir.path, 3)
-    ok_digests = list(dict.fromkeys(trials.loc[[1, 2, 3, 4, 5, 6], "digest"]))
-    assert [a.digest for a in archs] == ok_digests[:3]
-    assert main(["validate", str(study_file), "--from-run", str(path)]) == 2  # another study's run
+    path = tmp_path / "run"
+    study, archs = _hand_made_run(path, study_file, ["diverged", "ok", "ok", "ok", "ok"])
+    assert [a.digest for a in run_architectures(open_run_dir(study, path, existing=True).path, 3)] == [a.digest for a in archs[1:4]]
+    other = tmp_path / "other.yaml"
+    other.write_text(study_file.read_text().replace("tokens: 256", "tokens: 1024"))
+    assert main(["validate", str(other), "--from-run", str(path)]) == 2
     assert "holds a different study" in capsys.readouterr().err
