@@ -18,14 +18,11 @@ import optuna
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from ..architecture import Architecture
 from ..errors import ArchsearchError
-from ..sampling import Infeasible, OptunaSampler, sample
-from ._baselines import BASELINE_ATTR, FIXED_ATTR
 from ._config import Study
 from ._progress import Progress
 from ._rundir import RunDir, TrialsTable
-from ._samplers import SAMPLERS, ask_feasible, record_constraints
+from ._samplers import SAMPLERS, ask_feasible, draw
 from ._trial import run_trial
 
 
@@ -36,16 +33,7 @@ class DefineByRun:
         self.study = study
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        number, fixed, baseline = trial.number, trial.user_attrs.get(FIXED_ATTR), trial.user_attrs.get(BASELINE_ATTR, "")
-        try:
-            arch = Architecture.from_json(fixed) if fixed else sample(self.study.space, OptunaSampler(trial))
-        except Infeasible as e:
-            record_constraints(trial, self.study.constraints, None)
-            return {"trial_number": number, "arch": None, "digest": "", "reason": str(e), "baseline": baseline}
-        record_constraints(trial, self.study.constraints, arch)
-        broken = self.study.violations(arch)
-        return {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "; ".join(broken),
-                "baseline": baseline}
+        return draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
 
 
 class ArchSearch(OptunaSearch):
@@ -55,7 +43,7 @@ class ArchSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
             s = self._space.study.search
-            self._ot_trials[trial_id] = ask_feasible(self._ot_study, self._space, s.count_infeasible, s.max_draws)
+            self._ot_trials[trial_id], _ = ask_feasible(self._ot_study, self._space, s.count_infeasible, s.max_draws)
         return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

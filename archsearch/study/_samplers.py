@@ -16,12 +16,18 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from ..architecture import Architecture
 from ..errors import ArchsearchError
+from ..sampling import Infeasible, OptunaSampler, sample
 from ..space import Constraints
+from ._baselines import BASELINE_ATTR, FIXED_ATTR
+
+if TYPE_CHECKING:
+    from ._config import Study
 
 CONSTRAINTS_ATTR = "constraints"  # a trial's constraint values: [family rules, then one per bound], <= 0 feasible
 REDRAWN = "redrawn"  # the `status` user attribute of an infeasible draw that did not use up a trial
@@ -148,18 +154,32 @@ class InfeasibleSpace(ArchsearchError):
     """Every one of a trial's bounded draws was infeasible."""
 
 
-def ask_feasible(ostudy: optuna.Study, draw: Callable[[optuna.Trial], dict[str, Any]], count_infeasible: bool,
-                 max_draws: int) -> optuna.Trial:
-    """Ask Optuna for a trial whose architecture `draw` (the define-by-run walk, returning a config with an empty
+def draw(study: Study, trial: optuna.Trial) -> dict[str, Any]:
+    """The define-by-run walk: the trial's architecture (a baseline's, or drawn from the space by asking the trial
+    for each value) with its constraints recorded, as the config a trial runs from."""
+    number, fixed, baseline = trial.number, trial.user_attrs.get(FIXED_ATTR), trial.user_attrs.get(BASELINE_ATTR, "")
+    try:
+        arch = Architecture.from_json(fixed) if fixed else sample(study.space, OptunaSampler(trial))
+    except Infeasible as e:
+        record_constraints(trial, study.constraints, None)
+        return {"trial_number": number, "arch": None, "digest": "", "reason": str(e), "baseline": baseline}
+    record_constraints(trial, study.constraints, arch)
+    return {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest,
+            "reason": "; ".join(study.violations(arch)), "baseline": baseline}
+
+
+def ask_feasible(ostudy: optuna.Study, walk: Callable[[optuna.Trial], dict[str, Any]], count_infeasible: bool,
+                 max_draws: int) -> tuple[optuna.Trial, dict[str, Any]]:
+    """Ask Optuna for a trial whose architecture `walk` (`draw` for a study, returning a config with an empty
     `reason` when feasible) accepts. Unless `count_infeasible`, an infeasible draw is told as pruned (its
     constraint values recorded, status `redrawn`) and Optuna is asked again, at most `max_draws` times; then
     InfeasibleSpace, one line."""
     reasons: dict[str, int] = {}
     for _ in range(max_draws):
         trial = ostudy.ask()
-        config = draw(trial)
+        config = walk(trial)
         if count_infeasible or not config.get("reason"):
-            return trial
+            return trial, config
         reasons[config["reason"]] = reasons.get(config["reason"], 0) + 1
         trial.set_user_attr("status", REDRAWN)
         trial.set_user_attr("reason", str(config["reason"])[:500])
