@@ -8,6 +8,7 @@ learns from it like from any trial), else as a fixed architecture that the defin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +130,14 @@ def space_params(space: SearchSpace, arch: Architecture, limit: int = 3000) -> d
             trial.study.stop()
         return 0.0
 
-    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
-    try:
-        study.optimize(objective, n_trials=limit)
-    except ValueError:  # a continuous parameter: nothing to walk
-        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+        try:
+            study.optimize(objective, n_trials=limit)
+        except ValueError:  # a continuous parameter: nothing to walk
+            return None
     return found or None
 
 
