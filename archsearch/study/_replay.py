@@ -55,7 +55,7 @@ class Table:
                     break
                 key, _, value = line[1:].partition(":")
                 header[key.strip()] = value.strip()
-        frame = pd.read_csv(path, comment="#")
+        frame = pd.read_csv(path, comment="#", dtype={"digest": str})
         missing = [k for k in TABLE_KEYS if k not in frame.columns]
         if missing:
             raise TableError(f"{path}: no column {missing[0]!r}; expected {', '.join(TABLE_KEYS)}, then metric columns")
@@ -72,7 +72,9 @@ class Table:
             frame.to_csv(f, index=False)
 
     def values(self, metrics: Sequence[str]) -> np.ndarray:
-        return np.array([[float(r[m]) for m in metrics] for r in self.rows.values()])
+        """The measured points (rows whose run failed, with a missing value, left out)."""
+        points = np.array([[float(r[m]) for m in metrics] for r in self.rows.values()])
+        return points[np.isfinite(points).all(axis=1)]
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,11 @@ def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
                 summary = json.loads(config["arch"]) if config["arch"] else config["digest"]
                 raise TableError(f"the table lacks an architecture the space draws ({summary}); rebuild it from this space")
             values = [float(row[m]) for m in metrics]
-            ostudy.tell(trial, values)
-            found.append(values)
+            if all(np.isfinite(values)):
+                ostudy.tell(trial, values)
+                found.append(values)
+            else:  # the architecture's run failed (out of memory, diverged): a failed trial, as in a study
+                ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
         digests.append(config["digest"])
         volume = hypervolume(np.array(found), reference, directions) if found else 0.0
         curve.append(volume / true_volume)
@@ -125,11 +130,13 @@ def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
     return Replay(sampler, seed, np.array(curve), tuple(digests), redrawn)
 
 
-def replay_all(study: Study, table: Table, samplers: Sequence[str], seeds: Sequence[int], trials: int,
-               settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, list[Replay]]:
-    """Every sampler over every seed (sampler settings by sampler name)."""
-    settings = settings or {}
-    return {name: [replay(study, table, name, seed, trials, settings.get(name)) for seed in seeds] for name in samplers}
+def replay_all(study: Study, table: Table, samplers: Mapping[str, tuple[str, Mapping[str, Any] | None]] | Sequence[str],
+               seeds: Sequence[int], trials: int) -> dict[str, list[Replay]]:
+    """Every sampler over every seed: `samplers` names them, or maps a label to (sampler, its settings), so one
+    sampler can be compared with itself under other settings."""
+    specs = samplers if isinstance(samplers, Mapping) else {name: (name, None) for name in samplers}
+    return {label: [replay(study, table, name, seed, trials, settings) for seed in seeds]
+            for label, (name, settings) in specs.items()}
 
 
 def summarise(results: Mapping[str, Sequence[Replay]], share: float = 0.95) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ def test_sampler_keys_pass_through_to_the_constructor(write_study):
     assert dict(study.search.sampler_settings) == {"population_size": 6, "mutation_prob": 0.1}
     sampler = SAMPLERS["nsga2"].build(0, 40, dict(study.search.sampler_settings))
     assert sampler._population_size == 6  # the study's value, not the default sized from the trials
-    assert SAMPLERS["nsga2"].build(0, 40)._population_size == 13
+    assert SAMPLERS["nsga2"].build(0, 60)._population_size == 10 and SAMPLERS["nsga2"].build(0, 8)._population_size == 4
 
 
 @pytest.mark.parametrize(
