@@ -66,3 +66,25 @@ def test_bad_baselines_are_one_line(write_study, entry, key, fragment):
     with pytest.raises(ConfigError) as info:
         Study.load(write_study(extra=f"baselines: {entry}\n"))
     assert (info.value.line, info.value.key) == (6, key) and fragment in info.value.message, str(info.value)
+
+
+def test_the_front_marks_baselines_and_says_which_it_dominates(tmp_path, capsys):
+    import pandas as pd
+
+    from archsearch.cli import main
+    from archsearch.front import compute_front, plot_front
+    from archsearch.study import load_run
+    from tests.test_front import TABLE, make_run
+
+    path = make_run(tmp_path / "run", TABLE)
+    trials = pd.read_csv(path / "trials.csv")
+    trials["baseline"] = trials["trial"].map({3: "deltanet-2attn", 4: "transformer"})  # 3 is dominated, 4 on the front
+    trials.to_csv(path / "trials.csv", index=False)
+    front = compute_front(load_run(path))
+    assert front.baselines() == [("deltanet-2attn", 3, [1, 4]), ("transformer", 4, [])]
+    assert "transformer" in set(front.table()["baseline"].dropna())
+    assert plot_front(front, tmp_path / "f.png").stat().st_size > 1000
+    assert main(["front", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline deltanet-2attn (trial 3): dominated by the front's trials 1, 4" in out
+    assert "baseline transformer (trial 4): on the front (not dominated)" in out
