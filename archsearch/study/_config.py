@@ -25,7 +25,7 @@ from ..metrics import DIRECTIONS, METRICS, OBJECTIVES
 from ..proxy import DataSpec, ProxySettings
 from ..space import Constraints, SearchSpace, parse_constraints, parse_space
 from ._baselines import Baseline, read_baselines
-from ._samplers import SAMPLERS, check_option
+from ._samplers import GRID, SAMPLERS, check_option
 
 TOP_KEYS = {"name", "description", "space", "proxy", "objectives", "constraints", "search", "baselines", "out", "plugins"}
 
@@ -59,6 +59,12 @@ class SearchSettings:
     max_draws: int = 100  # draws per trial before a study of nearly all infeasible draws stops with one line
     # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
     sampler_settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def counts_infeasible(self) -> bool:
+        """Whether an infeasible draw uses up a trial: when the study says so, and always on the grid (whose trials
+        are its points, infeasible ones included)."""
+        return self.count_infeasible or self.sampler == GRID
 
 
 @dataclass(frozen=True)

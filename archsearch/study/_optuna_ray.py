@@ -43,7 +43,7 @@ class ArchSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
             s = self._space.study.search
-            self._ot_trials[trial_id], _ = ask_feasible(self._ot_study, self._space, s.count_infeasible, s.max_draws)
+            self._ot_trials[trial_id], _ = ask_feasible(self._ot_study, self._space, s.counts_infeasible, s.max_draws)
         return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

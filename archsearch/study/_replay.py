@@ -109,7 +109,7 @@ def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
     found: list[list[float]] = []
     curve, digests = [], []
     for _ in range(trials):
-        trial, config = ask_feasible(ostudy, lambda t: draw(study, t), s.count_infeasible, s.max_draws)
+        trial, config = ask_feasible(ostudy, lambda t: draw(study, t), s.counts_infeasible, s.max_draws)
         if config["reason"]:
             ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:

@@ -10,6 +10,14 @@ from archsearch.study._baselines import BASELINE_ATTR, FIXED_ATTR, enqueue_basel
 from archsearch.study._samplers import ask_feasible, draw
 
 
+@pytest.fixture
+def ray_shutdown():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
 def test_seed_hybrids_place_their_attention_where_the_papers_do():
     mixers = lambda name, n: [layer.mixer.family for layer in seed_hybrid(name, 64, n, 256, False).layers]  # noqa: E731
     assert mixers("deltanet-swa", 4) == ["deltanet", "swa", "deltanet", "swa"]
@@ -88,3 +96,18 @@ def test_the_front_marks_baselines_and_says_which_it_dominates(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "baseline deltanet-2attn (trial 3): dominated by the front's trials 1, 4" in out
     assert "baseline transformer (trial 4): on the front (not dominated)" in out
+
+
+@pytest.mark.xdist_group("ray")  # one Ray at a time on a small machine
+def test_a_study_run_trains_its_baseline_first_and_spends_no_trial_on_infeasible_draws(write_study, tmp_path, ray_shutdown):
+    """The one Ray run of these tests: the glue asks through the feasible-only loop and enqueues the baselines."""
+    import pandas as pd
+
+    from archsearch.study import run
+
+    extra = "constraints: {params: {max: 42.6K}}\nbaselines: [{seed: transformer, n_layers: 1}]\n"
+    run_dir = run(str(write_study(trials=3, concurrency=1, extra=extra)), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert len(table) == 3 and set(table["status"]) == {"ok"}
+    baseline = table["baseline"] if "baseline" in table.columns else table["p:baseline"]
+    assert baseline.fillna("").tolist()[0].startswith("transformer")
