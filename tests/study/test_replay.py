@@ -65,3 +65,11 @@ def test_a_table_missing_an_architecture_is_one_line(study_and_table):
     partial = Table(table.header, dict(list(table.rows.items())[:2]))
     with pytest.raises(TableError, match="the table lacks an architecture"):
         replay(study, partial, "random", 0, 12)
+
+
+def test_the_tabular_benchmark_space_is_small_finite_and_feasible():
+    study = Study.load("benchmarks/tabular_study.yaml")
+    archs = {a.digest for a in enumerate_space(study.space) if isinstance(a, Architecture) and not study.violations(a)}
+    assert 50 <= len(archs) <= 100
+    families = {layer.mixer.family for a in enumerate_space(study.space) if isinstance(a, Architecture) for layer in a.layers}
+    assert families == {"deltanet", "h3", "hyena", "attn", "swa"}
