@@ -46,13 +46,30 @@ class Front:
         return [o.metric for o in self.objectives]
 
     def table(self) -> pd.DataFrame:
-        """The front: trial, summary and objectives, best first on the first objective."""
-        front = self.candidates[self.mask][["trial", "summary", *self.metrics]]
+        """The front: trial, summary, objectives (and the baseline's name, where the study has baselines), best
+        first on the first objective."""
+        extra = ["baseline"] if "baseline" in self.candidates.columns else []
+        front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra]]
         first = self.objectives[0]
         return front.sort_values([first.metric, "trial"], ascending=[first.direction == "minimize", True]).reset_index(drop=True)
 
     def row(self, trial: int) -> pd.Series:
         return self.candidates[self.candidates["trial"] == trial].iloc[0]
+
+    def baselines(self) -> list[tuple[str, int, list[int]]]:
+        """Each ok baseline trial (study `baselines:`): its name, trial number, and the front trials dominating it
+        (empty: the baseline is on the front)."""
+        if "baseline" not in self.candidates.columns:
+            return []
+        sign = np.array([1.0 if o.direction == "minimize" else -1.0 for o in self.objectives])
+        values = self.candidates[self.metrics].to_numpy(float) * sign
+        front = np.flatnonzero(self.mask)
+        out = []
+        for i in np.flatnonzero(self.candidates["baseline"].fillna("").astype(str).str.len() > 0):
+            better = [int(self.candidates["trial"].iloc[j]) for j in front
+                      if np.all(values[j] <= values[i]) and np.any(values[j] < values[i])]
+            out.append((str(self.candidates["baseline"].iloc[i]), int(self.candidates["trial"].iloc[i]), better))
+        return out
 
 
 def objectives(run: Run, chosen: str | Sequence[str] | None = None, flag: str = "--objectives") -> tuple[Objective, ...]:
@@ -199,6 +216,12 @@ def _title(fronts: Sequence[Front], labels: Sequence[str]) -> str:
     return "; ".join(parts)
 
 
+def _baseline_rows(front: Front) -> pd.DataFrame:
+    """The candidates that are study baselines (none when the run has no baseline column)."""
+    c = front.candidates
+    return c[c["baseline"].fillna("").astype(str).str.len() > 0] if "baseline" in c.columns else c.iloc[:0]
+
+
 def _plot_matplotlib(fronts: Sequence[Front], labels: Sequence[str], path: Path) -> None:
     import matplotlib
 
@@ -220,6 +243,11 @@ def _plot_matplotlib(fronts: Sequence[Front], labels: Sequence[str], path: Path)
                 ax.step(table[x], table[y], where="post", color=colour, lw=1.5, zorder=2)
             for xv, yv, text in _labels(table, x, y, front.knee):
                 ax.annotate(text, (xv, yv), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            marked = _baseline_rows(front)
+            if len(marked):
+                ax.scatter(marked[x], marked[y], s=140, marker="*", color=colour, edgecolor="black", zorder=4, label=f"{label}: baselines")
+                for xv, yv, name in zip(marked[x], marked[y], marked["baseline"], strict=True):
+                    ax.annotate(f"baseline {name}", (xv, yv), fontsize=7, xytext=(4, -10), textcoords="offset points")
         ax.set_xlabel(axis_title(objectives[i]))
         ax.set_ylabel(axis_title(objectives[j]))
         ax.grid(alpha=0.3)
@@ -251,6 +279,11 @@ def _plot_plotly(fronts: Sequence[Front], labels: Sequence[str], path: Path) -> 
             if stairs:
                 fig.add_trace(go.Scatter(x=table[x], y=table[y], mode="lines", line={"shape": "hv", "color": colour},
                                          legendgroup=label, showlegend=False, hoverinfo="skip"), row=1, col=col)
+            marked = _baseline_rows(front)
+            if len(marked):
+                fig.add_trace(go.Scatter(x=marked[x], y=marked[y], mode="markers", name=f"{label}: baselines", legendgroup=label,
+                                         showlegend=col == 1, marker={"color": colour, "size": 15, "symbol": "star"},
+                                         text=[f"baseline {n}" for n in marked["baseline"]], hoverinfo="text+x+y"), row=1, col=col)
             points = _labels(table, x, y, front.knee)
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in points], y=[p[1] for p in points], mode="markers+text", name=f"{label}: front",

@@ -38,10 +38,15 @@ def describe(front: Front) -> list[str]:
     width = shown["summary"].str.len().max()
     shown["summary"] = shown["summary"].str.ljust(width)  # architectures read left to right
     shown = shown.rename(columns={"summary": "architecture"})
+    if "baseline" in shown.columns:
+        shown["baseline"] = shown["baseline"].fillna("").astype(str)
     shown.insert(0, "", ["knee" if t == front.knee else "" for t in table["trial"]])
     lines.append(f"\nPareto front: {len(table)} of {len(front.candidates)} trials")
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
         lines += ["  " + line.rstrip() for line in shown.to_string(index=False, justify="left").splitlines()]
+    for name, trial, better in front.baselines():
+        lines.append(f"baseline {name} (trial {trial}): " + (f"dominated by the front's trials {', '.join(map(str, better))}"
+                                                              if better else "on the front (not dominated)"))
     lines.append(f"\nhypervolume: {front.hypervolume:.6g} at reference point ({_point(front.objectives, front.reference)}; {front.reference_source})")
     k = front.row(front.knee)
     lines.append(f"knee: trial {front.knee} {k['summary']} ("

@@ -24,9 +24,10 @@ from ..loading import check_feasible, read_space_text
 from ..metrics import DIRECTIONS, METRICS, OBJECTIVES
 from ..proxy import DataSpec, ProxySettings
 from ..space import Constraints, SearchSpace, parse_constraints, parse_space
-from ._samplers import SAMPLERS
+from ._baselines import Baseline, read_baselines
+from ._samplers import GRID, SAMPLERS, check_option
 
-TOP_KEYS = {"name", "description", "space", "proxy", "objectives", "constraints", "search", "out", "plugins"}
+TOP_KEYS = {"name", "description", "space", "proxy", "objectives", "constraints", "search", "baselines", "out", "plugins"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ class SearchSettings:
     early_stopping: EarlyStopping | None = None
     retries: int = 1  # Ray restarts of a trial whose process died (a raised error is recorded, not retried)
     save_weights: bool = False
+    count_infeasible: bool = False  # false: an infeasible draw is redrawn and does not use up a trial
+    max_draws: int = 100  # draws per trial before a study of nearly all infeasible draws stops with one line
+    # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
+    sampler_settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def counts_infeasible(self) -> bool:
+        """Whether an infeasible draw uses up a trial: when the study says so, and always on the grid (whose trials
+        are its points, infeasible ones included)."""
+        return self.count_infeasible or self.sampler == GRID
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Study:
     out: str
     plugins: tuple[str, ...]
     frozen: dict[str, Any]  # the study as data, with the space inlined: what a run directory keeps
+    baselines: tuple[Baseline, ...] = ()  # architectures enqueued before the sampler's own trials
 
     @classmethod
     def load(cls, path: str | Path) -> Study:
@@ -108,10 +120,13 @@ def _load(root: _yaml.Node, path: Path) -> Study:
         constraints = constraints.joined(parse_constraints(top["constraints"], ConfigError))
     check_feasible(space, constraints)
     search = _search(top["search"]) if "search" in top else SearchSettings()
+    baselines = read_baselines(top["baselines"], path.parent, space, constraints) if "baselines" in top else ()
     out = read_value(str, top["out"], "out") if "out" in top else f"runs/{name}"
-    frozen = {k: v.plain() for k, v in top.items() if k not in ("space", "out")}
+    frozen = {k: v.plain() for k, v in top.items() if k not in ("space", "out", "baselines")}
     frozen.update(name=name, space=space_data, proxy=dataclasses.asdict(proxy), plugins=list(plugins))
-    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen)
+    if baselines:  # inlined, like the space: a resumed run needs no baseline files
+        frozen["baselines"] = [{"name": b.name, "arch": b.arch.to_dict()} for b in baselines]
+    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen, baselines)
 
 
 def _space(node: _yaml.Node, path: Path) -> tuple[SearchSpace, dict[str, Any]]:
@@ -229,10 +244,32 @@ def _search(node: _yaml.Node) -> SearchSettings:
             raise fail(sub, key, "expected 0 < grace <= 1 and reduction_factor >= 2")
         return es
 
+    def settings(sub: _yaml.Node, key: str) -> dict[str, Any]:
+        if not isinstance(sub.value, dict):
+            raise fail(sub, key, "expected a mapping of the sampler's constructor keywords")
+        return {name: (item, item.plain()) for name, item in sub.value.items()}
+
+    def not_here(sub: _yaml.Node, key: str) -> None:
+        raise fail(sub, key, "write a sampler's settings under its name, e.g. search: {nsga2: {population_size: 16}}")
+
     if not isinstance(node.value, dict):
         raise fail(node, "search", "expected a mapping of search settings")
     parsers = {"sampler": sampler, "resources": resources, "early_stopping": early_stopping,
-               "trials": positive_int, "concurrency": positive_int}
+               "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int,
+               "sampler_settings": not_here, **dict.fromkeys(SAMPLERS, settings)}
     kwargs = read_fields(SearchSettings, node, "search", parsers=parsers)
     kwargs.update(kwargs.pop("resources", {}))
+    chosen = kwargs.get("sampler", SearchSettings.sampler)
+    trials = kwargs.get("trials", SearchSettings.trials)
+    for name in SAMPLERS:
+        if name not in kwargs:
+            continue
+        given = kwargs.pop(name)
+        if name != chosen:
+            raise fail(node.value[name], f"search.{name}", f"settings for {name}, but search.sampler is {chosen}")
+        for key, (item, value) in given.items():
+            problem = check_option(name, key, value, trials)
+            if problem:
+                raise fail(item, f"search.{name}.{key}", problem)
+        kwargs["sampler_settings"] = tuple((key, value) for key, (_, value) in given.items())
     return SearchSettings(**kwargs)

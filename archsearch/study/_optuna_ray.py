@@ -19,11 +19,10 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from ..errors import ArchsearchError
-from ..sampling import Infeasible, OptunaSampler, sample
 from ._config import Study
 from ._progress import Progress
 from ._rundir import RunDir, TrialsTable
-from ._samplers import SAMPLERS
+from ._samplers import SAMPLERS, ask_feasible, draw
 from ._trial import run_trial
 
 
@@ -34,17 +33,18 @@ class DefineByRun:
         self.study = study
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        number = trial.number
-        try:
-            arch = sample(self.study.space, OptunaSampler(trial))
-        except Infeasible as e:
-            return {"trial_number": number, "arch": None, "digest": "", "reason": str(e)}
-        broken = self.study.violations(arch)
-        return {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "; ".join(broken)}
+        return draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
 
 
 class ArchSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna a trial's true outcome: complete, pruned (early-stopped) or failed."""
+    """OptunaSearch that asks Optuna for feasible architectures only (unless the study counts infeasible draws) and
+    tells it a trial's true outcome: complete, pruned (early-stopped) or failed."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials:
+            s = self._space.study.search
+            self._ot_trials[trial_id], _ = ask_feasible(self._ot_study, self._space, s.counts_infeasible, s.max_draws)
+        return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
@@ -167,7 +167,7 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     s = study.search
     searcher = ArchSearch(space=DefineByRun(study), metric=[o.metric for o in study.objectives],
                           mode=["min" if o.direction == "minimize" else "max" for o in study.objectives],
-                          sampler=SAMPLERS[s.sampler](s.seed, s.trials), storage=storage, study_name=study.name)
+                          sampler=SAMPLERS[s.sampler].build(s.seed, s.trials, dict(s.sampler_settings)), storage=storage, study_name=study.name)
     es, budget = s.early_stopping, study.proxy.tokens
     # max_t past the budget: ASHA stops a trial that reaches max_t, which would cut off its final report
     scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget + 1,

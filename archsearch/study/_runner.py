@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import ArchsearchError
 from ..sampling import space_size
+from ._baselines import enqueue_baselines
 from ._config import Study
 from ._optuna_ray import check_reachable, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
@@ -37,6 +38,8 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
     done = recover(ostudy)
+    for line in enqueue_baselines(ostudy, study.space, study.baselines):
+        print(line)
     table = TrialsTable(run_dir)
     remaining = total - done
     if remaining <= 0:

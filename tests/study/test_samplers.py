@@ -1,0 +1,80 @@
+"""Sampler settings from the study file, constraints recorded on trials, and the feasible-only ask loop (no Ray)."""
+
+import optuna
+import pytest
+
+from archsearch import Architecture
+from archsearch.errors import ConfigError
+from archsearch.study import SAMPLERS, InfeasibleSpace, Study
+from archsearch.study._samplers import CONSTRAINTS_ATTR, REDRAWN, ask_feasible, draw
+
+# two depths x four mixers per layer; the bound keeps the one-layer architectures and a few two-layer ones
+CONSTRAINED = "constraints: {params: {max: 40K}}\n"
+
+
+def test_sampler_keys_pass_through_to_the_constructor(write_study):
+    path = write_study(sampler="nsga2")
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, nsga2: {population_size: 6, mutation_prob: 0.1}}"))
+    study = Study.load(path)
+    assert dict(study.search.sampler_settings) == {"population_size": 6, "mutation_prob": 0.1}
+    sampler = SAMPLERS["nsga2"].build(0, 40, dict(study.search.sampler_settings))
+    assert sampler._population_size == 6  # the study's value, not the default sized from the trials
+    assert SAMPLERS["nsga2"].build(0, 60)._population_size == 10 and SAMPLERS["nsga2"].build(0, 8)._population_size == 4
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "fragment"),
+    [
+        ("nsga2: {populaton_size: 6}", "search.nsga2.populaton_size", "unknown NSGAIISampler setting"),
+        ("nsga2: {population_size: 1}", "search.nsga2.population_size", "refuses 1"),
+        ("nsga2: {mutation_prob: 2.0}", "search.nsga2.mutation_prob", "refuses 2.0"),
+        ("nsga2: {seed: 3}", "search.nsga2.seed", "set by the study"),
+        ("nsga2: {crossover: uniform}", "search.nsga2.crossover", "refuses 'uniform'"),
+        ("tpe: {n_startup_trials: 3}", "search.tpe", "search.sampler is nsga2"),
+        ("nsga2: [1]", "search.nsga2", "expected a mapping"),
+    ],
+)
+def test_bad_sampler_settings_are_one_line(write_study, settings, key, fragment):
+    path = write_study(sampler="nsga2")
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, " + settings + "}"))
+    with pytest.raises(ConfigError) as info:
+        Study.load(path)
+    assert info.value.key == key and info.value.line == 5 and fragment in info.value.message
+    assert "\n" not in str(info.value)
+
+
+def _ostudy(study, sampler="random", seed=0):
+    return optuna.create_study(directions=[o.direction for o in study.objectives],
+                               sampler=SAMPLERS[sampler].build(seed, study.search.trials))
+
+
+def test_infeasible_draws_are_redrawn_and_recorded_as_constraints(write_study):
+    study = Study.load(write_study(extra=CONSTRAINED))
+    ostudy = _ostudy(study)
+    for _ in range(6):
+        trial, config = ask_feasible(ostudy, lambda t: draw(study, t), count_infeasible=False, max_draws=50)
+        assert config["reason"] == "" and study.violations(Architecture.from_json(config["arch"])) == []
+        assert all(v <= 0 for v in trial.user_attrs[CONSTRAINTS_ATTR])
+        ostudy.tell(trial, [1.0, 1.0])
+    redrawn = [t for t in ostudy.get_trials() if t.user_attrs.get("status") == REDRAWN]
+    assert redrawn, "the bound should have made some draws infeasible"
+    for t in redrawn:
+        assert t.state == optuna.trial.TrialState.PRUNED and max(t.user_attrs[CONSTRAINTS_ATTR]) > 0
+        if hasattr(t, "constraints") and isinstance(t.constraints, dict):  # Optuna 5: the samplers read these
+            assert max(t.constraints.values()) > 0
+
+
+def test_counted_infeasible_draws_are_returned(write_study):
+    study = Study.load(write_study(extra=CONSTRAINED))
+    ostudy = _ostudy(study)
+    reasons = [ask_feasible(ostudy, lambda t: draw(study, t), count_infeasible=True, max_draws=1)[1]["reason"] for _ in range(12)]
+    assert any(reasons) and not all(reasons)
+
+
+def test_a_space_of_infeasible_draws_stops_after_the_bound_with_one_line(write_study):
+    study = Study.load(write_study(extra="constraints: {params: {min: 1K}}\n"))  # every draw is feasible here ...
+    ostudy = _ostudy(study)
+    always = lambda t: {**draw(study, t), "reason": "params too many"}  # ... so make every draw infeasible  # noqa: E731
+    with pytest.raises(InfeasibleSpace, match=r"^7 draws in a row were infeasible \(most often: params too many\)") as info:
+        ask_feasible(ostudy, always, count_infeasible=False, max_draws=7)
+    assert "\n" not in str(info.value) and len(ostudy.get_trials()) == 7
