@@ -246,21 +246,25 @@ def _record_rate(metrics: Metrics, windows: TimingWindows | None, steps: int, se
 class _Steps:
     """One training step (forward, backward, clip, optimizer), compiled when asked.
 
-    The model is compiled whole (`fullgraph=True`, fixed shapes) for its training forward; evaluation runs the
-    eager module. Inductor compiles the forward at the first step and the backward at its first backward, so the
-    first step is attempted compiled: if compiling fails (a block that cannot be traced, a backend error), the
-    step is redone eagerly and the run goes on eagerly, with the reason recorded.
+    Compiled means each layer and the head compiled on its own, in one graph each (`HybridLM.compile_regions`,
+    `fullgraph=True`, fixed shapes): compiling then costs one layer per layer kind, not the whole depth, and the
+    shared cache serves every trial holding the same layers. Inductor compiles the forwards at the first step and
+    the backwards at its first backward, so the first step is attempted compiled: if compiling fails (a block that
+    cannot be traced, a backend error), the step is redone eagerly and the run goes on eagerly, with the reason
+    recorded. Evaluation runs the same modules.
     """
 
     def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
         self.model, self.opt, self.settings, self.autocast = model, opt, settings, autocast
-        self.forward = model
+        self.compiled = compiled
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
         if compiled:
             _share_compile_cache()
-            self.forward = torch.compile(model, fullgraph=True, dynamic=False)
+            # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            model.compile_regions(fullgraph=True, dynamic=False)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         if not self._first:
@@ -273,17 +277,18 @@ class _Steps:
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on eagerly
-            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
-            self.forward = self.model
+            lines = str(e).strip().splitlines()
+            self.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+            self.compiled = False
+            self.model.uncompile_regions()
             self.opt.zero_grad(set_to_none=True)
-            torch._dynamo.reset()
             return self._step(x, y)
         self.compile_seconds = time.perf_counter() - start
         return out
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
         with self.autocast:
-            out = self.forward(x, y)
+            out = self.model(x, y)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.opt.step()
@@ -291,7 +296,7 @@ class _Steps:
         return out
 
     def record(self, metrics: Metrics) -> None:
-        metrics.compiled = self.forward is not self.model
+        metrics.compiled = self.compiled
         metrics.compile_seconds = self.compile_seconds
         metrics.compile_error = self.error
 
