@@ -10,8 +10,8 @@ T 4096 and 8192.
 Before its run, each compiled row checks on its first batch that the compiled model gives the eager model's loss and
 gradients, and a two-layer copy of the architecture is traced whole (`torch._dynamo.explain`) for graph breaks.
 
-    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --out results.json            # every T1024 row
-    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --long --out long.json        # the T4096 and T8192 rows
+    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --out results.json                 # every row
+    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --parts long --out long.json       # the T4096 and T8192 rows
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from archsearch.model import build_model
 from archsearch.proxy import ProxySettings, evaluate
 
 D, N = 512, 16
+DEVICE = "cuda"
 PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
 TOKENS_PER_BATCH = 16 * 1024
 STEPS = 80  # warm-up of 8, three windows of 20, and room after them
@@ -64,16 +65,17 @@ def check(arch: Architecture, seq_len: int, batch: int) -> dict:
     """Graph breaks of a two-layer copy traced whole, and the compiled model's loss and gradients against the eager
     model's on one batch (bf16 autocast, as the proxy trains)."""
     small = dataclasses.replace(arch, layers=arch.layers[:2])
-    x = torch.randint(0, 256, (batch, seq_len), device="cuda")
-    with torch.autocast("cuda", torch.bfloat16):
-        explained = torch._dynamo.explain(build_model(small).cuda())(x[:2], x[:2])
+    x = torch.randint(0, 256, (batch, seq_len), device=DEVICE)
+    autocast = torch.autocast(DEVICE, torch.bfloat16, enabled=DEVICE == "cuda")
+    with autocast:
+        explained = torch._dynamo.explain(build_model(small).to(DEVICE))(x[:2], x[:2])
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = build_model(arch).cuda()
+    model = build_model(arch).to(DEVICE)
 
     def loss_and_grads():
         model.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", torch.bfloat16):
+        with autocast:
             loss = model(x, x).loss
         loss.backward()
         return loss.item(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
@@ -94,7 +96,7 @@ def run(name: str, arch: Architecture, compiled: bool, seq_len: int) -> dict:
         if compiled:
             row.update(check(arch, seq_len, batch))
         settings = ProxySettings(tokens=STEPS * TOKENS_PER_BATCH, batch_size=batch, seq_len=seq_len, compile=compiled,
-                                 evals=1, eval_tokens=4 * TOKENS_PER_BATCH, timing_steps=20, device="cuda")
+                                 evals=1, eval_tokens=4 * TOKENS_PER_BATCH, timing_steps=20, device=DEVICE)
         m = evaluate(arch, settings)
         flops = 3 * arch.cost(context=seq_len).flops_per_token
         row.update(status=m.status, reason=m.reason, params=m.params, bpb=m.bits_per_byte, tokens_per_s=m.train_tokens_per_s,
@@ -104,50 +106,67 @@ def run(name: str, arch: Architecture, compiled: bool, seq_len: int) -> dict:
     except Exception as e:  # noqa: BLE001 - a broken family must not hide the others' numbers
         row.update(status="error", reason=f"{type(e).__name__}: {e}"[:300])
     torch._dynamo.reset()
-    torch.cuda.empty_cache()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
     return row
+
+
+def plan(parts: list[str]) -> list[tuple[str, bool, int]]:
+    """The rows, most wanted first: the compiled Transformer (the reference), every compiled row at T1024, the long
+    rows (each beside the compiled Transformer at its length), then the eager rows."""
+    rows = {"compiled": [(n, True, 1024) for n in ARCHS], "long": [(n, True, t) for t in (4096, 8192) for n in LONG],
+            "eager": [(n, False, 1024) for n in ARCHS]}
+    return list(dict.fromkeys([("transformer", True, 1024)] + [r for part in parts for r in rows[part]]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--long", action="store_true", help="the T4096 and T8192 rows (compiled) instead of T1024")
-    ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
-    ap.add_argument("--eager", default="1", help="also the eager rows (T1024): 1 or 0")
+    ap.add_argument("--parts", default="compiled,long,eager", help="comma-separated: compiled, long, eager")
+    ap.add_argument("--only", default="", help="comma-separated name prefixes to run (the reference always runs)")
     ap.add_argument("--out", default="proxy_hybrids.json")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
     args = ap.parse_args()
-    plan = [("transformer", True, 1024)]  # the reference first, then every row beside it
-    if args.long:
-        plan += [(n, True, t) for t in (4096, 8192) for n in LONG]
-    else:
-        plan += [(n, c, 1024) for n in ARCHS for c in ((True, False) if args.eager == "1" else (True,))]
-        plan.remove(("transformer", True, 1024))
-        plan.insert(0, ("transformer", True, 1024))
-    plan = list(dict.fromkeys(plan))
+    start = time.perf_counter()
     rows = []
-    for name, compiled, t in plan:
-        if args.only and not any(name.startswith(p) for p in args.only.split(",")) and (name, compiled, t) != plan[0]:
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    todo = plan(args.parts.split(","))
+    for name, compiled, t in todo:
+        if args.only and not any(name.startswith(p) for p in args.only.split(",")) and (name, compiled, t) != todo[0]:
+            continue
+        if time.perf_counter() - start > args.budget_s:
+            print(f"budget spent: skipped {name} (T{t}, {'compiled' if compiled else 'eager'})", flush=True)
             continue
         rows.append(run(name, ARCHS[name], compiled, t))
         print(json.dumps(rows[-1]), flush=True)
         with open(args.out, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump({"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    print(table(rows, device_name))
+
+
+def table(rows: list[dict], device_name: str) -> str:
+    """Markdown: each row beside the compiled Transformer at its length (and at T1024) from the same run."""
     ref = {r["seq_len"]: r["tokens_per_s"] for r in rows if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")}
-    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}; {TOKENS_PER_BATCH:,} tokens per batch")
-    print("| architecture | T | mode | params | tok/s | spread | vs compiled transformer T1024 | MFU | compile s | bits/byte | check |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lines = [f"{device_name}, torch {torch.__version__}; {TOKENS_PER_BATCH:,} tokens per batch",
+             "| architecture | T | mode | params | tok/s | spread | vs compiled transformer, same T | vs T1024 | MFU | compile s cold / warm | bits/byte | check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         mode = "compiled" if r["compiled"] else "eager"
         if r.get("status") != "ok" or not r.get("tokens_per_s"):
-            print(f"| {r['name']} | {r['seq_len']} | {mode} | - | {r.get('status')}: {(r.get('reason') or r.get('timing_note') or '')[:100]} | | | | | | |")
+            why = (r.get("reason") or r.get("timing_note") or "")[:120]
+            lines.append(f"| {r['name']} | {r['seq_len']} | {mode} | | {r.get('status')}: {why} | | | | | | | |")
             continue
         if r["compiled"] and not r["ran_compiled"]:
-            mode = f"eager fallback ({r['compile_error'][:60]})"
-        base = ref.get(1024)
-        check_ = (f"breaks {r['graph_breaks']}, loss {r['loss_compiled']:.4f}/{r['loss_eager']:.4f}, grad err {r['grad_rel_err']:.1e}"
+            mode = f"eager fallback ({r['compile_error'][:80]})"
+        same, base = ref.get(r["seq_len"]), ref.get(1024)
+        check_ = (f"breaks {r['graph_breaks']}, loss {r['loss_compiled']:.4f} vs {r['loss_eager']:.4f}, grads {r['grad_rel_err']:.1e}"
                   if "graph_breaks" in r else "")
-        print(f"| {r['name']} | {r['seq_len']} | {mode} | {r['params'] / 1e6:.1f}M | {r['tokens_per_s']:,.0f} | {r['spread']:.1%} | "
-              f"{r['tokens_per_s'] / base:.2f}x | {r['mfu']:.1%} | {r['compile_s'] or 0:.0f} | {r['bpb']:.3f} | {check_} |"
-              if base else f"| {r['name']} | {r['seq_len']} | {mode} | {r['tokens_per_s']:,.0f} |")
+        cold = f"{r['check_compile_s']:.0f} / {r['compile_s'] or 0:.1f}" if "check_compile_s" in r else "-"
+        vs_same, vs_base = (f"{r['tokens_per_s'] / x:.2f}x" if x else "-" for x in (same, base))
+        lines.append(
+            f"| {r['name']} | {r['seq_len']} | {mode} | {r['params'] / 1e6:.1f}M | {r['tokens_per_s']:,.0f} | {r['spread']:.1%} | "
+            f"{vs_same} | {vs_base} | {r['mfu']:.1%} | {cold} | {r['bpb']:.3f} | {check_} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
