@@ -124,7 +124,9 @@ def main() -> None:
     ap.add_argument("--parts", default="compiled,long,eager", help="comma-separated: compiled, long, eager")
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run (the reference always runs)")
     ap.add_argument("--out", default="proxy_hybrids.json")
+    ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
+    ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
     args = ap.parse_args()
     start = time.perf_counter()
     rows = []
@@ -132,6 +134,8 @@ def main() -> None:
     todo = plan(args.parts.split(","))
     for name, compiled, t in todo:
         if args.only and not any(name.startswith(p) for p in args.only.split(",")) and (name, compiled, t) != todo[0]:
+            continue
+        if args.skip and any(name.startswith(p) for p in args.skip.split(",")):
             continue
         if time.perf_counter() - start > args.budget_s:
             print(f"budget spent: skipped {name} (T{t}, {'compiled' if compiled else 'eager'})", flush=True)
@@ -141,6 +145,32 @@ def main() -> None:
         with open(args.out, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
     print(table(rows, device_name))
+    for name in filter(None, args.profile.split(",")):
+        print(f"\n### {name}, compiled, one training step at 16 x 1024: GPU kernels by total time over 3 steps")
+        print(profile(ARCHS[name]))
+
+
+def profile(arch: Architecture, seq_len: int = 1024) -> str:
+    """What holds a compiled model back: its kernels by GPU time over three training steps (forward, backward)."""
+    torch.manual_seed(0)
+    model = build_model(arch).to(DEVICE)
+    model.compile_regions(fullgraph=True, dynamic=False)
+    x = torch.randint(0, 256, (TOKENS_PER_BATCH // seq_len, seq_len), device=DEVICE)
+
+    def step():
+        with torch.autocast(DEVICE, torch.bfloat16):
+            model(x, x).loss.backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    table_ = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70)
+    torch._dynamo.reset()
+    return table_
 
 
 def table(rows: list[dict], device_name: str) -> str:

@@ -154,6 +154,8 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
 
     def batch():
         x, y = corpus.batch("train", settings.batch_size, seq_len, g) if corpus else TASKS[task.name](task, settings.batch_size, g)
+        if device.type == "cuda":  # a copy from pageable memory would wait for the GPU: a host sync every step
+            x, y = x.pin_memory(), y.pin_memory()
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     wall_start = time.perf_counter()

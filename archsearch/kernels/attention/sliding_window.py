@@ -283,7 +283,7 @@ def _(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> tuple[Tenso
 def _attention_backward_op(
     q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, do: Tensor, window: int, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    q, k, v, do = q.contiguous(), k.contiguous(), v.contiguous(), do.contiguous()
+    q, k, v, o, lse, do = (x.contiguous() for x in (q, k, v, o, lse, do))
     b, t_q, h, d = q.shape
     t_k, h_kv = k.shape[1], k.shape[2]
     delta = torch.empty_like(lse)

@@ -639,6 +639,8 @@ def _chunk_op(
     output_final_state: bool, chunk_size: int, save_for_backward: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(o, final state, and what the backward reuses: tm, w, h, vn); a tensor not asked for comes back empty."""
+    # contiguous inside the op too: under torch.compile, Inductor may hand the op padded strides
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
     o, ht, (tm, w, h, vn) = chunk_delta_rule_fwd(
         q, k, v, beta, scale, initial_state, output_final_state, chunk_size, save_for_backward
     )
@@ -669,6 +671,7 @@ def _chunk_backward_op(
     do: Tensor, dht: Tensor | None, need_dh0: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """(dq, dk, dv, dbeta in float32, dh0 in float32 or empty)."""
+    q, k, v, beta, tm, w, h, vn = (x.contiguous() for x in (q, k, v, beta, tm, w, h, vn))
     dq, dk, dv, dbeta, dh0 = chunk_delta_rule_bwd(
         q, k, v, beta, tm, w, h, vn, scale, do.contiguous(), None if dht is None else dht.contiguous(), need_dh0
     )

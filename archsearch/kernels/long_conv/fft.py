@@ -260,6 +260,7 @@ def _cufft_backward_op(
     """(du, dh, dskip; dskip empty without skip)."""
     c, t = dy.shape[-2:]
     n = fft_size(t)
+    spec_u, spec_h, scale_h, scale = (x.contiguous() for x in (spec_u, spec_h, scale_h, scale))
     scale_h, scale = (scale_h, scale) if half else (None, None)
     g = dy.reshape(-1, t).contiguous()
     rows = spec_u.shape[0]

@@ -264,6 +264,7 @@ def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[T
     n = fft_size(t)
     n1, n2, mats = _plan(n, u.device, f16)
     hr, hi = filter_spectrum(h, t, n, n1, n2)
+    skip = skip.contiguous() if skip is not None else None
     split, per = _splits((x.shape[0] + 1) // 2, c, u.device)
     y = torch.empty_like(x)
     _long_conv_fwd_kernel[(c, split)](
@@ -292,6 +293,8 @@ def _monarch_backward_op(
     n = fft_size(t)
     n1, n2, mats = _plan(n, x.device, f16)
     g = dy.reshape(b, c, t).contiguous()
+    hr, hi = hr.contiguous(), hi.contiguous()
+    skip = skip.contiguous() if skip is not None else None
     split, per = _splits((b + 1) // 2, c, x.device)
     du = torch.empty_like(x)
     dh = torch.empty(split, c, t, device=x.device, dtype=torch.float32)

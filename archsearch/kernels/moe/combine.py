@@ -77,7 +77,7 @@ def _combine(out: Tensor, pos: Tensor, gates: Tensor | None, n: int) -> Tensor:
 
 @torch.library.custom_op("archsearch::moe_combine", mutates_args=())
 def _combine_op(out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
-    return _combine(out.contiguous(), pos, gates.contiguous(), pos.shape[0])
+    return _combine(out.contiguous(), pos.contiguous(), gates.contiguous(), pos.shape[0])
 
 
 @_combine_op.register_fake
@@ -87,7 +87,7 @@ def _(out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
 
 @torch.library.custom_op("archsearch::moe_combine_backward", mutates_args=())
 def _combine_backward_op(dy: Tensor, out: Tensor, pos: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
-    out, gates = out.contiguous(), gates.contiguous()
+    out, pos, gates = out.contiguous(), pos.contiguous(), gates.contiguous()
     n, k = pos.shape
     dout = torch.empty_like(out)
     dgates = torch.empty_like(gates)
@@ -117,7 +117,7 @@ _combine_op.register_autograd(_combine_backward, setup_context=_combine_setup)
 
 @torch.library.custom_op("archsearch::moe_sum_slots", mutates_args=())
 def _sum_slots_op(rows: Tensor, pos: Tensor) -> Tensor:
-    return _combine(rows.contiguous(), pos, None, pos.shape[0])
+    return _combine(rows.contiguous(), pos.contiguous(), None, pos.shape[0])
 
 
 @_sum_slots_op.register_fake
