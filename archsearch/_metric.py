@@ -54,8 +54,8 @@ class Metric:
     """One number a trial records."""
 
     name: str
-    direction: str  # minimize or maximize: the natural direction, when an objective gives none
-    unit: str  # count, flops, bytes, tokens/s, nats, bits/byte, ratio, seconds, tokens, ...
+    direction: str | None  # minimize or maximize: the natural direction, when an objective gives none; None for a note
+    unit: str  # count, flops, bytes, tokens/s, nats, bits/byte, ratio, seconds, tokens, ..., or text (a note)
     source: str  # "cost" (the cost model, known before training) or "proxy" (measured by the proxy run)
     doc: str
     label: str  # how `archsearch train` names it
@@ -65,6 +65,8 @@ class Metric:
 
     def format(self, value: Any) -> str:
         """The value for a table."""
+        if self.unit == "text":
+            return str(value)
         v = float(value)
         if not math.isfinite(v):
             return str(v)
@@ -81,11 +83,14 @@ class Metric:
         return f"{self.name} needs {self.requires.needs}"
 
 
-def metric(direction: str, unit: str, doc: str, *, label: str = "", detail: str | None = None,
+def metric(direction: str | None, unit: str, doc: str, *, label: str = "", detail: str | None = None,
            requires: Requirement | None = None, objective: bool = True) -> dict[str, Any]:
-    """Field metadata that makes a dataclass field a metric: `x: float | None = field(default=None, metadata=metric(...))`."""
-    if direction not in ("minimize", "maximize"):
-        raise ValueError(f"direction {direction!r}: expected minimize or maximize")
+    """Field metadata that makes a dataclass field a metric: `x: float | None = field(default=None, metadata=metric(...))`.
+    A note the table records beside the numbers (unit "text") has no direction and is never an objective."""
+    if (direction is None) != (unit == "text") or direction not in ("minimize", "maximize", None):
+        raise ValueError(f"direction {direction!r}: expected minimize or maximize (None for a text note)")
+    if unit == "text" and objective:
+        raise ValueError("a text note cannot be an objective")
     return {METADATA_KEY: {"direction": direction, "unit": unit, "doc": doc, "label": label, "detail": detail,
                            "requires": requires, "objective": objective}}
 

@@ -29,7 +29,7 @@ def metric_table() -> str:
     for m in METRICS.values():
         needs = m.requires.needs if m.requires else ""
         role = "" if m.objective else " (recorded, not an objective)"
-        rows.append(f"| `{m.name}` | {m.direction[:3]} | {m.unit} | {'cost model' if m.source == 'cost' else 'proxy'}{role} | {needs} | {m.doc} |")
+        rows.append(f"| `{m.name}` | {(m.direction or '')[:3]} | {m.unit} | {'cost model' if m.source == 'cost' else 'proxy'}{role} | {needs} | {m.doc} |")
     return "\n".join(rows) + "\n"
 
 

@@ -84,6 +84,10 @@ class HybridLM(nn.Module):
         h = self.embed(idx)
         for layer in self.layers:
             h = layer(h)
+        return self.output(h, targets)
+
+    def output(self, h: Tensor, targets: Tensor | None) -> LMOutput:
+        """The head on the last hidden states: logits, and with targets the losses."""
         logits = self.logits(h)
         if targets is None:
             return LMOutput(logits)
@@ -91,6 +95,20 @@ class HybridLM(nn.Module):
         aux = [b.aux_loss for b in self.blocks() if b.aux_loss is not None]
         aux_loss = torch.stack(aux).sum() if aux else None
         return LMOutput(logits, ce + aux_loss if aux else ce, ce, aux_loss)
+
+    def compile_regions(self, **options: Any) -> None:
+        """Compile each layer and the head on its own, in place (torch.compile's regional compilation): layers of
+        one kind share one compiled graph, so compiling costs a layer per kind rather than the whole depth, and a
+        cache of compiled graphs serves every model that holds the same layers. `options` go to torch.compile."""
+        for layer in self.layers:
+            layer.compile(**options)
+        self.output = torch.compile(self.output, **options)
+
+    def uncompile_regions(self) -> None:
+        """Undo `compile_regions`: the eager modules again (after a failed compile)."""
+        for layer in self.layers:
+            layer._compiled_call_impl = None  # what nn.Module.compile sets
+        self.__dict__.pop("output", None)
 
     def init_state(self, batch: int) -> list[Any]:
         p = next(self.parameters())

@@ -1,23 +1,37 @@
-"""GPU benchmark: a proxy run of each seed hybrid beside a plain compiled Transformer of the same size.
+"""GPU benchmark: proxy runs of every pure block family and the seed hybrids, compiled and eager, beside the
+compiled Transformer of the same size measured in the same run.
 
-Every architecture trains for the same token budget on the built-in corpus; the table gives validation bits per
-byte, perplexity and steady-state training tokens/s (timed exclusively, after warm-up and compilation).
+Every architecture trains on the built-in corpus with the proxy's own loop: warm-up (compilation included), then
+three timed windows of 20 steps under the exclusive device lock; tokens/s is their median, spread their
+(max - min) / median. MFU is training FLOPs (3x the cost model's forward FLOPs per token at the run's length) times
+tokens/s over the H100/H200 bf16 dense peak (989 TFLOP/s). Long rows keep the tokens per batch (16 x 1024) at
+T 4096 and 8192.
 
-    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --tokens 2000000 --out results.json
+Before its run, each compiled row checks on its first batch that the compiled model gives the eager model's loss and
+gradients, and a two-layer copy of the architecture is traced whole (`torch._dynamo.explain`) for graph breaks.
+
+    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --out results.json                 # every row
+    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --parts long --out long.json       # the T4096 and T8192 rows
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 import torch
 
 from archsearch import Architecture, BlockSpec, LayerSpec
-from archsearch.proxy import ProxySettings, evaluate
+from archsearch.model import build_model
+from archsearch.proxy import ProxySettings, run_proxy
 
 D, N = 512, 16
+DEVICE = "cuda"
+PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
+TOKENS_PER_BATCH = 16 * 1024
+STEPS = 68  # warm-up of 6, three windows of 20, two steps after them
 
 
 def stack(mixers: list[str], channels: list[str | None] | None = None, **params) -> Architecture:
@@ -30,60 +44,161 @@ def stack(mixers: list[str], channels: list[str | None] | None = None, **params)
     return Architecture(D, tuple(layers))
 
 
+TWO_ATTENTION = [0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]  # layers 1 and 8 attention, as the seeds have it
 ARCHS = {
-    "transformer (compiled)": (stack(["attn"] * N, heads=8), True),
-    "transformer": (stack(["attn"] * N, heads=8), False),
-    "deltanet": (stack(["deltanet"] * N, heads=8), False),
-    "deltanet + swa alternating": (stack(["deltanet", "swa"] * (N // 2), heads=8, window=512), False),
-    "deltanet + 2 attention": (stack(["deltanet"] + ["attn"] + ["deltanet"] * 6 + ["attn"] + ["deltanet"] * 7, heads=8), False),
-    "h3 + 2 attention": (stack(["h3"] + ["attn"] + ["h3"] * 6 + ["attn"] + ["h3"] * 7, heads=8), False),
-    "hyena": (stack(["hyena"] * N), False),
-    "gau": (stack(["gau"] * (2 * N), [None] * (2 * N)), False),
-    "moe (switch, 8 experts)": (stack(["attn"] * N, ["glu", "moe"] * (N // 2), heads=8, experts=8), False),
+    "transformer": stack(["attn"] * N, heads=8),
+    "swa (window 512)": stack(["swa"] * N, heads=8, window=512),
+    "deltanet": stack(["deltanet"] * N, heads=8),
+    "h3": stack(["h3"] * N),
+    "hyena": stack(["hyena"] * N),
+    "gau (32 layers, no MLP)": stack(["gau"] * (2 * N), [None] * (2 * N)),
+    "brt": stack(["brt"] * N, heads=8),
+    "moe (switch, 8 experts)": stack(["attn"] * N, ["glu", "moe"] * (N // 2), heads=8, experts=8),
+    "deltanet + swa alternating": stack(["deltanet", "swa"] * (N // 2), heads=8, window=512),
+    "deltanet + 2 attention": stack(["attn" if a else "deltanet" for a in TWO_ATTENTION], heads=8),
+    "h3 + 2 attention": stack(["attn" if a else "h3" for a in TWO_ATTENTION], heads=8),
 }
+LONG = ("transformer", "deltanet", "h3", "hyena")
+
+
+def check(arch: Architecture, seq_len: int, batch: int) -> dict:
+    """Graph breaks of a two-layer copy traced whole, and the compiled model's loss and gradients against the eager
+    model's on one batch (bf16 autocast, as the proxy trains)."""
+    small = dataclasses.replace(arch, layers=arch.layers[:2])
+    x = torch.randint(0, 256, (batch, seq_len), device=DEVICE)
+    autocast = torch.autocast(DEVICE, torch.bfloat16, enabled=DEVICE == "cuda")
+    with autocast:
+        explained = torch._dynamo.explain(build_model(small).to(DEVICE))(x[:2], x[:2])
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model(arch).to(DEVICE)
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model(x, x).loss
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+
+    loss, grads = loss_and_grads()
+    model.compile_regions(fullgraph=True, dynamic=False)
+    start = time.perf_counter()
+    loss_c, grads_c = loss_and_grads()
+    seconds = time.perf_counter() - start
+    return {"graph_breaks": explained.graph_break_count, "loss_eager": loss, "loss_compiled": loss_c,
+            "grad_rel_err": ((grads_c - grads).norm() / grads.norm()).item(), "check_compile_s": seconds}
+
+
+def run(name: str, arch: Architecture, compiled: bool, seq_len: int) -> dict:
+    batch = TOKENS_PER_BATCH // seq_len
+    row = {"name": name, "summary": arch.summary(), "compiled": compiled, "seq_len": seq_len, "batch": batch}
+    try:
+        if compiled:
+            row.update(check(arch, seq_len, batch))
+        settings = ProxySettings(tokens=STEPS * TOKENS_PER_BATCH, batch_size=batch, seq_len=seq_len, compile=compiled,
+                                 evals=1, eval_tokens=2 * TOKENS_PER_BATCH, timing_steps=20, device=DEVICE)
+        m = run_proxy(arch, settings)
+        flops = 3 * arch.cost(context=seq_len).flops_per_token
+        row.update(status=m.status, reason=m.reason, params=m.params, bpb=m.bits_per_byte, tokens_per_s=m.train_tokens_per_s,
+                   spread=m.train_tokens_per_s_spread, timing_note=m.timing_note, ran_compiled=m.compiled,
+                   compile_s=m.compile_seconds, compile_error=m.compile_error, peak_gib=(m.peak_memory_bytes or 0) / 2**30,
+                   wall_s=m.wall_seconds, mfu=flops * m.train_tokens_per_s / PEAK_FLOPS if m.train_tokens_per_s else None)
+    except Exception as e:  # noqa: BLE001 - a broken family must not hide the others' numbers
+        row.update(status="error", reason=f"{type(e).__name__}: {e}"[:300])
+    torch._dynamo.reset()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def plan(parts: list[str]) -> list[tuple[str, bool, int]]:
+    """The rows, most wanted first: the compiled Transformer (the reference), every compiled row at T1024, the long
+    rows (each beside the compiled Transformer at its length), then the eager rows."""
+    rows = {"compiled": [(n, True, 1024) for n in ARCHS], "long": [(n, True, t) for t in (4096, 8192) for n in LONG],
+            "eager": [(n, False, 1024) for n in ARCHS]}
+    todo = list(dict.fromkeys([("transformer", True, 1024)] + [r for part in parts for r in rows[part]]))
+    # the block-recurrent rows last: its compiled form once ended a run with an illegal memory access
+    return [r for r in todo if not r[0].startswith("brt")] + [r for r in todo if r[0].startswith("brt")]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=2_000_000)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=1024)
-    ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
+    ap.add_argument("--parts", default="compiled,long,eager", help="comma-separated: compiled, long, eager")
+    ap.add_argument("--only", default="", help="comma-separated name prefixes to run (the reference always runs)")
     ap.add_argument("--out", default="proxy_hybrids.json")
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
+    ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
     args = ap.parse_args()
+    start = time.perf_counter()
     rows = []
-    for name, (arch, compiled) in ARCHS.items():
-        if args.only and not any(name.startswith(prefix) for prefix in args.only.split(",")):
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    todo = plan(args.parts.split(","))
+    for name, compiled, t in todo:
+        if args.only and not any(name.startswith(p) for p in args.only.split(",")) and (name, compiled, t) != todo[0]:
             continue
-        settings = ProxySettings(tokens=args.tokens, batch_size=args.batch_size, seq_len=args.seq_len, compile=compiled,
-                                 evals=2, eval_tokens=262_144, timing_steps=10, device=args.device)
-        start = time.time()
-        try:
-            m = evaluate(arch, settings)
-            row = {"name": name, "summary": arch.summary(), "params": arch.cost().params, "status": m.status, "reason": m.reason,
-                   "bpb": m.bits_per_byte, "ppl": m.perplexity, "tokens_per_s": m.train_tokens_per_s,
-                   "peak_gib": (m.peak_memory_bytes or 0) / 2**30, "wall_s": time.time() - start, "corpus": m.corpus_digest}
-        except Exception as e:  # a broken family must not hide the others' numbers
-            row = {"name": name, "summary": arch.summary(), "status": "error", "reason": f"{type(e).__name__}: {e}"[:200]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    DEVICE_NAME = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    base = next((r["tokens_per_s"] for r in rows if r["name"] == "transformer (compiled)" and r.get("tokens_per_s")), None)
-    with open(args.out, "w") as f:
-        json.dump({"device": DEVICE_NAME, "torch": torch.__version__, "tokens": args.tokens,
-                   "batch": f"{args.batch_size}x{args.seq_len}", "rows": rows}, f, indent=1)
-    print(f"\n{DEVICE_NAME}, torch {torch.__version__}, {args.tokens:,} tokens at {args.batch_size}x{args.seq_len}")
-    print("| architecture | summary | params | bits/byte | ppl | train tok/s | vs compiled transformer | peak GiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        if args.skip and any(name.startswith(p) for p in args.skip.split(",")):
+            continue
+        if time.perf_counter() - start > args.budget_s:
+            print(f"budget spent: skipped {name} (T{t}, {'compiled' if compiled else 'eager'})", flush=True)
+            continue
+        rows.append(run(name, ARCHS[name], compiled, t))
+        print(json.dumps(rows[-1]), flush=True)
+        with open(args.out, "w") as f:
+            json.dump({"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
+    print(table(rows, device_name))
+    for name in filter(None, args.profile.split(",")):
+        print(f"\n### {name}, compiled, one training step at 16 x 1024: GPU kernels by total time over 3 steps")
+        print(profile(ARCHS[name]))
+
+
+def profile(arch: Architecture, seq_len: int = 1024) -> str:
+    """What holds a compiled model back: its kernels by GPU time over three training steps (forward, backward)."""
+    torch.manual_seed(0)
+    model = build_model(arch).to(DEVICE)
+    model.compile_regions(fullgraph=True, dynamic=False)
+    x = torch.randint(0, 256, (TOKENS_PER_BATCH // seq_len, seq_len), device=DEVICE)
+
+    def step():
+        with torch.autocast(DEVICE, torch.bfloat16):
+            model(x, x).loss.backward()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    table_ = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70)
+    torch._dynamo.reset()
+    return table_
+
+
+def table(rows: list[dict], device_name: str) -> str:
+    """Markdown: each row beside the compiled Transformer at its length (and at T1024) from the same run."""
+    ref = {r["seq_len"]: r["tokens_per_s"] for r in rows if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")}
+    lines = [f"{device_name}, torch {torch.__version__}; {TOKENS_PER_BATCH:,} tokens per batch",
+             "| architecture | T | mode | params | tok/s | spread | vs compiled transformer, same T | vs T1024 | MFU | compile s cold / warm | bits/byte | check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        if r["status"] != "ok":
-            print(f"| {r['name']} | {r['summary']} | - | {r['status']}: {r.get('reason', '')[:80]} | | | | |")
+        mode = "compiled" if r["compiled"] else "eager"
+        if r.get("status") != "ok" or not r.get("tokens_per_s"):
+            why = (r.get("reason") or r.get("timing_note") or "")[:120]
+            lines.append(f"| {r['name']} | {r['seq_len']} | {mode} | | {r.get('status')}: {why} | | | | | | | |")
             continue
-        ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
-        print(f"| {r['name']} | {r['summary']} | {r['params'] / 1e6:.1f}M | {r['bpb']:.3f} | {r['ppl']:.2f} | {r['tokens_per_s']:,.0f} | {ratio} | {r['peak_gib']:.1f} |")
+        if r["compiled"] and not r["ran_compiled"]:
+            mode = f"eager fallback ({r['compile_error'][:80]})"
+        same, base = ref.get(r["seq_len"]), ref.get(1024)
+        check_ = (f"breaks {r['graph_breaks']}, loss {r['loss_compiled']:.4f} vs {r['loss_eager']:.4f}, grads {r['grad_rel_err']:.1e}"
+                  if "graph_breaks" in r else "")
+        cold = f"{r['check_compile_s']:.0f} / {r['compile_s'] or 0:.1f}" if "check_compile_s" in r else "-"
+        vs_same, vs_base = (f"{r['tokens_per_s'] / x:.2f}x" if x else "-" for x in (same, base))
+        lines.append(
+            f"| {r['name']} | {r['seq_len']} | {mode} | {r['params'] / 1e6:.1f}M | {r['tokens_per_s']:,.0f} | {r['spread']:.1%} | "
+            f"{vs_same} | {vs_base} | {r['mfu']:.1%} | {cold} | {r['bpb']:.3f} | {check_} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

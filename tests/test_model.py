@@ -1,5 +1,6 @@
 """The hybrid language model: builds every example space, matches the cost model, decodes, learns."""
 
+import dataclasses
 import glob
 
 import pytest
@@ -97,3 +98,66 @@ def test_mixture_of_experts_losses_reach_the_total_loss():
 def test_tied_embeddings_share_the_head_and_untied_do_not():
     tied, untied = build_model(tiny("attn", heads=4).__class__(32, tiny("attn", heads=4).layers, 16, True)), build_model(tiny("attn", heads=4))
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 16 * 32
+
+
+def _loss_and_grads(model, forward, x, y):
+    model.zero_grad(set_to_none=True)
+    loss = forward(x, y).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_compiles_to_the_eager_model(arch, backend="aot_eager", seq_len=16, explain=False):
+    """fullgraph=True: any graph break fails the compile, so passing means one graph."""
+    torch.manual_seed(0)
+    model = build_model(arch)
+    x = torch.randint(0, arch.vocab_size, (2, seq_len))
+    y = torch.randint(0, arch.vocab_size, (2, seq_len))
+    torch._dynamo.reset()
+    if explain:
+        explained = torch._dynamo.explain(model)(x, y)
+        assert explained.graph_break_count == 0, [str(r.reason)[:200] for r in explained.break_reasons]
+    loss, grads = _loss_and_grads(model, model, x, y)
+    compiled = torch.compile(model, fullgraph=True, dynamic=False, backend=backend)
+    loss_c, grads_c = _loss_and_grads(model, compiled, x, y)
+    torch.testing.assert_close(loss_c, loss, rtol=1e-4, atol=1e-5)
+    assert grads_c.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_c[name], grads[name], rtol=1e-3, atol=1e-5, msg=name)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(("mixer", "channel"), [(m, "glu") for m in sorted(SMALL)] + [("attn", "moe")])
+def test_every_block_family_compiles_in_one_graph_to_the_eager_models_loss_and_gradients(mixer, channel):
+    arch = tiny(mixer, channel, n=1, **SMALL[mixer])
+    if channel == "moe":  # top-2 with a capacity: the dispatch's sorts, drops and scatters all in the graph
+        moe = BlockSpec.make("moe", {"experts": 4, "top_k": 2, "capacity_factor": 1.0}, 32)
+        arch = Architecture(32, tuple(LayerSpec(layer.mixer, moe) for layer in arch.layers), 16, False)
+    _assert_compiles_to_the_eager_model(arch)
+
+
+@pytest.mark.parametrize("path", SPACES)
+def test_a_sample_of_every_example_space_compiles_in_one_graph(path):
+    arch = next(a for a in (_try_sample(SearchSpace.load(path), seed) for seed in range(50)) if a is not None)
+    # one layer of each kind the sample holds (up to two): the space's blocks at its widths, traced in seconds
+    kinds = {}
+    for layer in arch.layers:
+        kinds.setdefault((layer.mixer.family, layer.channel and layer.channel.family), layer)
+    layers = tuple(kinds.values())[:2]
+    _assert_compiles_to_the_eager_model(dataclasses.replace(arch, layers=layers, vocab_size=64))
+
+
+def _try_sample(space, seed):
+    try:
+        return sample(space, seed)
+    except Infeasible:
+        return None
+
+
+def test_a_small_hybrid_compiles_through_inductor_to_the_eager_model_with_no_graph_break():
+    d = 32
+    layers = (
+        LayerSpec(BlockSpec.make("swa", {"heads": 4, "window": 8}, d), BlockSpec.make("glu", {}, d)),
+        LayerSpec(BlockSpec.make("hyena", {"filter_width": 16}, d), None),
+    )
+    _assert_compiles_to_the_eager_model(Architecture(d, layers, 16, False), backend="inductor", explain=True)

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [("device", metrics.device), ("parameters", human(metrics.params or 0))]
     for name in order:
         value = getattr(metrics, name)
-        rows.append((by_name[name].label, "-" if value is None else by_name[name].format_detail(value)))
+        rows.append((by_name[name].label, "-" if value is None or value == "" else by_name[name].format_detail(value)))
     rows.append(("corpus", metrics.corpus_digest or "-"))
     for name, value in rows:
         if value != "-":

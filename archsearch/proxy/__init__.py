@@ -2,6 +2,6 @@
 
 from .data import BUILTIN, Corpus, DataError, DataSpec, load_corpus
 from .tasks import TASKS, TaskSpec
-from .train import Metrics, ProxySettings, evaluate, run_proxy
+from .train import Metrics, ProxySettings, run_proxy
 
-__all__ = ["BUILTIN", "TASKS", "Corpus", "DataError", "DataSpec", "Metrics", "ProxySettings", "TaskSpec", "evaluate", "load_corpus", "run_proxy"]
+__all__ = ["BUILTIN", "TASKS", "Corpus", "DataError", "DataSpec", "Metrics", "ProxySettings", "TaskSpec", "load_corpus", "run_proxy"]

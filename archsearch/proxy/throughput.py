@@ -1,49 +1,143 @@
 """Timing that concurrent trials cannot contaminate, and inference speed.
 
-Several trials may share one GPU. Training steps hold a shared lock on the device; a trial that times itself takes
-the exclusive lock, so the others pause between their steps for the few seconds it measures, then go on. A
-turnstile keeps a stream of shared holders from starving the timer. The locks are files, so they work across the
-processes Ray starts; on a crash the kernel releases them.
+Several trials may share one GPU. Training steps (and evaluations, and loading their batches) hold a shared lock on
+the physical device, and synchronise the device before they release it, so no kernel of theirs is still running
+when they let go; a trial that times itself takes the exclusive lock, so the others pause between their steps for
+the few seconds it measures, then go on. A turnstile keeps a stream of shared holders from starving the timer. The
+locks are files, so they work across the processes Ray starts; on a crash the kernel releases them.
+
+`TimingWindows` says which training steps are timed: a few windows of consecutive steps after warm-up and
+compilation, each timed on its own; the rate is their median, the spread (max - min) / median says how far to trust
+it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import statistics
 import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 
 import torch
+
+WINDOWS = 3  # timed windows per run: a median needs three
+
+
+class TimingWindows:
+    """`count` windows of `size` consecutive training steps each, from step `first` (steps count from 1).
+
+    The training loop asks `starts(step)` / `ends(step)` around each step, calls `start()` after synchronising the
+    device at a window's start and `stop()` after synchronising at its end; `rate(tokens_per_step)` gives the median
+    tokens/s over the finished windows and their spread. A window cut short (a wall-clock budget, an error) is never
+    counted. `clock` is injectable for tests.
+    """
+
+    def __init__(self, first: int, size: int, count: int = WINDOWS, clock: Callable[[], float] = time.perf_counter) -> None:
+        if first < 1 or size < 1 or count < 1:
+            raise ValueError(f"TimingWindows: first, size and count must be positive, got {first}, {size}, {count}")
+        self.first, self.size, self.count, self.clock = first, size, count, clock
+        self.seconds: list[float] = []
+        self._started: float | None = None
+
+    @classmethod
+    def plan(cls, steps: int, size: int, count: int = WINDOWS, clock: Callable[[], float] = time.perf_counter) -> TimingWindows | None:
+        """Windows at the end of a warm-up of max(5, steps / 10) steps (compilation included), or None when `steps`
+        cannot hold the warm-up and every window."""
+        first = max(5, steps // 10) + 1
+        if first - 1 + size * count > steps:
+            return None
+        return cls(first, size, count, clock)
+
+    @property
+    def last(self) -> int:
+        return self.first + self.size * self.count - 1
+
+    def inside(self, step: int) -> bool:
+        return self.first <= step <= self.last
+
+    def starts(self, step: int) -> bool:
+        return self.inside(step) and (step - self.first) % self.size == 0
+
+    def ends(self, step: int) -> bool:
+        return self.inside(step) and (step - self.first + 1) % self.size == 0
+
+    def start(self) -> None:
+        self._started = self.clock()
+
+    def stop(self) -> None:
+        if self._started is None:
+            raise RuntimeError("TimingWindows.stop without start")
+        self.seconds.append(self.clock() - self._started)
+        self._started = None
+
+    def rate(self, tokens_per_step: int) -> tuple[float, float] | None:
+        """(median tokens/s over the finished windows, (max - min) / median), or None before all windows finished."""
+        if len(self.seconds) < self.count:
+            return None
+        rates = [self.size * tokens_per_step / s for s in self.seconds]
+        median = statistics.median(rates)
+        return median, (max(rates) - min(rates)) / median
+
+    def missing(self) -> str:
+        """Why `rate` is None ("" when it is not)."""
+        if len(self.seconds) >= self.count:
+            return ""
+        return (
+            f"stopped after {len(self.seconds)} of {self.count} timed windows of {self.size} steps "
+            f"(steps {self.first}-{self.last})"
+        )
+
+
+def physical_device(device: torch.device | str) -> str:
+    """A name for the physical device behind `device`, the same in every process: a CUDA device's UUID (processes
+    that see different CUDA_VISIBLE_DEVICES still agree), else its type and index ("cuda" means the current one)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type if device.index is None else f"{device.type}{device.index}"
+    index = torch.cuda.current_device() if device.index is None else device.index
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return f"cuda-{uuid}" if uuid is not None else f"cuda{index}"
 
 
 class DeviceLock:
     """A reader-writer lock per device, shared by every process on the machine."""
 
     def __init__(self, device: torch.device | str, folder: str | None = None) -> None:
-        name = str(device).replace(":", "")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        name = physical_device(self.device)
         folder = folder or os.environ.get("ARCHSEARCH_LOCK_DIR", tempfile.gettempdir())
         self._main = open(os.path.join(folder, f"archsearch-{name}.lock"), "a+")  # noqa: SIM115 (held for the lock's life)
         self._turnstile = open(os.path.join(folder, f"archsearch-{name}.turnstile"), "a+")  # noqa: SIM115
 
     @contextmanager
     def shared(self):
-        """Around one training step: many trials may hold it at once."""
+        """Around one training step (or an evaluation): many trials may hold it at once. The device is synchronised
+        before the lock is released, so a timer that takes it next finds none of this holder's kernels running."""
         fcntl.flock(self._turnstile, fcntl.LOCK_SH)
         fcntl.flock(self._main, fcntl.LOCK_SH)
         fcntl.flock(self._turnstile, fcntl.LOCK_UN)
         try:
             yield
         finally:
-            fcntl.flock(self._main, fcntl.LOCK_UN)
+            try:
+                synchronize(self.device)
+            finally:
+                fcntl.flock(self._main, fcntl.LOCK_UN)
 
     @contextmanager
     def exclusive(self):
-        """Around a timed window: waits for steps in flight, and holds new ones back until it is done."""
+        """Around a timed window: waits for steps in flight, and holds new ones back until it is done. The holder's
+        own queued work is drained on entry, so the window starts idle."""
         fcntl.flock(self._turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)
             try:
+                synchronize(self.device)
                 yield
             finally:
                 fcntl.flock(self._main, fcntl.LOCK_UN)
@@ -68,7 +162,7 @@ def inference_speed(model, batch_size: int, seq_len: int, decode_tokens: int, vo
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     with autocast:
         model(idx[:, : min(seq_len, 16)])  # warm up kernels and caches
-        with lock.exclusive() if lock else _null():
+        with lock.exclusive() if lock else nullcontext():
             synchronize(device)
             start = time.perf_counter()
             model(idx)
@@ -85,8 +179,3 @@ def inference_speed(model, batch_size: int, seq_len: int, decode_tokens: int, vo
             decode = batch_size * decode_tokens / (time.perf_counter() - start)
     model.train()
     return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode}
-
-
-@contextmanager
-def _null():
-    yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from ..errors import ArchsearchError
 from ..model import HybridLM, build_model
 from .data import Corpus, DataSpec, load_corpus
 from .tasks import TASKS, TaskSpec, accuracy
-from .throughput import DeviceLock, inference_speed, synchronize
+from .throughput import WINDOWS, DeviceLock, TimingWindows, inference_speed, synchronize
 
 LN2 = math.log(2)
 
@@ -41,14 +42,18 @@ class ProxySettings:
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
     evals: int = field(default=8, metadata={"help": "intermediate evaluations (for early stopping), the last one final"})
     eval_tokens: int = field(default=131_072, metadata={"help": "tokens of the final evaluation; intermediate ones use its first quarter (capped at half the budget)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    compile: bool | str = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
-    timing_steps: int = field(default=10, metadata={"help": "training steps timed exclusively for tokens/s"})
+    timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s"})
     inference: bool = field(default=False, metadata={"help": "also measure prefill and decode tokens/s"})
     decode_tokens: int = field(default=64, metadata={"help": "tokens decoded when measuring decode tokens/s"})
 
     def __post_init__(self) -> None:
+        compile_ = {"true": True, "false": False}.get(self.compile, self.compile) if isinstance(self.compile, str) else self.compile
+        if compile_ not in (True, False, "auto"):
+            raise ArchsearchError(f"compile: expected true, false or auto, got {self.compile!r}")
+        object.__setattr__(self, "compile", compile_)
         if self.task != "lm" and self.task not in TASKS:
             raise ArchsearchError(f"task: unknown proxy task {self.task!r}; expected lm, {', '.join(TASKS)}")
         for name in ("seq_len", "batch_size", "tokens", "evals", "eval_tokens", "timing_steps"):
@@ -96,6 +101,17 @@ class Metrics:
     device: str = ""
     corpus_digest: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+    train_tokens_per_s_spread: float | None = field(default=None, metadata=metric(
+        "minimize", "ratio", "(max - min) / median of training tokens/s over the timed windows",
+        label="train tokens/s spread", detail="{:.1%}", objective=False))
+    timing_note: str = field(default="", metadata=metric(
+        None, "text", "why train_tokens_per_s was not measured, when it was not", objective=False))
+    compiled: bool = False  # whether the training steps ran compiled (torch.compile, one graph per layer kind)
+    compile_seconds: float | None = field(default=None, metadata=metric(
+        "minimize", "seconds", "wall time of the first compiled step: tracing, Inductor, one step",
+        detail="{:.1f} s", objective=False))
+    compile_error: str = field(default="", metadata=metric(
+        None, "text", "why a compile asked for fell back to eager", objective=False))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,69 +163,69 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
         arch = dataclasses.replace(arch, vocab_size=vocab)
     model = build_model(arch).to(device)
     metrics.params = sum(p.numel() for p in model.parameters())
-    forward = torch.compile(model) if settings.compile else model
     opt = _optimizer(model, settings, device)
     seq_len = task.seq_len if task else settings.seq_len
     tokens_per_step = settings.batch_size * seq_len
     steps = max(1, settings.tokens // tokens_per_step)
     eval_at = {max(1, round(steps * (i + 1) / settings.evals)) for i in range(settings.evals)}
-    timing_start = min(max(5, steps // 10), max(0, steps - settings.timing_steps))
+    windows = TimingWindows.plan(steps, settings.timing_steps)
     lock = DeviceLock(device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     eval_batches = _eval_batches(settings, corpus, task, seq_len)
+    step_fn = _Steps(model, opt, settings, autocast, compiled=_compiles(settings, device))
 
     def batch():
         x, y = corpus.batch("train", settings.batch_size, seq_len, g) if corpus else TASKS[task.name](task, settings.batch_size, g)
+        if device.type == "cuda":  # a copy from pageable memory would wait for the GPU: a host sync every step
+            x, y = x.pin_memory(), y.pin_memory()
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     wall_start = time.perf_counter()
-    timing_end = timing_start + settings.timing_steps
     pending_eval = False
     try:
-        for step in range(1, steps + 1):
-            for group in opt.param_groups:
-                group["lr"] = settings.lr * _schedule(step, steps, settings)
-            x, y = batch()
-            timing = timing_start < step <= timing_end
-            if step == timing_start + 1:
-                exclusive = lock.exclusive()
-                exclusive.__enter__()
-                synchronize(device)
-                t0 = time.perf_counter()
-            with contextlib.nullcontext() if timing else lock.shared():
-                with autocast:
-                    out = forward(x, y)
-                out.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            if step == timing_end:
-                synchronize(device)
-                metrics.train_tokens_per_s = settings.timing_steps * tokens_per_step / (time.perf_counter() - t0)
-                exclusive.__exit__(None, None, None)
-            metrics.tokens_trained = step * tokens_per_step
-            pending_eval |= step in eval_at
-            over_time = settings.seconds is not None and time.perf_counter() - wall_start > settings.seconds
-            last = step == steps or over_time
-            if timing and not last:  # no host syncs and no evaluation inside the timed window
-                continue
-            loss = out.ce_loss.item() if step % 10 == 0 or pending_eval or last else None
-            if loss is not None and not math.isfinite(loss):
-                raise Diverged(f"training loss became {loss} at step {step} of {steps}")
-            if on_step is not None and loss is not None:
-                on_step(metrics.tokens_trained, loss)
-            if pending_eval or last:
-                point = _evaluate(model, eval_batches if last else eval_batches[: max(1, len(eval_batches) // 4)], corpus, task, device, autocast)
-                point["tokens"] = metrics.tokens_trained
-                metrics.history.append(point)
-                pending_eval = False
-                if report is not None:
-                    report(dict(point))
-            if over_time:
-                break
+        # the exclusive lock of a timed window lives on this stack: released at the window's end, and on every
+        # way out of the loop (a wall-clock cut inside a window, divergence, any error)
+        with contextlib.ExitStack() as timing:
+            for step in range(1, steps + 1):
+                for group in opt.param_groups:
+                    group["lr"] = settings.lr * _schedule(step, steps, settings)
+                timed = windows is not None and windows.inside(step)
+                if windows is not None and windows.starts(step):
+                    timing.enter_context(lock.exclusive())  # drains this process's queue too
+                    windows.start()
+                with contextlib.nullcontext() if timed else lock.shared():
+                    out = step_fn(*batch())
+                if windows is not None and windows.ends(step):
+                    synchronize(device)
+                    windows.stop()
+                    timing.close()
+                metrics.tokens_trained = step * tokens_per_step
+                pending_eval |= step in eval_at
+                over_time = settings.seconds is not None and time.perf_counter() - wall_start > settings.seconds
+                last = step == steps or over_time
+                if timed and not last:  # no host syncs and no evaluation inside the timed windows
+                    continue
+                timing.close()  # a run cut inside a window gives the lock back before its last evaluation
+                loss = out.ce_loss.item() if step % 10 == 0 or pending_eval or last else None
+                if loss is not None and not math.isfinite(loss):
+                    raise Diverged(f"training loss became {loss} at step {step} of {steps}")
+                if on_step is not None and loss is not None:
+                    on_step(metrics.tokens_trained, loss)
+                if pending_eval or last:
+                    with lock.shared():
+                        part = eval_batches if last else eval_batches[: max(1, len(eval_batches) // 4)]
+                        point = _validation_point(model, part, corpus, task, device, autocast)
+                    point["tokens"] = metrics.tokens_trained
+                    metrics.history.append(point)
+                    pending_eval = False
+                    if report is not None:
+                        report(dict(point))
+                if over_time:
+                    break
     finally:
+        step_fn.record(metrics)
         lock.close()
     final = metrics.history[-1]
     metrics.val_loss = final["val_loss"]
@@ -218,8 +234,7 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
     metrics.perplexity = final.get("perplexity")
     metrics.bits_per_byte = final.get("bits_per_byte")
     metrics.accuracy = final.get("accuracy")
-    if metrics.train_tokens_per_s is None:  # too few steps for the timed window: whole-run rate, warm-up included
-        metrics.train_tokens_per_s = metrics.tokens_trained / (time.perf_counter() - wall_start)
+    _record_rate(metrics, windows, steps, settings, tokens_per_step)
     if device.type == "cuda":
         metrics.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     if weights_path is not None:
@@ -234,7 +249,93 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
             lock.close()
 
 
-evaluate = run_proxy  # the former name, still used by the benchmarks and tests/proxy/test_train.py
+def _compiles(settings: ProxySettings, device: torch.device) -> bool:
+    return settings.compile is True or (settings.compile == "auto" and device.type == "cuda")
+
+
+def _record_rate(metrics: Metrics, windows: TimingWindows | None, steps: int, settings: ProxySettings, tokens_per_step: int) -> None:
+    """train_tokens_per_s from the timed windows; None with the reason when they did not all run (never a
+    whole-run rate, which would count compilation and warm-up)."""
+    if windows is None:
+        metrics.timing_note = (
+            f"too short to time: {steps} steps cannot hold the warm-up and {WINDOWS} windows of "
+            f"{settings.timing_steps} steps (lower timing_steps or raise tokens)"
+        )
+        return
+    rate = windows.rate(tokens_per_step)
+    if rate is None:
+        metrics.timing_note = windows.missing()
+        return
+    metrics.train_tokens_per_s, metrics.train_tokens_per_s_spread = rate
+
+
+class _Steps:
+    """One training step (forward, backward, clip, optimizer), compiled when asked.
+
+    Compiled means each layer and the head compiled on its own, in one graph each (`HybridLM.compile_regions`,
+    `fullgraph=True`, fixed shapes): compiling then costs one layer per layer kind, not the whole depth, and the
+    shared cache serves every trial holding the same layers. Inductor compiles the forwards at the first step and
+    the backwards at its first backward, so the first step is attempted compiled: if compiling fails (a block that
+    cannot be traced, a backend error), the step is redone eagerly and the run goes on eagerly, with the reason
+    recorded. Evaluation runs the same modules.
+    """
+
+    def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
+        self.model, self.opt, self.settings, self.autocast = model, opt, settings, autocast
+        self.compiled = compiled
+        self.compile_seconds: float | None = None
+        self.error = ""
+        self._first = compiled
+        if compiled:
+            _share_compile_cache()
+            # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            model.compile_regions(fullgraph=True, dynamic=False)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        if not self._first:
+            return self._step(x, y)
+        self._first = False
+        start = time.perf_counter()
+        try:
+            out = self._step(x, y)
+            synchronize(x.device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on eagerly
+            lines = str(e).strip().splitlines()
+            self.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
+            self.compiled = False
+            self.model.uncompile_regions()
+            self.opt.zero_grad(set_to_none=True)
+            return self._step(x, y)
+        self.compile_seconds = time.perf_counter() - start
+        return out
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor):
+        with self.autocast:
+            out = self.model(x, y)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return out
+
+    def record(self, metrics: Metrics) -> None:
+        metrics.compiled = self.compiled
+        metrics.compile_seconds = self.compile_seconds
+        metrics.compile_error = self.error
+
+
+def _share_compile_cache() -> None:
+    """Point Inductor's and Triton's on-disk caches at ARCHSEARCH_COMPILE_CACHE when it is set (a study points it
+    into its run folder), so a model shape is compiled once per study, not once per trial process; caches set
+    explicitly (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) win."""
+    folder = os.environ.get("ARCHSEARCH_COMPILE_CACHE")
+    if not folder:
+        return
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(folder, "triton"))
 
 
 def _device(name: str) -> torch.device:
@@ -281,7 +382,7 @@ def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec
 
 
 @torch.no_grad()
-def _evaluate(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast) -> dict[str, float]:
+def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast) -> dict[str, float]:
     model.eval()
     total, count, correct, scored = 0.0, 0, 0.0, 0
     for x, y in batches:

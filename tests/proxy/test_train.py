@@ -6,47 +6,53 @@ import math
 import pytest
 import torch
 
-from archsearch import Architecture
+from archsearch import Architecture, BlockSpec, LayerSpec
+from archsearch.blocks import REGISTRY, register
+from archsearch.blocks._family import BlockFamily
+from archsearch.blocks._layers import Block
 from archsearch.cli import main
-from archsearch.proxy import ProxySettings, TaskSpec, evaluate
-from archsearch.proxy.throughput import DeviceLock
+from archsearch.errors import ArchsearchError
+from archsearch.proxy import ProxySettings, TaskSpec, run_proxy
+from archsearch.proxy import train as train_module
+from archsearch.proxy.throughput import DeviceLock, TimingWindows, physical_device
 
 ARCH = Architecture.from_yaml("d_model: 32\nlayers:\n- {mixer: {block: attn, heads: 4}, channel: glu}\n- {mixer: {block: deltanet, heads: 2}, channel: glu}\n")
-FAST = dict(seq_len=32, batch_size=8, tokens=16_384, eval_tokens=4096, device="cpu")
+FAST = dict(seq_len=32, batch_size=8, tokens=16_384, eval_tokens=4096, device="cpu", timing_steps=4)
 
 
 def test_a_short_run_reports_loss_perplexity_bits_per_byte_and_speed():
     points = []
-    m = evaluate(ARCH, ProxySettings(**FAST, evals=4), report=points.append)
+    m = run_proxy(ARCH, ProxySettings(**FAST, evals=4), report=points.append)
     assert m.status == "ok" and m.tokens_trained == 16_384
     assert len(points) == 4 and points[-1]["val_loss"] == m.val_loss < points[0]["val_loss"] < math.log(256)
     assert m.perplexity == pytest.approx(math.exp(m.val_loss)) and m.bits_per_byte == pytest.approx(m.val_loss / math.log(2))
     assert m.train_tokens_per_s > 0 and m.params == ARCH.cost().params and m.corpus_digest
+    assert m.train_tokens_per_s_spread >= 0 and m.timing_note == ""  # three windows of 4 steps, their median
 
 
 def test_the_same_seed_gives_the_same_result():
-    a, b = evaluate(ARCH, ProxySettings(**FAST)), evaluate(ARCH, ProxySettings(**FAST))
+    a, b = run_proxy(ARCH, ProxySettings(**FAST)), run_proxy(ARCH, ProxySettings(**FAST))
     assert a.val_loss == b.val_loss and [p["val_loss"] for p in a.history] == [p["val_loss"] for p in b.history]
 
 
 def test_a_diverging_run_stops_with_a_status_not_numbers():
-    m = evaluate(ARCH, ProxySettings(**{**FAST, "lr": 1e6, "grad_clip": 1e9}))
+    m = run_proxy(ARCH, ProxySettings(**{**FAST, "lr": 1e6, "grad_clip": 1e9}))
     assert m.status == "diverged" and "step" in m.reason and m.val_loss is None
 
 
 def test_synthetic_tasks_report_accuracy():
     spec = TaskSpec("mqar", vocab_size=32, seq_len=32, num_kv_pairs=4)
-    m = evaluate(ARCH, ProxySettings(task="mqar", synthetic=spec, batch_size=8, tokens=8192, eval_tokens=2048, device="cpu"))
+    m = run_proxy(ARCH, ProxySettings(task="mqar", synthetic=spec, batch_size=8, tokens=8192, eval_tokens=2048, device="cpu"))
     assert m.status == "ok" and 0 <= m.accuracy <= 1 and m.bits_per_byte is None
 
 
 def test_a_wall_clock_budget_stops_early():
-    m = evaluate(ARCH, ProxySettings(**{**FAST, "tokens": 10_000_000, "seconds": 1.0}))
+    m = run_proxy(ARCH, ProxySettings(**{**FAST, "tokens": 10_000_000, "seconds": 1.0}))
     assert m.status == "ok" and m.tokens_trained < 10_000_000 and m.wall_seconds < 30
 
 
 def test_inference_speeds_are_measured_when_asked():
-    m = evaluate(ARCH, ProxySettings(**FAST, inference=True, decode_tokens=8))
+    m = run_proxy(ARCH, ProxySettings(**FAST, inference=True, decode_tokens=8))
     assert m.prefill_tokens_per_s > 0 and m.decode_tokens_per_s > 0
 
 
@@ -76,8 +82,10 @@ def test_train_command_prints_metrics_and_writes_json(tmp_path, capsys):
     code = main(["train", str(arch_file), "--tokens", "8192", "--seq-len", "32", "--batch-size", "8", "--device", "cpu", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "perplexity" in text and "train tokens/s" in text
-    assert json.loads(out.read_text())["metrics"]["status"] == "ok"
+    assert "perplexity" in text
+    metrics = json.loads(out.read_text())["metrics"]
+    # 32 steps cannot hold a warm-up and three timed windows: no tokens/s, and the reason, rather than a whole-run rate
+    assert metrics["status"] == "ok" and metrics["train_tokens_per_s"] is None and "too short" in metrics["timing_note"]
 
 
 def test_train_command_samples_from_a_space(capsys):
@@ -96,3 +104,138 @@ def test_train_command_bad_input_is_one_line(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and "Traceback" not in err
+
+
+# --- timing windows, the device lock, compilation -------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_windows_cover_consecutive_steps_after_the_warm_up_and_rate_is_their_median():
+    clock = FakeClock()
+    w = TimingWindows.plan(200, 20, clock=clock)
+    assert (w.first, w.last) == (21, 80)  # warm-up of steps // 10 = 20 steps, then 3 x 20
+    assert [s for s in range(1, 201) if w.starts(s)] == [21, 41, 61]
+    assert [s for s in range(1, 201) if w.ends(s)] == [40, 60, 80]
+    assert not w.inside(20) and w.inside(21) and w.inside(80) and not w.inside(81)
+    for seconds in (2.0, 1.0, 4.0):  # 20 steps of 100 tokens each: 1000, 2000 and 500 tokens/s
+        w.start()
+        clock.now += seconds
+        w.stop()
+    median, spread = w.rate(100)
+    assert median == pytest.approx(1000.0) and spread == pytest.approx((2000 - 500) / 1000)
+    assert w.missing() == ""
+
+
+def test_unfinished_windows_give_no_rate_and_say_why():
+    clock = FakeClock()
+    w = TimingWindows(5, 10, clock=clock)
+    w.start()
+    clock.now += 1.0
+    w.stop()
+    w.start()  # the second window is cut (a wall-clock budget, an error): never counted
+    assert w.rate(64) is None and "1 of 3" in w.missing()
+    assert TimingWindows.plan(64, 20) is None  # 64 steps cannot hold a warm-up and three windows of 20
+
+
+def test_a_run_too_short_to_time_reports_no_rate_rather_than_a_whole_run_rate():
+    m = run_proxy(ARCH, ProxySettings(**{**FAST, "tokens": 4096, "timing_steps": 20}))
+    assert m.status == "ok" and m.train_tokens_per_s is None and m.train_tokens_per_s_spread is None
+    assert "too short" in m.timing_note
+
+
+def _lock_is_free(folder) -> bool:
+    import fcntl
+
+    with open(folder / "archsearch-cpu.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+
+def test_a_wall_clock_cut_inside_a_timed_window_releases_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
+    # one window from step 2 longer than the run can go: the cut lands inside it
+    monkeypatch.setattr(train_module.TimingWindows, "plan", classmethod(lambda cls, steps, size: cls(2, 10_000)))
+    m = run_proxy(ARCH, ProxySettings(**{**FAST, "tokens": 10_000_000, "seconds": 1.0}))
+    assert m.status == "ok" and m.tokens_trained < 10_000_000
+    assert m.train_tokens_per_s is None and "0 of 3" in m.timing_note
+    assert _lock_is_free(tmp_path)
+
+
+def test_an_error_inside_a_timed_window_releases_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(train_module.TimingWindows, "plan", classmethod(lambda cls, steps, size: cls(2, 4)))
+    step = train_module._Steps._step
+    calls = []
+
+    def failing(self, x, y):
+        calls.append(1)
+        if len(calls) == 4:  # inside the first window (steps 2 to 5)
+            assert not _lock_is_free(tmp_path)  # the window holds the lock exclusively ...
+            raise RuntimeError("boom")
+        return step(self, x, y)
+
+    monkeypatch.setattr(train_module._Steps, "_step", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_proxy(ARCH, ProxySettings(**FAST))
+    assert _lock_is_free(tmp_path)  # ... and gives it back on the way out
+
+
+def test_the_lock_names_the_physical_device():
+    assert physical_device("cpu") == "cpu" and physical_device("cpu:1") == "cpu1"
+
+
+class _Untraceable(Block):
+    """A plugin block with a data-dependent Python branch: it runs eagerly but cannot be traced in one graph."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.w = torch.nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x):
+        return self.w(x) if bool(x.mean() > -1e9) else x
+
+
+class _UntraceableFamily(BlockFamily):
+    name, role, letter = "untraceable", "mixer", "U"
+    params = {}
+
+    def param_count(self, p, d_model):
+        return d_model * d_model
+
+    def flops_per_token(self, p, d_model, context):
+        return 2.0 * d_model * d_model
+
+    def build(self, p, d_model):
+        return _Untraceable(d_model)
+
+
+if "untraceable" not in REGISTRY:
+    register(_UntraceableFamily())
+
+
+def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason():
+    arch = Architecture(32, (LayerSpec(BlockSpec.make("untraceable", {}, 32), BlockSpec.make("glu", {}, 32)),))
+    m = run_proxy(arch, ProxySettings(**FAST, compile=True))
+    assert m.status == "ok" and not m.compiled and m.compile_seconds is None
+    assert "data-dependent" in m.compile_error.lower() or "graph break" in m.compile_error.lower(), m.compile_error
+    assert m.val_loss < math.log(256)
+
+
+def test_compile_accepts_true_false_and_auto():
+    assert ProxySettings().compile == "auto" and ProxySettings(compile="false").compile is False
+    assert train_module._compiles(ProxySettings(), torch.device("cpu")) is False
+    assert train_module._compiles(ProxySettings(), torch.device("cuda")) is True
+    assert train_module._compiles(ProxySettings(compile=True), torch.device("cpu")) is True
+    with pytest.raises(ArchsearchError, match="compile: expected true, false or auto"):
+        ProxySettings(compile="sometimes")

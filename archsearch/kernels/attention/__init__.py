@@ -69,8 +69,8 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, window: int | None, scale: float | No
     if causal and t_q > 1:  # a single (last) query sees every key left after the window cut
         if t_q == t_k and window is None:
             is_causal = True
-        else:
-            mask = _mask(t_q, t_k, window, q.device)
+        else:  # a compiled graph builds the mask in place of the cache (dynamo would trace through it anyway)
+            mask = visible(t_q, t_k, window, q.device) if torch.compiler.is_compiling() else _mask(t_q, t_k, window, q.device)
     extra = {}
     if k.shape[2] != q.shape[2]:
         # SDPA's GQA runs in its flash backend only, which takes no mask and (on CUDA) only half precision;

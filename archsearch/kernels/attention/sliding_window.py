@@ -3,7 +3,7 @@
 Why our own kernel rather than FlexAttention: it reads the blocks' [B, T, H, D] layout and grouped-query heads in
 place, and it needs no `torch.compile`, where FlexAttention compiles once per sequence length (a cost every trial
 and every new prefill length pays) and sits behind compiled wrappers that add host time to every call. Four launches
-per training step (one forward, three backward) from a plain autograd Function.
+per training step (one forward, three backward), registered as `torch.library` ops with their autograd formula.
 
 Each program visits only the key blocks inside its queries' window, in three runs: the blocks cut by the window's
 far edge (masked), the blocks every query of the program sees whole (no mask), and the blocks on the diagonal
@@ -258,47 +258,73 @@ def _dq_kernel(
     tl.store(_head(DQ, b, h, T_Q, H, HEAD_D) + q_at, (dq * sm_scale).to(DQ.dtype.element_ty), mask=in_q[:, None])
 
 
-class _SlidingWindowAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> Tensor:
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the kernels derive strides from the shapes
-        b, t_q, h, d = q.shape
-        t_k, group = k.shape[1], h // k.shape[2]
-        o = torch.empty_like(q)
-        lse = torch.empty(b, h, t_q, device=q.device, dtype=torch.float32)
-        config = _config("fwd", d)
-        _fwd_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
-            q, k, v, o, lse, h, t_q, t_k, window, scale * _LOG2E, GROUP=group, HEAD_D=d, **config
-        )
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.window, ctx.scale = window, scale
-        return o
+@torch.library.custom_op("archsearch::sliding_window_attention", mutates_args=())
+def _attention_op(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> tuple[Tensor, Tensor]:
+    """(o, the rows' log-sum-exp [B, H, T_q] in float32, which the backward reuses)."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the kernels derive strides from the shapes
+    b, t_q, h, d = q.shape
+    t_k, group = k.shape[1], h // k.shape[2]
+    o = torch.empty_like(q)
+    lse = torch.empty(b, h, t_q, device=q.device, dtype=torch.float32)
+    config = _config("fwd", d)
+    _fwd_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
+        q, k, v, o, lse, h, t_q, t_k, window, scale * _LOG2E, GROUP=group, HEAD_D=d, **config
+    )
+    return o, lse
 
-    @staticmethod
-    def backward(ctx, do: Tensor):
-        q, k, v, o, lse = ctx.saved_tensors
-        do = do.contiguous()
-        b, t_q, h, d = q.shape
-        t_k, h_kv = k.shape[1], k.shape[2]
-        window, scale = ctx.window, ctx.scale
-        delta = torch.empty_like(lse)
-        _delta_kernel[(triton.cdiv(t_q, 64), b * h)](o, do, delta, h, t_q, HEAD_D=d, BLOCK=64)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        common = (h, t_q, t_k, window, scale * _LOG2E, scale)
-        config = _config("dkdv", d)
-        _dkdv_kernel[(triton.cdiv(t_k, config["BLOCK_N"]), b * h_kv)](
-            q, k, v, do, lse, delta, dk, dv, *common, GROUP=h // h_kv, HEAD_D=d, **config
-        )
-        config = _config("dq", d)
-        _dq_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
-            q, k, v, do, lse, delta, dq, *common, GROUP=h // h_kv, HEAD_D=d, **config
-        )
-        return dq, dk, dv, None, None
+
+@_attention_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float) -> tuple[Tensor, Tensor]:
+    b, t_q, h, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty(b, h, t_q, dtype=torch.float32)
+
+
+@torch.library.custom_op("archsearch::sliding_window_attention_backward", mutates_args=())
+def _attention_backward_op(
+    q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, do: Tensor, window: int, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    q, k, v, o, lse, do = (x.contiguous() for x in (q, k, v, o, lse, do))
+    b, t_q, h, d = q.shape
+    t_k, h_kv = k.shape[1], k.shape[2]
+    delta = torch.empty_like(lse)
+    _delta_kernel[(triton.cdiv(t_q, 64), b * h)](o, do, delta, h, t_q, HEAD_D=d, BLOCK=64)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    common = (h, t_q, t_k, window, scale * _LOG2E, scale)
+    config = _config("dkdv", d)
+    _dkdv_kernel[(triton.cdiv(t_k, config["BLOCK_N"]), b * h_kv)](
+        q, k, v, do, lse, delta, dk, dv, *common, GROUP=h // h_kv, HEAD_D=d, **config
+    )
+    config = _config("dq", d)
+    _dq_kernel[(triton.cdiv(t_q, config["BLOCK_M"]), b * h)](
+        q, k, v, do, lse, delta, dq, *common, GROUP=h // h_kv, HEAD_D=d, **config
+    )
+    return dq, dk, dv
+
+
+@_attention_backward_op.register_fake
+def _(q, k, v, o, lse, do, window, scale) -> tuple[Tensor, Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _attention_setup(ctx, inputs, output) -> None:
+    q, k, v, ctx.window, ctx.scale = inputs
+    ctx.save_for_backward(q, k, v, *output)
+
+
+def _attention_backward(ctx, do: Tensor, _dlse: Tensor):
+    dq, dk, dv = _attention_backward_op(*ctx.saved_tensors, do, ctx.window, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+_attention_op.register_autograd(_attention_backward, setup_context=_attention_setup)
 
 
 def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, scale: float | None = None) -> Tensor:
     """Causal attention of q [B, T_q, H, D] over the `window` most recent of k, v [B, T_k, H_kv, D] (query i at
     position T_k - T_q + i; H_kv divides H; D a power of two in [16, 256]) -> [B, T_q, H, D], differentiable.
 
-    Made for fp16 and bf16 (float32 accumulation); float32 inputs get tf32 products on a GPU."""
-    return _SlidingWindowAttention.apply(q, k, v, window, q.shape[-1] ** -0.5 if scale is None else scale)
+    Made for fp16 and bf16 (float32 accumulation); float32 inputs get tf32 products on a GPU. A `torch.library` op
+    (archsearch::sliding_window_attention), so `torch.compile` keeps it in one graph."""
+    # contiguous here, so the tensors saved for the backward are the ones the kernels read
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return _attention_op(q, k, v, window, q.shape[-1] ** -0.5 if scale is None else scale)[0]

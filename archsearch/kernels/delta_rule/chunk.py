@@ -633,32 +633,77 @@ def chunk_delta_rule_bwd(
     return dq, dk_, dv_, dbeta, dh0
 
 
-class ChunkDeltaRuleFunction(torch.autograd.Function):
-    """The chunkwise delta rule with its Triton backward; q, k, v share one dtype, states are float32."""
+@torch.library.custom_op("archsearch::chunk_delta_rule", mutates_args=())
+def _chunk_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, initial_state: Tensor | None,
+    output_final_state: bool, chunk_size: int, save_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(o, final state, and what the backward reuses: tm, w, h, vn); a tensor not asked for comes back empty."""
+    # contiguous inside the op too: under torch.compile, Inductor may hand the op padded strides
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    o, ht, (tm, w, h, vn) = chunk_delta_rule_fwd(
+        q, k, v, beta, scale, initial_state, output_final_state, chunk_size, save_for_backward
+    )
+    def given(x: Tensor | None) -> Tensor:
+        return k.new_empty(0) if x is None else x
 
-    @staticmethod
-    def forward(ctx, q, k, v, beta, scale, initial_state, output_final_state, chunk_size):
-        q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
-        training = any(ctx.needs_input_grad)
-        o, ht, (tm, w, h, vn) = chunk_delta_rule_fwd(
-            q, k, v, beta, scale, initial_state, output_final_state, chunk_size, save_for_backward=training
-        )
-        ctx.save_for_backward(q, k, v, beta, tm, w, h, vn)
-        ctx.scale = scale
-        ctx.has_h0 = initial_state is not None
-        ctx.beta_dtype = beta.dtype
-        ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
-        return o, ht
+    return o, given(ht), tm, w, given(h), given(vn)
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, beta, tm, w, h, vn = ctx.saved_tensors
-        dq, dk, dv, dbeta, dh0 = chunk_delta_rule_bwd(
-            q, k, v, beta, tm, w, h, vn, ctx.scale, do.contiguous(),
-            dht.contiguous() if dht is not None else None, ctx.has_h0,
-        )  # fmt: skip
-        dh0 = dh0.to(ctx.h0_dtype) if dh0 is not None else None
-        return dq, dk, dv, dbeta.to(ctx.beta_dtype), None, dh0, None, None
+
+@_chunk_op.register_fake
+def _(q, k, v, beta, scale, initial_state, output_final_state, chunk_size, save_for_backward):
+    b, t, nh, dk = k.shape
+    dv, nt = v.shape[-1], -(-t // chunk_size)
+    store_h = save_for_backward or not _fused_output()
+    return (
+        v.new_empty(v.shape),
+        k.new_empty(b, nh, dk, dv, dtype=torch.float32) if output_final_state else k.new_empty(0),
+        k.new_empty(b, t, nh, chunk_size, dtype=torch.float32),
+        k.new_empty(k.shape),
+        k.new_empty(b, nt, nh, dk, dv) if store_h else k.new_empty(0),
+        v.new_empty(v.shape) if store_h else k.new_empty(0),
+    )
+
+
+@torch.library.custom_op("archsearch::chunk_delta_rule_backward", mutates_args=())
+def _chunk_backward_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, tm: Tensor, w: Tensor, h: Tensor, vn: Tensor, scale: float,
+    do: Tensor, dht: Tensor | None, need_dh0: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(dq, dk, dv, dbeta in float32, dh0 in float32 or empty)."""
+    q, k, v, beta, tm, w, h, vn = (x.contiguous() for x in (q, k, v, beta, tm, w, h, vn))
+    dq, dk, dv, dbeta, dh0 = chunk_delta_rule_bwd(
+        q, k, v, beta, tm, w, h, vn, scale, do.contiguous(), None if dht is None else dht.contiguous(), need_dh0
+    )
+    return dq, dk, dv, dbeta, k.new_empty(0) if dh0 is None else dh0
+
+
+@_chunk_backward_op.register_fake
+def _(q, k, v, beta, tm, w, h, vn, scale, do, dht, need_dh0):
+    b, _, nh, dk = k.shape
+    dh0 = k.new_empty(b, nh, dk, v.shape[-1], dtype=torch.float32) if need_dh0 else k.new_empty(0)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), beta.new_empty(beta.shape, dtype=torch.float32), dh0
+
+
+def _chunk_setup(ctx, inputs, output) -> None:
+    q, k, v, beta, scale, initial_state, output_final_state, _, _ = inputs
+    ctx.save_for_backward(q, k, v, beta, *output[2:])
+    ctx.scale, ctx.output_final_state = scale, output_final_state
+    ctx.beta_dtype = beta.dtype
+    ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
+
+
+def _chunk_backward(ctx, do: Tensor, dht: Tensor | None, *_unused: Tensor):
+    q, k, v, beta, tm, w, h, vn = ctx.saved_tensors
+    dht = dht if ctx.output_final_state else None
+    dq, dk, dv, dbeta, dh0 = _chunk_backward_op(
+        q, k, v, beta, tm, w, h, vn, ctx.scale, do, dht, ctx.h0_dtype is not None
+    )
+    dh0 = dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None
+    return dq, dk, dv, dbeta.to(ctx.beta_dtype), None, dh0, None, None, None
+
+
+_chunk_op.register_autograd(_chunk_backward, setup_context=_chunk_setup)
 
 
 def chunk_delta_rule_triton(
@@ -671,14 +716,23 @@ def chunk_delta_rule_triton(
     output_final_state: bool = False,
     chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor | None]:
-    """The delta rule through the Triton kernels: (o in the dtype of q, final state in float32 or None)."""
+    """The delta rule through the Triton kernels: (o in the dtype of q, final state in float32 or None).
+
+    A `torch.library` op (archsearch::chunk_delta_rule), so `torch.compile` keeps it in one graph."""
     if chunk_size not in CHUNK_SIZES:
         raise ValueError(f"chunk_size must be one of {CHUNK_SIZES}, got {chunk_size}")
     if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
         raise ValueError(f"head dimensions above {MAX_HEAD_DIM} are not supported by the Triton kernel")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    k, v = k.to(q.dtype), v.to(q.dtype)
-    return ChunkDeltaRuleFunction.apply(q, k, v, beta, scale, initial_state, output_final_state, chunk_size)
+    # contiguous here, so the tensors saved for the backward are the ones the kernels read
+    q, beta = q.contiguous(), beta.contiguous()
+    k, v = k.to(q.dtype).contiguous(), v.to(q.dtype).contiguous()
+    initial_state = initial_state.contiguous() if initial_state is not None else None
+    training = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, beta, initial_state)
+    )
+    o, ht, *_ = _chunk_op(q, k, v, beta, scale, initial_state, output_final_state, chunk_size, training)
+    return o, ht if output_final_state else None
 
 
 def supports(q: Tensor, v: Tensor, chunk_size: int) -> bool:

@@ -55,6 +55,34 @@ def _fused_recurrent_fwd_kernel(
         tl.store(ht + p_s, b_s, mask=m_kv)
 
 
+@torch.library.custom_op("archsearch::fused_recurrent_delta_rule", mutates_args=())
+def _recurrent_op(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, initial_state: Tensor | None, output_final_state: bool
+) -> tuple[Tensor, Tensor]:
+    """(o, final state or an empty tensor)."""
+    b, t, nh, dk = q.shape
+    dv = v.shape[-1]
+    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
+    bk = max(16, triton.next_power_of_2(dk))
+    bv = min(max(16, triton.next_power_of_2(dv)), 32 if bk <= 128 else 16)
+    o = torch.empty_like(v)
+    ht = q.new_empty(b, nh, dk, dv, dtype=torch.float32) if output_final_state else q.new_empty(0, dtype=torch.float32)
+    h0 = initial_state.contiguous() if initial_state is not None else None
+    _fused_recurrent_fwd_kernel[(triton.cdiv(dv, bv), b * nh)](
+        q, k, v, beta, h0, o, ht, scale, t, H=nh, K=dk, V=dv, BK=bk, BV=bv,
+        USE_H0=h0 is not None, STORE_HT=output_final_state,
+        **({} if INTERPRET else {"num_warps": 1 if bk * bv <= 2048 else 4}),
+    )  # fmt: skip
+    return o, ht
+
+
+@_recurrent_op.register_fake
+def _(q, k, v, beta, scale, initial_state, output_final_state) -> tuple[Tensor, Tensor]:
+    b, _, nh, dk = q.shape
+    state = (b, nh, dk, v.shape[-1]) if output_final_state else (0,)
+    return v.new_empty(v.shape), q.new_empty(state, dtype=torch.float32)
+
+
 def fused_recurrent_delta_rule_triton(
     q: Tensor,
     k: Tensor,
@@ -65,22 +93,11 @@ def fused_recurrent_delta_rule_triton(
     output_final_state: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """The recurrence over q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H]: (o in the dtype of v, final state
-    in float32 or None). No autograd: use the chunked form for training."""
-    b, t, nh, dk = q.shape
-    dv = v.shape[-1]
-    scale = dk**-0.5 if scale is None else scale
-    q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))
-    bk = max(16, triton.next_power_of_2(dk))
-    bv = min(max(16, triton.next_power_of_2(dv)), 32 if bk <= 128 else 16)
-    o = torch.empty_like(v)
-    ht = q.new_empty(b, nh, dk, dv, dtype=torch.float32) if output_final_state else None
-    h0 = initial_state.contiguous() if initial_state is not None else None
-    _fused_recurrent_fwd_kernel[(triton.cdiv(dv, bv), b * nh)](
-        q, k, v, beta, h0, o, ht, scale, t, H=nh, K=dk, V=dv, BK=bk, BV=bv,
-        USE_H0=h0 is not None, STORE_HT=output_final_state,
-        **({} if INTERPRET else {"num_warps": 1 if bk * bv <= 2048 else 4}),
-    )  # fmt: skip
-    return o, ht
+    in float32 or None). No autograd: use the chunked form for training. A `torch.library` op
+    (archsearch::fused_recurrent_delta_rule), so a compiled decoder keeps it in one graph."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    o, ht = _recurrent_op(q, k, v, beta, scale, initial_state, output_final_state)
+    return o, ht if output_final_state else None
 
 
 def delta_rule_step_triton(

@@ -216,69 +216,112 @@ def _spectrum_grid(rows: int, n: int) -> tuple[int, int]:
     return (rows, triton.cdiv(n // 4 + 1, BLOCK))  # bins k <= M / 2 = n / 4, each program also takes M - k
 
 
-class _CuFFTLongConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u: Tensor, h: Tensor, skip: Tensor | None, half: bool) -> Tensor:
-        c, t = u.shape[-2:]
-        x = u.reshape(-1, t).contiguous()
-        n = fft_size(t)
-        padded, scale_h = _padded(h[:, :t].contiguous(), n, half)
-        spec_h = torch.view_as_real(torch.fft.rfft(padded))  # [C, K, 2], unnormalised: entries up to T
-        padded, scale = _padded(x, n, half)
-        spec_u = torch.view_as_real(torch.fft.rfft(padded))  # [R, K, 2], unnormalised; the 1/N is in the product
-        rows = x.shape[0]
-        spec_y = torch.empty(rows, n // 2, 2, device=x.device, dtype=spec_u.dtype)
-        _spectral_product_kernel[_spectrum_grid(rows, n)](
-            spec_u, spec_h, scale_h, spec_y, c, n // 2, 1.0 / n, HAS_SCALE=half, BLOCK=BLOCK
-        )
-        y = _finish(_inverse(spec_y, n), scale, x, skip, u.dtype)
-        ctx.save_for_backward(spec_u, spec_h, scale_h, scale, h, skip)
-        ctx.half, ctx.shape, ctx.n = half, u.shape, n
-        return y.view(u.shape)
+@torch.library.custom_op("archsearch::long_conv_cufft", mutates_args=())
+def _cufft_op(u: Tensor, h: Tensor, skip: Tensor | None, half: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(y, and what the backward reuses: the spectra of u and h, their scales; the scales empty unless half)."""
+    c, t = u.shape[-2:]
+    x = u.reshape(-1, t).contiguous()
+    n = fft_size(t)
+    padded, scale_h = _padded(h[:, :t].contiguous(), n, half)
+    spec_h = torch.view_as_real(torch.fft.rfft(padded))  # [C, K, 2], unnormalised: entries up to T
+    padded, scale = _padded(x, n, half)
+    spec_u = torch.view_as_real(torch.fft.rfft(padded))  # [R, K, 2], unnormalised; the 1/N is in the product
+    rows = x.shape[0]
+    spec_y = torch.empty(rows, n // 2, 2, device=x.device, dtype=spec_u.dtype)
+    _spectral_product_kernel[_spectrum_grid(rows, n)](
+        spec_u, spec_h, scale_h, spec_y, c, n // 2, 1.0 / n, HAS_SCALE=half, BLOCK=BLOCK
+    )
+    y = _finish(_inverse(spec_y, n), scale, x, skip, u.dtype)
+    def given(scales: Tensor | None) -> Tensor:
+        return x.new_empty(0, dtype=torch.float32) if scales is None else scales
 
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        spec_u, spec_h, scale_h, scale, h, skip = ctx.saved_tensors
-        c, t = ctx.shape[-2:]
-        n = ctx.n
-        g = dy.reshape(-1, t).contiguous()
-        rows = spec_u.shape[0]
-        padded, scale_g = _padded(g, n, ctx.half)
-        spec_g = torch.view_as_real(torch.fft.rfft(padded))  # unnormalised; the 1/N is in the product
-        spec_du = torch.empty(rows, n // 2, 2, device=g.device, dtype=spec_g.dtype)
-        # sum_b dY conj(U) of the unnormalised spectra carries N (the correlation's 1/N) and, in half precision,
-        # each sequence's two scales w = s_u s_dy; stored times 1 / (N sum_b w) it stays near 1 whatever the batch,
-        # in fp16's range (|entries| <= N / 4)
-        w = None if scale is None else scale * scale_g
-        half_corr = ctx.half and HALF_CORRELATION
-        if half_corr:
-            total = w.view(-1, c).sum(0)
-            g_scale = 1.0 / (n * total)
-        else:
-            total = None
-            g_scale = torch.full((c,), 1.0 / n, device=g.device)
-        spec_dh = torch.empty(c, n // 2, 2, device=g.device, dtype=spec_g.dtype if half_corr else torch.float32)
-        _spectral_backward_kernel[_spectrum_grid(c, n)](
-            spec_g, spec_u, spec_h, scale_h, w, g_scale, spec_du, spec_dh, rows // c, c, n // 2, 1.0 / n,
-            HAS_SCALE=ctx.half, BLOCK=BLOCK,
-        )  # fmt: skip
-        du = _finish(_inverse(spec_du, n), scale_g, g, skip, dy.dtype)
-        # the correlation sum_b sum_t dy[t] u[t - s], lags 0 .. T-1, times total in one pass into h's dtype
-        corr = _inverse(spec_dh, n)
-        taps = h.shape[-1]
-        lags = min(taps, t)
-        dh = torch.empty(c, lags, device=g.device, dtype=h.dtype)
-        _finish_kernel[(c, triton.cdiv(lags, BLOCK))](
-            corr, total, None, None, dh, 1, lags, n, HAS_SCALE=half_corr, HAS_SKIP=False, BLOCK=BLOCK
-        )
-        if taps > t:
-            dh = torch.nn.functional.pad(dh, (0, taps - t))
-        dskip = None
-        if skip is not None:  # lag 0: sum_t dy[t] u[t]
-            dskip = (corr[:, 0].float() * total if half_corr else corr[:, 0]).to(skip.dtype)
-        return du.view(ctx.shape), dh, dskip, None
+    return y.view(u.shape), spec_u, spec_h, given(scale_h), given(scale)
+
+
+@_cufft_op.register_fake
+def _(u: Tensor, h: Tensor, skip: Tensor | None, half: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    c, t = u.shape[-2:]
+    rows, bins = u.numel() // t, fft_size(t) // 2 + 1
+    spectrum = torch.float16 if half else torch.float32
+    return (
+        u.new_empty(u.shape),
+        u.new_empty(rows, bins, 2, dtype=spectrum),
+        u.new_empty(c, bins, 2, dtype=spectrum),
+        u.new_empty(c if half else 0, dtype=torch.float32),
+        u.new_empty(rows if half else 0, dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("archsearch::long_conv_cufft_backward", mutates_args=())
+def _cufft_backward_op(
+    spec_u: Tensor, spec_h: Tensor, scale_h: Tensor, scale: Tensor, h: Tensor, skip: Tensor | None, dy: Tensor,
+    half: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(du, dh, dskip; dskip empty without skip)."""
+    c, t = dy.shape[-2:]
+    n = fft_size(t)
+    spec_u, spec_h, scale_h, scale = (x.contiguous() for x in (spec_u, spec_h, scale_h, scale))
+    scale_h, scale = (scale_h, scale) if half else (None, None)
+    g = dy.reshape(-1, t).contiguous()
+    rows = spec_u.shape[0]
+    padded, scale_g = _padded(g, n, half)
+    spec_g = torch.view_as_real(torch.fft.rfft(padded))  # unnormalised; the 1/N is in the product
+    spec_du = torch.empty(rows, n // 2, 2, device=g.device, dtype=spec_g.dtype)
+    # sum_b dY conj(U) of the unnormalised spectra carries N (the correlation's 1/N) and, in half precision,
+    # each sequence's two scales w = s_u s_dy; stored times 1 / (N sum_b w) it stays near 1 whatever the batch,
+    # in fp16's range (|entries| <= N / 4)
+    w = None if scale is None else scale * scale_g
+    half_corr = half and HALF_CORRELATION
+    if half_corr:
+        total = w.view(-1, c).sum(0)
+        g_scale = 1.0 / (n * total)
+    else:
+        total = None
+        g_scale = torch.full((c,), 1.0 / n, device=g.device)
+    spec_dh = torch.empty(c, n // 2, 2, device=g.device, dtype=spec_g.dtype if half_corr else torch.float32)
+    _spectral_backward_kernel[_spectrum_grid(c, n)](
+        spec_g, spec_u, spec_h, scale_h, w, g_scale, spec_du, spec_dh, rows // c, c, n // 2, 1.0 / n,
+        HAS_SCALE=half, BLOCK=BLOCK,
+    )  # fmt: skip
+    du = _finish(_inverse(spec_du, n), scale_g, g, skip, dy.dtype)
+    # the correlation sum_b sum_t dy[t] u[t - s], lags 0 .. T-1, times total in one pass into h's dtype
+    corr = _inverse(spec_dh, n)
+    taps = h.shape[-1]
+    lags = min(taps, t)
+    dh = torch.empty(c, lags, device=g.device, dtype=h.dtype)
+    _finish_kernel[(c, triton.cdiv(lags, BLOCK))](
+        corr, total, None, None, dh, 1, lags, n, HAS_SCALE=half_corr, HAS_SKIP=False, BLOCK=BLOCK
+    )
+    if taps > t:
+        dh = torch.nn.functional.pad(dh, (0, taps - t))
+    dskip = dy.new_empty(0)
+    if skip is not None:  # lag 0: sum_t dy[t] u[t]
+        dskip = (corr[:, 0].float() * total if half_corr else corr[:, 0]).to(skip.dtype).contiguous()
+    return du.view(dy.shape), dh, dskip
+
+
+@_cufft_backward_op.register_fake
+def _(spec_u, spec_h, scale_h, scale, h, skip, dy, half) -> tuple[Tensor, Tensor, Tensor]:
+    return dy.new_empty(dy.shape), h.new_empty(h.shape), dy.new_empty(0) if skip is None else skip.new_empty(skip.shape)
+
+
+def _cufft_setup(ctx, inputs, output) -> None:
+    _, h, skip, half = inputs
+    ctx.save_for_backward(*output[1:], h, skip)
+    ctx.half = half
+
+
+def _cufft_backward(ctx, dy: Tensor, *_unused: Tensor):
+    *saved, skip = ctx.saved_tensors
+    du, dh, dskip = _cufft_backward_op(*saved, skip, dy, ctx.half)
+    return du, dh, None if skip is None else dskip, None
+
+
+_cufft_op.register_autograd(_cufft_backward, setup_context=_cufft_setup)
 
 
 def long_conv_cufft(u: Tensor, h: Tensor, skip: Tensor | None = None, half: bool = False) -> Tensor:
-    """`long_conv` (see `reference`) through cuFFT with fused Triton passes; half: fp16 transforms (CUDA only)."""
-    return _CuFFTLongConv.apply(u, h, skip, half)
+    """`long_conv` (see `reference`) through cuFFT with fused Triton passes; half: fp16 transforms (CUDA only).
+
+    A `torch.library` op (archsearch::long_conv_cufft), so `torch.compile` keeps it in one graph."""
+    return _cufft_op(u, h, skip, half)[0]

@@ -256,48 +256,84 @@ def _launch_config(n: int) -> dict:
     )
 
 
-class _MonarchLongConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> Tensor:
-        c, t = u.shape[-2:]
-        x = u.reshape(-1, c, t).contiguous()
-        n = fft_size(t)
-        n1, n2, mats = _plan(n, u.device, f16)
-        hr, hi = filter_spectrum(h, t, n, n1, n2)
-        split, per = _splits((x.shape[0] + 1) // 2, c, u.device)
-        y = torch.empty_like(x)
-        _long_conv_fwd_kernel[(c, split)](
-            x, y, hr, hi, x if skip is None else skip, *mats, x.shape[0], c, t, per,
-            HAS_SKIP=skip is not None, N1=n1, N2=n2, F16=f16, **_launch_config(n),
-        )  # fmt: skip
-        ctx.save_for_backward(x, h, hr, hi, skip)
-        ctx.f16, ctx.shape = f16, u.shape
-        return y.view(u.shape)
+@torch.library.custom_op("archsearch::long_conv_monarch", mutates_args=())
+def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, the filter spectrum's real and imaginary parts, which the backward reuses)."""
+    c, t = u.shape[-2:]
+    x = u.reshape(-1, c, t).contiguous()
+    n = fft_size(t)
+    n1, n2, mats = _plan(n, u.device, f16)
+    hr, hi = filter_spectrum(h, t, n, n1, n2)
+    skip = skip.contiguous() if skip is not None else None
+    split, per = _splits((x.shape[0] + 1) // 2, c, u.device)
+    y = torch.empty_like(x)
+    _long_conv_fwd_kernel[(c, split)](
+        x, y, hr, hi, x if skip is None else skip, *mats, x.shape[0], c, t, per,
+        HAS_SKIP=skip is not None, N1=n1, N2=n2, F16=f16, **_launch_config(n),
+    )  # fmt: skip
+    return y.view(u.shape), hr, hi
 
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, h, hr, hi, skip = ctx.saved_tensors
-        b, c, t = x.shape
-        n = fft_size(t)
-        n1, n2, mats = _plan(n, x.device, ctx.f16)
-        g = dy.reshape(b, c, t).contiguous()
-        split, per = _splits((b + 1) // 2, c, x.device)
-        du = torch.empty_like(x)
-        dh = torch.empty(split, c, t, device=x.device, dtype=torch.float32)
-        dskip = torch.empty(split, c, device=x.device, dtype=torch.float32)
-        _long_conv_bwd_kernel[(c, split)](
-            x, g, du, dh, dskip, hr, hi, x if skip is None else skip, *mats, b, c, t, per, math.sqrt(n),
-            HAS_SKIP=skip is not None, N1=n1, N2=n2, F16=ctx.f16, **_launch_config(n),
-        )  # fmt: skip
-        dh = dh.sum(0)
-        taps = h.shape[-1]
-        dh = dh[:, :taps] if taps <= t else torch.nn.functional.pad(dh, (0, taps - t))
-        dskip = None if skip is None else dskip.sum(0).to(skip.dtype)
-        return du.view(ctx.shape), dh.to(h.dtype), dskip, None
+
+@_monarch_op.register_fake
+def _(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    n = fft_size(u.shape[-1])
+    n1 = 1 << (n.bit_length() - 1) // 2
+    spectrum = (h.shape[0], n1, n // n1)
+    return u.new_empty(u.shape), h.new_empty(spectrum, dtype=torch.float32), h.new_empty(spectrum, dtype=torch.float32)
+
+
+@torch.library.custom_op("archsearch::long_conv_monarch_backward", mutates_args=())
+def _monarch_backward_op(
+    u: Tensor, h: Tensor, skip: Tensor | None, hr: Tensor, hi: Tensor, dy: Tensor, f16: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(du, dh, dskip; dskip empty without skip)."""
+    c, t = u.shape[-2:]
+    x = u.reshape(-1, c, t).contiguous()
+    b = x.shape[0]
+    n = fft_size(t)
+    n1, n2, mats = _plan(n, x.device, f16)
+    g = dy.reshape(b, c, t).contiguous()
+    hr, hi = hr.contiguous(), hi.contiguous()
+    skip = skip.contiguous() if skip is not None else None
+    split, per = _splits((b + 1) // 2, c, x.device)
+    du = torch.empty_like(x)
+    dh = torch.empty(split, c, t, device=x.device, dtype=torch.float32)
+    dskip = torch.empty(split, c, device=x.device, dtype=torch.float32)
+    _long_conv_bwd_kernel[(c, split)](
+        x, g, du, dh, dskip, hr, hi, x if skip is None else skip, *mats, b, c, t, per, math.sqrt(n),
+        HAS_SKIP=skip is not None, N1=n1, N2=n2, F16=f16, **_launch_config(n),
+    )  # fmt: skip
+    dh = dh.sum(0)
+    taps = h.shape[-1]
+    dh = dh[:, :taps].contiguous() if taps <= t else torch.nn.functional.pad(dh, (0, taps - t))
+    dskip = u.new_empty(0) if skip is None else dskip.sum(0).to(skip.dtype)
+    return du.view(u.shape), dh.to(h.dtype), dskip
+
+
+@_monarch_backward_op.register_fake
+def _(u, h, skip, hr, hi, dy, f16) -> tuple[Tensor, Tensor, Tensor]:
+    return u.new_empty(u.shape), h.new_empty(h.shape), u.new_empty(0) if skip is None else skip.new_empty(skip.shape)
+
+
+def _monarch_setup(ctx, inputs, output) -> None:
+    u, h, skip, f16 = inputs
+    ctx.save_for_backward(u, h, skip, output[1], output[2])
+    ctx.f16 = f16
+
+
+def _monarch_backward(ctx, dy: Tensor, _dhr, _dhi):
+    u, h, skip, hr, hi = ctx.saved_tensors
+    du, dh, dskip = _monarch_backward_op(u, h, skip, hr, hi, dy, ctx.f16)
+    return du, dh, None if skip is None else dskip, None
+
+
+_monarch_op.register_autograd(_monarch_backward, setup_context=_monarch_setup)
 
 
 def long_conv_monarch(u: Tensor, h: Tensor, skip: Tensor | None = None, f16: bool = True) -> Tensor:
-    """`long_conv` (see `reference`) through the fused kernel; T <= MAX_FFT // 2. f16: fp16 DFT products, else tf32."""
+    """`long_conv` (see `reference`) through the fused kernel; T <= MAX_FFT // 2. f16: fp16 DFT products, else tf32.
+
+    A `torch.library` op (archsearch::long_conv_monarch), so `torch.compile` keeps it in one graph."""
     if not supports(u.shape[-1]):
         raise ValueError(f"long_conv_monarch: T={u.shape[-1]} is over {MAX_FFT // 2}")
-    return _MonarchLongConv.apply(u, h, skip, f16)
+    return _monarch_op(u, h, skip, f16)[0]

@@ -70,9 +70,23 @@ def _grouped_mlp(xs: Tensor, ends: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | 
         gmm = partial(torch._grouped_mm, offs=ends)
         h = gmm(xs, w1 if w3 is None else torch.cat([w1, w3], -1))
         return gmm(_activate_packed(h, kind) if w3 is not None else activate(h, None, kind), w2)
+    if torch.compiler.is_compiling():
+        return _masked_grouped_mlp(xs, ends, w1, w2, w3, kind)
     groups = xs.tensor_split(ends.tolist())  # the experts' groups, then the rows of no expert
     parts = [mlp(g, w1[e], w2[e], None if w3 is None else w3[e], kind) for e, g in enumerate(groups[:-1])]
     return torch.cat([*parts, groups[-1].new_zeros(groups[-1].shape[0], w2.shape[-1])])
+
+
+def _masked_grouped_mlp(xs: Tensor, ends: Tensor, w1: Tensor, w2: Tensor, w3: Tensor | None, kind: str) -> Tensor:
+    """`_grouped_mlp` without data-dependent shapes, for a compiled graph where no grouped GEMM runs: each expert
+    on every row, kept on its own rows (the experts' work times the number of experts; rows of no expert get 0)."""
+    row = torch.arange(xs.shape[0], device=xs.device)
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    out = xs.new_zeros(xs.shape[0], w2.shape[-1])
+    for e in range(w1.shape[0]):
+        mine = ((row >= starts[e]) & (row < ends[e]))[:, None]
+        out = torch.where(mine, mlp(xs, w1[e], w2[e], None if w3 is None else w3[e], kind), out)
+    return out
 
 
 def _activate_packed(h: Tensor, kind: str) -> Tensor:

@@ -75,42 +75,83 @@ def _combine(out: Tensor, pos: Tensor, gates: Tensor | None, n: int) -> Tensor:
     return y
 
 
-class _Combine(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
-        out, gates = out.contiguous(), gates.contiguous()
-        ctx.save_for_backward(out, pos, gates)
-        return _combine(out, pos, gates, pos.shape[0])
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        out, pos, gates = ctx.saved_tensors
-        n, k = pos.shape
-        dout = torch.empty_like(out)
-        dgates = torch.empty_like(gates)
-        _combine_bwd_kernel[(triton.cdiv(n, BLOCK_N),)](
-            dy.contiguous(), out, pos, gates, dout, dgates, n, out.shape[1], K=k, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D
-        )
-        return dout, None, dgates
+@torch.library.custom_op("archsearch::moe_combine", mutates_args=())
+def _combine_op(out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
+    return _combine(out.contiguous(), pos.contiguous(), gates.contiguous(), pos.shape[0])
 
 
-class _Gather(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, token: Tensor, pos: Tensor) -> Tensor:
-        ctx.save_for_backward(pos)
-        return x[token]
+@_combine_op.register_fake
+def _(out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
+    return out.new_empty(pos.shape[0], out.shape[1])
 
-    @staticmethod
-    def backward(ctx, dxs: Tensor):
-        (pos,) = ctx.saved_tensors
-        return _combine(dxs.contiguous(), pos, None, pos.shape[0]), None, None
+
+@torch.library.custom_op("archsearch::moe_combine_backward", mutates_args=())
+def _combine_backward_op(dy: Tensor, out: Tensor, pos: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
+    out, pos, gates = out.contiguous(), pos.contiguous(), gates.contiguous()
+    n, k = pos.shape
+    dout = torch.empty_like(out)
+    dgates = torch.empty_like(gates)
+    _combine_bwd_kernel[(triton.cdiv(n, BLOCK_N),)](
+        dy.contiguous(), out, pos, gates, dout, dgates, n, out.shape[1], K=k, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D
+    )
+    return dout, dgates
+
+
+@_combine_backward_op.register_fake
+def _(dy: Tensor, out: Tensor, pos: Tensor, gates: Tensor) -> tuple[Tensor, Tensor]:
+    return out.new_empty(out.shape), gates.new_empty(gates.shape)
+
+
+def _combine_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _combine_backward(ctx, dy: Tensor):
+    out, pos, gates = ctx.saved_tensors
+    dout, dgates = _combine_backward_op(dy, out, pos, gates)
+    return dout, None, dgates
+
+
+_combine_op.register_autograd(_combine_backward, setup_context=_combine_setup)
+
+
+@torch.library.custom_op("archsearch::moe_sum_slots", mutates_args=())
+def _sum_slots_op(rows: Tensor, pos: Tensor) -> Tensor:
+    return _combine(rows.contiguous(), pos.contiguous(), None, pos.shape[0])
+
+
+@_sum_slots_op.register_fake
+def _(rows: Tensor, pos: Tensor) -> Tensor:
+    return rows.new_empty(pos.shape[0], rows.shape[1])
+
+
+@torch.library.custom_op("archsearch::moe_gather", mutates_args=())
+def _gather_op(x: Tensor, token: Tensor, pos: Tensor) -> Tensor:
+    return x[token]
+
+
+@_gather_op.register_fake
+def _(x: Tensor, token: Tensor, pos: Tensor) -> Tensor:
+    return x.new_empty(token.shape[0], x.shape[1])
+
+
+def _gather_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[2])
+
+
+def _gather_backward(ctx, dxs: Tensor):
+    (pos,) = ctx.saved_tensors
+    return _sum_slots_op(dxs, pos), None, None
+
+
+_gather_op.register_autograd(_gather_backward, setup_context=_gather_setup)
 
 
 def combine(out: Tensor, pos: Tensor, gates: Tensor) -> Tensor:
     """y [N, d] = sum_j gates[n, j] out[pos[n, j]] (pos -1: nothing), differentiable in out and gates."""
-    return _Combine.apply(out, pos, gates)
+    return _combine_op(out, pos, gates)
 
 
 def gather(x: Tensor, token: Tensor, pos: Tensor) -> Tensor:
     """x[token] (the sorted rows' tokens), whose gradient sums each token's rows through pos in a fixed order."""
-    return _Gather.apply(x, token, pos)
+    return _gather_op(x, token, pos)

@@ -39,29 +39,47 @@ def _swiglu_bwd_kernel(h_ptr, dy_ptr, dh_ptr, numel, n, BLOCK: tl.constexpr):
     tl.store(dh_ptr + a_at + n, (dy * a * s).to(dh_ptr.dtype.element_ty), mask=inside)
 
 
-class _SwiGLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h: Tensor) -> Tensor:
-        h = h.contiguous()
-        n = h.shape[-1] // 2
-        y = h.new_empty(*h.shape[:-1], n)
-        _swiglu_fwd_kernel[(triton.cdiv(y.numel(), BLOCK),)](h, y, y.numel(), n, BLOCK=BLOCK)
-        ctx.save_for_backward(h)
-        return y
+@torch.library.custom_op("archsearch::swiglu", mutates_args=())
+def _swiglu_op(h: Tensor) -> Tensor:
+    h = h.contiguous()
+    n = h.shape[-1] // 2
+    y = h.new_empty(*h.shape[:-1], n)
+    _swiglu_fwd_kernel[(triton.cdiv(y.numel(), BLOCK),)](h, y, y.numel(), n, BLOCK=BLOCK)
+    return y
 
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        (h,) = ctx.saved_tensors
-        dh = torch.empty_like(h)
-        _swiglu_bwd_kernel[(triton.cdiv(dy.numel(), BLOCK),)](
-            h, dy.contiguous(), dh, dy.numel(), h.shape[-1] // 2, BLOCK=BLOCK
-        )
-        return dh
+
+@_swiglu_op.register_fake
+def _(h: Tensor) -> Tensor:
+    return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
+
+
+@torch.library.custom_op("archsearch::swiglu_backward", mutates_args=())
+def _swiglu_backward_op(h: Tensor, dy: Tensor) -> Tensor:
+    h = h.contiguous()
+    dh = torch.empty_like(h)
+    _swiglu_bwd_kernel[(triton.cdiv(dy.numel(), BLOCK),)](h, dy.contiguous(), dh, dy.numel(), h.shape[-1] // 2, BLOCK=BLOCK)
+    return dh
+
+
+@_swiglu_backward_op.register_fake
+def _(h: Tensor, dy: Tensor) -> Tensor:
+    return h.new_empty(h.shape)
+
+
+def _swiglu_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _swiglu_backward(ctx, dy: Tensor) -> Tensor:
+    return _swiglu_backward_op(*ctx.saved_tensors, dy)
+
+
+_swiglu_op.register_autograd(_swiglu_backward, setup_context=_swiglu_setup)
 
 
 def swiglu(h: Tensor) -> Tensor:
     """silu(h[..., :n]) * h[..., n:] for h [..., 2n] -> [..., n] in h's dtype; one Triton kernel each way, fp32
-    arithmetic."""
+    arithmetic. A `torch.library` op (archsearch::swiglu), so `torch.compile` keeps it in one graph."""
     if h.shape[-1] % 2:
         raise ValueError(f"swiglu: the last dimension must hold two halves, got {h.shape[-1]}")
-    return _SwiGLU.apply(h)
+    return _swiglu_op(h)

@@ -69,36 +69,54 @@ def _short_conv_bwd_kernel(
         tl.store(dx_ptr + (b * T + t[:, None]) * C + c[None, :], acc.to(dx_ptr.dtype.element_ty), mask=here)
 
 
-class _ShortConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
-        x = x.contiguous()
-        w = weight.contiguous()
-        b, t, c = x.shape
-        y = torch.empty_like(x)
-        grid = (triton.cdiv(t, BLOCK_T), triton.cdiv(c, BLOCK_C), b)
-        _short_conv_fwd_kernel[grid](x, w, y, t, c, K=w.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
-        ctx.save_for_backward(x, w)
-        return y
+@torch.library.custom_op("archsearch::short_conv", mutates_args=())
+def _short_conv_op(x: Tensor, weight: Tensor) -> Tensor:
+    x, w = x.contiguous(), weight.contiguous()
+    b, t, c = x.shape
+    y = torch.empty_like(x)
+    grid = (triton.cdiv(t, BLOCK_T), triton.cdiv(c, BLOCK_C), b)
+    _short_conv_fwd_kernel[grid](x, w, y, t, c, K=w.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+    return y
 
-    @staticmethod
-    def backward(ctx, dy: Tensor):
-        x, w = ctx.saved_tensors
-        b, t, c = x.shape
-        k = w.shape[1]
-        dy = dy.contiguous()
-        dx = torch.empty_like(x)
-        groups = triton.cdiv(t, BLOCK_T * TILES_PER_PROGRAM)
-        dw = torch.empty(b * groups, k, c, device=x.device, dtype=torch.float32)
-        grid = (groups, triton.cdiv(c, BLOCK_C), b)
-        _short_conv_bwd_kernel[grid](
-            x, w, dy, dx, dw, t, c, K=k, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=TILES_PER_PROGRAM
-        )
-        return dx, dw.sum(0).T.to(w.dtype)
+
+@_short_conv_op.register_fake
+def _(x: Tensor, weight: Tensor) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("archsearch::short_conv_backward", mutates_args=())
+def _short_conv_backward_op(x: Tensor, weight: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
+    x, w, dy = x.contiguous(), weight.contiguous(), dy.contiguous()
+    b, t, c = x.shape
+    k = w.shape[1]
+    dx = torch.empty_like(x)
+    groups = triton.cdiv(t, BLOCK_T * TILES_PER_PROGRAM)
+    dw = torch.empty(b * groups, k, c, device=x.device, dtype=torch.float32)
+    grid = (groups, triton.cdiv(c, BLOCK_C), b)
+    _short_conv_bwd_kernel[grid](x, w, dy, dx, dw, t, c, K=k, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=TILES_PER_PROGRAM)
+    return dx, dw.sum(0).T.to(w.dtype).contiguous()
+
+
+@_short_conv_backward_op.register_fake
+def _(x: Tensor, weight: Tensor, dy: Tensor) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape), weight.new_empty(weight.shape)
+
+
+def _short_conv_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _short_conv_backward(ctx, dy: Tensor):
+    return _short_conv_backward_op(*ctx.saved_tensors, dy)
+
+
+_short_conv_op.register_autograd(_short_conv_backward, setup_context=_short_conv_setup)
 
 
 def short_conv_triton(x: Tensor, weight: Tensor) -> Tensor:
-    """`short_conv` (see `reference`) through the Triton kernels: x [B, T, C], weight [C, K] with K <= MAX_K."""
+    """`short_conv` (see `reference`) through the Triton kernels: x [B, T, C], weight [C, K] with K <= MAX_K.
+
+    A `torch.library` op (archsearch::short_conv), so `torch.compile` keeps it in one graph."""
     if weight.shape[-1] > MAX_K:
         raise ValueError(f"short_conv_triton: kernel size {weight.shape[-1]} is over {MAX_K}")
-    return _ShortConv.apply(x, weight)
+    return _short_conv_op(x, weight)
