@@ -74,16 +74,25 @@ def read_dataclass(cls: type, node: _yaml.Node, key: str, **kwargs: Any) -> Any:
 
 
 def read_value(hint: Any, node: _yaml.Node, key: str, error: type[ConfigError] = ConfigError) -> Any:
-    """One value checked against a type hint: bool, int (non-negative), float, str, X | None, tuple[X, ...], a dataclass."""
+    """One value checked against a type hint: bool, int (non-negative), float, str, Literal[...], X | None,
+    bool | Literal[...], tuple[X, ...], a dataclass."""
     v = node.value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         if v is None and len(options) < len(args):
             return None
-        if len(options) != 1:
-            raise TypeError(f"{key}: the reader takes X | None, not {hint}")
-        return read_value(options[0], node, key, error)
+        if len(options) == 1:
+            return read_value(options[0], node, key, error)
+        if not all(o is bool or typing.get_origin(o) is typing.Literal for o in options):
+            raise TypeError(f"{key}: the reader takes X | None or bool | Literal[...], not {hint}")
+        if isinstance(v, bool) or v in literal_choices(hint):  # e.g. compile: true, false or auto
+            return v
+        raise fail(node, key, f"expected {', '.join(map(str, literal_choices(hint)))} or true/false, got {v!r}", error)
+    if origin is typing.Literal:
+        if v in args:
+            return v
+        raise fail(node, key, f"expected one of {', '.join(map(str, args))}, got {v!r}", error)
     if hint is bool:
         if isinstance(v, bool):
             return v
@@ -109,6 +118,13 @@ def read_value(hint: Any, node: _yaml.Node, key: str, error: type[ConfigError] =
     if hint is Any:
         return node.plain()
     raise TypeError(f"{key}: the reader has no rule for {hint}")
+
+
+def literal_choices(hint: Any) -> tuple[Any, ...]:
+    """The values a `Literal[...]` in `hint` (alone or in a union) allows."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    return tuple(c for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal for c in typing.get_args(a))
 
 
 def positive_int(node: _yaml.Node, key: str, error: type[ConfigError] = ConfigError) -> int:

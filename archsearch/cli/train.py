@@ -16,6 +16,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..architecture import Architecture
+from .._config import literal_choices
 from ..errors import ConfigError
 from ..loading import load_space
 from ..metrics import PROXY_METRICS, human
@@ -37,11 +38,15 @@ def add_parser(sub) -> None:
 
 
 def _flags(cls: type) -> list[tuple[dataclasses.Field, Any]]:
-    """The fields of `cls` that a flag can set: scalars (bool, int, float, str, or one of them | None)."""
+    """The fields of `cls` that a flag can set: scalars (bool, int, float, str, or one of them | None), and
+    bool | Literal[...] choices."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        if literal_choices(hint):  # true, false or one of the named choices (compile: auto)
+            out.append((f, hint))
+            continue
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             options = [a for a in typing.get_args(hint) if a is not type(None)]
             hint = options[0] if len(options) == 1 else None
@@ -54,7 +59,11 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, f: dataclasses.Field, 
     flag = "--" + name.replace("_", "-")
     text = f.metadata.get("help", "")
     dest = f"{group}.{f.name}"
-    if hint is bool:
+    if choices := literal_choices(hint):
+        words = {"true": True, "false": False, **{str(c): c for c in choices}}
+        parser.add_argument(flag, dest=dest, nargs="?", const=True, default=f.default, type=lambda w: words.get(w.lower(), w),
+                            choices=list(words.values()), metavar="|".join(words), help=f"{text} (default {f.default})")
+    elif hint is bool:
         action = "store_true" if f.default is False else argparse.BooleanOptionalAction
         parser.add_argument(flag, dest=dest, action=action, default=f.default, help=text)
     else:

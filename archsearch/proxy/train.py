@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -42,7 +42,7 @@ class ProxySettings:
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
     evals: int = field(default=8, metadata={"help": "intermediate evaluations (for early stopping), the last one final"})
     eval_tokens: int = field(default=131_072, metadata={"help": "tokens of the final evaluation; intermediate ones use its first quarter (capped at half the budget)"})
-    compile: bool | str = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
+    compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s"})

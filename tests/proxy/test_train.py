@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from archsearch import Architecture, BlockSpec, LayerSpec
-from archsearch.blocks import REGISTRY, register
+from archsearch.blocks import REGISTRY
 from archsearch.blocks._family import BlockFamily
 from archsearch.blocks._layers import Block
 from archsearch.cli import main
@@ -220,11 +220,8 @@ class _UntraceableFamily(BlockFamily):
         return _Untraceable(d_model)
 
 
-if "untraceable" not in REGISTRY:
-    register(_UntraceableFamily())
-
-
-def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason():
+def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "untraceable", _UntraceableFamily())  # a plugin for this test only
     arch = Architecture(32, (LayerSpec(BlockSpec.make("untraceable", {}, 32), BlockSpec.make("glu", {}, 32)),))
     m = run_proxy(arch, ProxySettings(**FAST, compile=True))
     assert m.status == "ok" and not m.compiled and m.compile_seconds is None
