@@ -138,7 +138,7 @@ def test_every_block_family_compiles_in_one_graph_to_the_eager_models_loss_and_g
 
 @pytest.mark.parametrize("path", SPACES)
 def test_a_sample_of_every_example_space_compiles_in_one_graph(path):
-    arch = next(a for a in (_try_sample(SearchSpace.load(path), seed) for seed in range(50)) if a is not None)
+    arch = next(a for a in (_try_sample(load_space(path), seed) for seed in range(50)) if a is not None)
     # one layer of each kind the sample holds (up to two): the space's blocks at its widths, traced in seconds
     kinds = {}
     for layer in arch.layers:

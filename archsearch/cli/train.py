@@ -15,8 +15,8 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..architecture import Architecture
 from .._config import literal_choices
+from ..architecture import Architecture
 from ..errors import ConfigError
 from ..loading import load_space
 from ..metrics import PROXY_METRICS, human
