@@ -1,8 +1,9 @@
 """`archsearch run`: load the study, open (or resume) its run directory, and run the trials still missing.
 
-Resuming: the Optuna storage (SQLite in the run directory) is the source of truth. Trials it holds as finished are
-kept; trials it holds as running were cut off, so they are closed as interrupted and their parameters queued again;
-the new Tuner runs only the trials still missing from the count.
+Resuming: the Optuna storage (SQLite in the run directory) is the single source of truth. Trials it holds as
+finished are kept; a trial it holds as running was cut off: finished with its row where the driver stored one,
+else closed as interrupted and its parameters queued again. The trials table is rebuilt from the storage, and the
+new Tuner runs only the trials still missing from the count, its sampler seeded anew (see `resumed_seed`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..sampling import space_size
 from ._config import Study
 from ._optuna_ray import check_reachable, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
-from ._rundir import RunDir, TrialsTable
+from ._rundir import RunDir, TrialsTable, rows_of
 from ._samplers import GRID
 
 
@@ -36,18 +37,18 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     if not resuming:  # only once nothing refuses the start: a corrected study then finds no "different study" here
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
-    done = recover(ostudy)
-    table = TrialsTable(run_dir)
+    done = recover(ostudy, study.objectives)
+    stored = ostudy.get_trials(deepcopy=False)
+    table = TrialsTable(run_dir, rows_of(stored))
+    table.write()  # a torn, stale or missing trials.csv is rebuilt before anything else runs
     remaining = total - done
     if remaining <= 0:
         print(f"{run_dir.path}: all {total} trials are finished")
-        table.write()
         return run_dir.path
     start_ray(address)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
-    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total))
-    table.write()
+    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total), len(stored))
     return run_dir.path
 
 
