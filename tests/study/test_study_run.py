@@ -33,7 +33,7 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
     table = pd.read_csv(run_dir / "trials.csv")
     assert sorted(table["trial"]) == [0, 1, 2, 3] and set(table["status"]) == {"ok"}
     assert (table["bits_per_byte"] > 0).all() and (table["train_tokens_per_s"] > 0).all()
-    assert {"study.yaml", "space.yaml", "optuna.db", "ray", "cache.jsonl"} <= set(os.listdir(run_dir))
+    assert {"study.yaml", "space.yaml", "optuna.db", "ray", "trials.csv"} <= set(os.listdir(run_dir))
     assert len(finished_in_optuna(run_dir)) == 4
     out = capsys.readouterr().out
     assert "4/4 finished" in out and "best bits_per_byte" in out and "front" in out
