@@ -39,6 +39,25 @@ class DataSpec:
     bytes_per_token: float | None = field(default=None, metadata={"help": "for .bin files, whose text is not at hand: what bits per byte divide by"})
     suffixes: tuple[str, ...] = (".txt", ".md", ".py", ".rst", ".json", ".csv", ".html", ".c", ".h", ".tex")
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.val_fraction) and 0 < self.val_fraction < 1):
+            raise ArchsearchError(f"val_fraction: expected a share between 0 and 1, got {self.val_fraction!r}")
+        if self.bytes_per_token is not None and not (math.isfinite(self.bytes_per_token) and self.bytes_per_token > 0):
+            raise ArchsearchError(f"bytes_per_token: expected a positive number, got {self.bytes_per_token!r}")
+        if self.bin_dtype not in ("uint8", "uint16", "uint32", "int32", "int64"):
+            raise ArchsearchError(f"bin_dtype: expected uint8, uint16, uint32, int32 or int64, got {self.bin_dtype!r}")
+
+    def unreadable(self) -> str | None:
+        """Why the source or tokenizer cannot be read here (checked before a study starts), or None."""
+        for name, path in (("source", self.source), ("tokenizer", self.tokenizer)):
+            if path is None or (name == "source" and path == BUILTIN):
+                continue
+            if not os.path.exists(path):
+                return f"{name}: {path}: no such file or folder"
+            if not os.access(path, os.R_OK):
+                return f"{name}: {path}: not readable"
+        return None
+
 
 @dataclass
 class Corpus:
