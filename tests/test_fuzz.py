@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from archsearch.architecture import Architecture
 from archsearch.cli import main
 from archsearch.errors import ArchsearchError
-from archsearch.sampling import RandomSampler, sample
 from archsearch.loading import load_space
+from archsearch.sampling import RandomSampler, sample
 from archsearch.study import Study
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -221,6 +221,21 @@ def start_ray(address: str | None) -> None:
         raise ArchsearchError(f"--address {address}: cannot join a Ray cluster there ({message})") from None
 
 
+def check_resources(study: Study) -> None:
+    """Refuse, in one line, a trial that needs more CPUs or GPUs than the Ray cluster has (Ray would wait for them
+    forever, at "0 running"), or a CUDA proxy that asks for no GPU."""
+    import ray
+
+    s, device = study.search, study.proxy.device
+    if device.startswith("cuda") and s.gpu == 0:
+        raise ArchsearchError(f"{study.file}: proxy.device: {device} needs a GPU in each trial; set search.resources: {{gpu: N}} (a fraction shares one)")
+    have = ray.cluster_resources()
+    for key, want in (("cpu", s.cpu), ("gpu", s.gpu)):
+        if want > have.get(key.upper(), 0.0):
+            raise ArchsearchError(f"{study.file}: search.resources.{key}: each trial needs {want:g}, but the Ray cluster has "
+                                  f"{have.get(key.upper(), 0.0):g}{' (no CUDA device)' if key == 'gpu' and not have.get('GPU') else ''}")
+
+
 def check_reachable(address: str) -> None:
     """Fail in seconds, with one line, where Ray would retry an unreachable address for minutes."""
     host_port = address.removeprefix("ray://")

@@ -9,12 +9,15 @@ new Tuner runs only the trials still missing from the count, its sampler seeded 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import ArchsearchError
+from ..metrics import human_bytes
 from ..sampling import space_size
+from ..space import bounds
 from ._config import Study
-from ._optuna_ray import check_reachable, open_storage, recover, start_ray, tune_trials
+from ._optuna_ray import check_reachable, check_resources, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
 from ._rundir import RunDir, TrialsTable, rows_of
 from ._samplers import GRID
@@ -32,9 +35,12 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         study = kept
         print(f"resuming {run_dir.path}")
     total = _trial_count(study, trials or study.search.trials)
+    _check_memory(study)
     if address:
         check_reachable(address)
     if not resuming:  # only once nothing refuses the start: a corrected study then finds no "different study" here
+        start_ray(address)
+        check_resources(study)
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
     done = recover(ostudy, study.objectives)
@@ -46,6 +52,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         print(f"{run_dir.path}: all {total} trials are finished")
         return run_dir.path
     start_ray(address)
+    check_resources(study)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
     tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total), len(stored))
@@ -63,6 +70,23 @@ def _trial_count(study: Study, total: int) -> int:
         print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
         return size.assignments
     return total
+
+
+def _check_memory(study: Study) -> None:
+    """Refuse, before anything starts, proxies whose activations alone cannot fit in this machine's memory (a huge
+    seq_len or batch): a lower bound from the largest architecture of the space, so nothing that fits is refused.
+    CPU trials only: a GPU's memory is not known before a worker runs."""
+    p, s = study.proxy, study.search
+    if p.device != "cpu" and not (p.device == "auto" and s.gpu == 0):
+        return
+    width, depth = bounds(study.space.d_model)[1], study.space.depth_bounds()[1]
+    # float32 activations kept for the backward pass: at least the residual stream per layer, and the logits
+    need = 4 * p.batch_size * p.seq_len * (width * depth * 4 + study.space.vocab_size * 2) * s.concurrency
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ArchsearchError(f"{study.file}: proxy: batch_size {p.batch_size} x seq_len {p.seq_len:,} needs at least "
+                              f"{human_bytes(need)} for {s.concurrency} concurrent trials of the space's largest "
+                              f"architecture; this machine has {human_bytes(have)}: lower seq_len, batch_size or concurrency")
 
 
 def _canonical(data: dict) -> str:

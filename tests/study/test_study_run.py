@@ -139,3 +139,21 @@ def test_a_refused_start_writes_no_run_directory(write_study, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert main(["run", str(write_study()), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}", "search.resources.gpu: each trial needs 1, but the Ray cluster has 0 (no CUDA device)"),
+    ("resources: {cpu: 1}", "resources: {cpu: 4096}", "search.resources.cpu: each trial needs 4096"),
+    ("device: cpu", "device: cuda", "proxy.device: cuda needs a GPU in each trial"),
+    ("seq_len: 32, batch_size: 8", "seq_len: 1048576, batch_size: 65536", "needs at least"),
+])
+def test_a_study_the_cluster_cannot_run_is_refused_in_one_line_before_the_run_directory(
+        write_study, tmp_path, capsys, ray_shutdown, old, new, fragment):
+    from archsearch.cli import main
+
+    path = write_study()
+    path.write_text(path.read_text().replace(old, new))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (Ray may say something of its own first)
+    assert last.startswith(f"error: {path}: ") and fragment in last
+    assert not (tmp_path / "run").exists()
