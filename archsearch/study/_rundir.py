@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..architecture import Architecture
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, ConfigError
 from ..metrics import METRICS
 from ._config import Study
 
@@ -208,8 +208,9 @@ class Run:
         return None
 
 
-def load_run(path: str | Path, require_trials: bool = False) -> Run:
-    """Read a run directory written by `archsearch run`; with `require_trials`, one that has a trials table."""
+def load_run(path: str | Path, require_trials: bool = False, trust_plugins: bool = False) -> Run:
+    """Read a run directory written by `archsearch run`; with `require_trials`, one that has a trials table. The
+    study's plugins are imported only with `trust_plugins` (reading someone's run must not run their code)."""
     run_dir = RunDir(path)
     p = run_dir.path
     if require_trials and not p.is_dir():
@@ -218,7 +219,13 @@ def load_run(path: str | Path, require_trials: bool = False) -> Run:
         raise RunDirError(f"{run_dir.trials_file}: missing; expected the trials table archsearch run writes (has the run finished a trial?)")
     if not run_dir.has_study():
         raise RunDirError(f"{p}: not a run directory (no study.yaml); expected the --out folder of archsearch run")
-    return Run(p, run_dir.study(), run_dir.read_trials())
+    try:
+        study = Study.load(run_dir.study_file, plugins=trust_plugins)
+    except ConfigError as e:
+        if trust_plugins or not (yaml.safe_load(run_dir.study_file.read_text()) or {}).get("plugins"):
+            raise
+        raise RunDirError(f"{e} (the run's plugins were not imported: pass --trust-plugins to import them, which runs their code)") from None
+    return Run(p, study, run_dir.read_trials())
 
 
 def freeze(study: Study, path: str | Path) -> None:
