@@ -157,3 +157,32 @@ def test_a_study_the_cluster_cannot_run_is_refused_in_one_line_before_the_run_di
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (Ray may say something of its own first)
     assert last.startswith(f"error: {path}: ") and fragment in last
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_ends_in_one_line_and_loses_no_finished_trial(write_study, tmp_path, capsys, monkeypatch, ray_shutdown):
+    import errno
+
+    from archsearch.cli import main
+    from archsearch.study import RunDir
+
+    writes, original = [], RunDir.write_trials
+
+    def fills_up(self, rows):  # the table write at the start succeeds, the one after the first trial finds no space
+        writes.append(len(rows))
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.trials_file))
+        original(self, rows)
+
+    monkeypatch.setattr(RunDir, "write_trials", fills_up)
+    path = write_study(trials=3, concurrency=1)
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "No space left on device" in last and "run again to resume" in last
+    assert len(finished_in_optuna(tmp_path / "run")) == 1  # the trial whose table write failed is in the storage
+    monkeypatch.setattr(RunDir, "write_trials", original)
+    import ray
+
+    ray.shutdown()
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    table = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert sorted(table["trial"]) == [0, 1, 2] and len(finished_in_optuna(tmp_path / "run")) == 3
