@@ -197,7 +197,13 @@ def _bin_corpus(path: Path, spec: DataSpec) -> Corpus:
     if meta.exists():
         import json
 
-        vocab = max(vocab, int(json.loads(meta.read_text()).get("vocab_size", 0)))
+        try:
+            stated = json.loads(meta.read_text()).get("vocab_size", 0)
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:  # unreadable, not JSON, not a mapping
+            raise DataError(f"{meta}: cannot read it ({type(e).__name__}); expected JSON like {{\"vocab_size\": 50304}}") from None
+        if isinstance(stated, bool) or not isinstance(stated, int) or not 0 <= stated <= 1 << 21:
+            raise DataError(f"{meta}: vocab_size: expected an integer from 0 to {1 << 21:,}, got {stated!r}")
+        vocab = max(vocab, stated)
     vocab = 1 << math.ceil(math.log2(max(vocab, 2)))  # tokens beyond the first MiB may be larger: round up
     digest = hashlib.sha256(b"".join(hashlib.sha256(np.asarray(splits[s][: 1 << 22]).tobytes()).digest() for s in ("train", "val")))
     digest.update(f"{len(splits['train'])},{len(splits['val'])}".encode())

@@ -27,6 +27,8 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     """Run (or resume) a study; returns the run directory."""
     study = Study.load(study_path)
     run_dir = RunDir(Path(out or study.out).resolve())
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise ArchsearchError(f"--out {run_dir.path}: is a file; expected a run directory (a folder, new or of this study)")
     resuming = run_dir.has_study()
     if resuming:
         kept = run_dir.study()
