@@ -16,6 +16,13 @@ from ._metric import human, metric
 from .blocks import NONE, REGISTRY, BlockFamily
 from .errors import ConstraintViolation
 
+# Size caps, checked where a space or architecture is read (a range's high end before any draw): past them a model
+# cannot be built or costed in reasonable memory and time, and a typo (an extra zero or three) would hang instead.
+MAX_D_MODEL = 65_536
+MAX_LAYERS = 1_024  # n_layers, `MIXER+CHANNEL x N` and repeat groups, all together
+MAX_VOCAB = 1 << 21
+MAX_CONTEXT = 1 << 20  # constraints.context and proxy.seq_len
+
 
 @dataclass(frozen=True)
 class BlockSpec:
@@ -169,10 +176,12 @@ def _from_node(root: _yaml.Node) -> Architecture:
         return node  # the blocks are read once d_model is known
 
     kwargs = read_fields(Architecture, root, "", noun="key",
-                         parsers={"d_model": positive_int, "vocab_size": positive_int, "layers": deferred})
+                         parsers={"d_model": _capped(MAX_D_MODEL), "vocab_size": _capped(MAX_VOCAB), "layers": deferred})
     d_model, layers_node = kwargs["d_model"], kwargs["layers"]
     if not isinstance(layers_node.value, list) or not layers_node.value:
         raise fail(layers_node, "layers", "expected a non-empty list of {mixer, channel}")
+    if len(layers_node.value) > MAX_LAYERS:
+        raise fail(layers_node, "layers", f"{len(layers_node.value)} layers; expected at most {MAX_LAYERS:,}")
     parsers = {"mixer": lambda n, k: _block(n, k, "mixer", d_model), "channel": lambda n, k: _block(n, k, "channel", d_model)}
     kwargs["layers"] = tuple(LayerSpec(**read_fields(LayerSpec, item, f"layers[{i}]", noun="key", parsers=parsers))
                              for i, item in enumerate(layers_node.value))
@@ -180,6 +189,16 @@ def _from_node(root: _yaml.Node) -> Architecture:
         return Architecture(**kwargs)
     except ConstraintViolation as e:
         raise fail(root, "layers", str(e)) from None
+
+
+def _capped(cap: int):
+    def parse(node: _yaml.Node, key: str) -> int:
+        value = positive_int(node, key)
+        if value > cap:
+            raise fail(node, key, f"expected a positive integer of at most {cap:,}, got {value:,}")
+        return value
+
+    return parse
 
 
 def _block(node: _yaml.Node, key: str, role: str, d_model: int) -> BlockSpec | None:

@@ -48,10 +48,15 @@ class Front:
     def table(self) -> pd.DataFrame:
         """The front: trial, summary, objectives (and the baseline's name, where the study has baselines), best
         first on the first objective."""
-        extra = ["baseline"] if "baseline" in self.candidates.columns else []
+        extra = ["baseline"] if self.has_baselines else []
         front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra]]
         first = self.objectives[0]
         return front.sort_values([first.metric, "trial"], ascending=[first.direction == "minimize", True]).reset_index(drop=True)
+
+    @property
+    def has_baselines(self) -> bool:
+        c = self.candidates
+        return "baseline" in c.columns and bool((c["baseline"].fillna("").astype(str).str.len() > 0).any())
 
     def row(self, trial: int) -> pd.Series:
         return self.candidates[self.candidates["trial"] == trial].iloc[0]
@@ -59,7 +64,7 @@ class Front:
     def baselines(self) -> list[tuple[str, int, list[int]]]:
         """Each ok baseline trial (study `baselines:`): its name, trial number, and the front trials dominating it
         (empty: the baseline is on the front)."""
-        if "baseline" not in self.candidates.columns:
+        if not self.has_baselines:
             return []
         sign = np.array([1.0 if o.direction == "minimize" else -1.0 for o in self.objectives])
         values = self.candidates[self.metrics].to_numpy(float) * sign

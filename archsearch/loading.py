@@ -40,12 +40,9 @@ def read_space_file(path: str) -> SearchSpace:
 
 
 def read_space_text(path: str) -> str:
-    """A search-space file's text; an unreadable file is a SpaceError."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpaceError(path, None, "", f"cannot read the file ({getattr(e, 'strerror', None) or e})") from None
+    """A search-space file's text (a regular UTF-8 file within the size limit); anything else is a SpaceError with
+    the line where it can have one."""
+    return _yaml.read_text(path)
 
 
 class _CornerSampler(RandomSampler):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _yaml
+from .architecture import MAX_CONTEXT, MAX_D_MODEL, MAX_LAYERS, MAX_VOCAB
 from .blocks import NONE, REGISTRY
 from .errors import ConfigError, SpaceError
 from .metrics import CONSTRAINTS, format_metric
@@ -270,14 +271,16 @@ def parse_quantity(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        value = float(value) if abs(value) < 1e308 else math.inf  # an int past a float's range is not a quantity
+    elif isinstance(value, str):
         m = _QUANTITY.match(value)
         if m:
             unit = m.group(2).upper()
             unit = unit if unit in _UNITS else unit.rstrip("B")
             if unit in _UNITS:
-                return float(m.group(1)) * _UNITS[unit]
+                value = float(m.group(1)) * _UNITS[unit]
+    if isinstance(value, float) and math.isfinite(value):
+        return value
     return None
 
 
@@ -386,11 +389,13 @@ class _Parser:
             raise self.fail(node, key, f"expected true or false, got {node.value!r}")
         return node.value
 
-    def positive_int(self, node: _yaml.Node, key: str, per_layer_ok: bool = False) -> Value:
+    def positive_int(self, node: _yaml.Node, key: str, per_layer_ok: bool = False, cap: int | None = None) -> Value:
         value = self.value(node, key, per_layer_ok)
         for c in candidates(value):
             if isinstance(c, bool) or not isinstance(c, int) or c < 1:
                 raise self.fail(node, key, f"expected a positive integer, got {c!r}")
+            if cap is not None and c > cap:
+                raise self.fail(node, key, f"expected a positive integer of at most {cap:,}, got {c:,}")
         return value
 
     # blocks -------------------------------------------------------------------------------------------------------
@@ -479,7 +484,9 @@ class _Parser:
         layer = LayerTemplate(mixer, channel, (), loc)
         if m.group(3) is None:
             return layer
-        times = int(m.group(3))
+        times = int(m.group(3)) if len(m.group(3)) <= 7 else MAX_LAYERS + 1  # int() refuses 4,300 digits and more
+        if times > MAX_LAYERS:
+            raise self.fail(node, key, f"x {m.group(3)[:12]}: expected at most {MAX_LAYERS:,} layers")
         if times < 1:
             raise self.fail(node, key, "repeat count must be at least 1")
         return Repeat(Fixed(times, loc), (layer,), loc)
@@ -574,8 +581,8 @@ class _Parser:
         name = top["name"].value if "name" in top else re.sub(r"\.ya?ml$", "", self.file.rsplit("/", 1)[-1])
         if not isinstance(name, str):
             raise self.fail(top["name"], "name", "expected a string")
-        d_model = self.positive_int(top["d_model"], "d_model")
-        vocab = self.positive_int(top["vocab_size"], "vocab_size") if "vocab_size" in top else Fixed(256, None)
+        d_model = self.positive_int(top["d_model"], "d_model", cap=MAX_D_MODEL)
+        vocab = self.positive_int(top["vocab_size"], "vocab_size", cap=MAX_VOCAB) if "vocab_size" in top else Fixed(256, None)
         if not isinstance(vocab, Fixed):
             raise self.fail(top["vocab_size"], "vocab_size", "the vocabulary is fixed by the tokenizer; expected an integer")
         tie = self.value(top["tie_embeddings"], "tie_embeddings") if "tie_embeddings" in top else Fixed(True, None)
@@ -604,10 +611,12 @@ class _Parser:
             if "n_layers" in top:
                 raise self.fail(top["n_layers"], "n_layers", "the layer list sets the depth; remove n_layers or use a {mixer, channel} mapping")
             n_layers, depth = None, _sequence_bounds(sequence)
+            if depth[1] > MAX_LAYERS:
+                raise self.fail(layers, "layers", f"up to {depth[1]:,} layers (with the repeats); expected at most {MAX_LAYERS:,}")
         else:
             if "n_layers" not in top:
                 raise self.fail(root, "n_layers", "missing: a uniform layers mapping needs the depth")
-            n_layers = self.positive_int(top["n_layers"], "n_layers")
+            n_layers = self.positive_int(top["n_layers"], "n_layers", cap=MAX_LAYERS)
             depth = bounds(n_layers)
 
         place = ()
@@ -649,8 +658,9 @@ class _Parser:
             key = f"constraints.{k}"
             if k in ("context", "dtype_bytes"):
                 v = sub.value
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise self.fail(sub, key, "expected a positive integer")
+                top_value = MAX_CONTEXT if k == "context" else 16
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top_value:
+                    raise self.fail(sub, key, f"expected a positive integer of at most {top_value:,}")
                 context, dtype_bytes = (v, dtype_bytes) if k == "context" else (context, v)
                 continue
             if k not in CONSTRAINTS:

@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from archsearch.architecture import Architecture
 from archsearch.cli import main
 from archsearch.errors import ArchsearchError
+from archsearch.loading import load_space
 from archsearch.sampling import RandomSampler, sample
-from archsearch.space import SearchSpace
 from archsearch.study import Study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def _bases() -> dict[str, list[tuple[str, str]]]:
         studies += [(p.name, _space_with_absolute_path(text, space_file)), (p.name + " (space inline)", _inline_space(text, space_file))]
     archs = []
     for name in ("quickstart.yaml", "open.yaml"):
-        space = SearchSpace.load(str(ROOT / "search_spaces" / name))
+        space = load_space(str(ROOT / "search_spaces" / name))
         archs.append((f"an architecture of {name}", sample(space, RandomSampler(1)).to_yaml()))
     return {"check": list(spaces.items()), "study": studies, "architecture": archs}
 
@@ -283,7 +283,7 @@ def _beyond_caps(target: str, path: Path) -> str:
     if target == "architecture":
         return _architecture_beyond_caps(Architecture.load(str(path)))
     study = Study.load(str(path)) if target == "study" else None
-    space = study.space if study else SearchSpace.load(str(path))
+    space = study.space if study else load_space(str(path))
     constraints = [space.constraints, *([study.constraints] if study else [])]
     for bound in (b for c in constraints for b in c.bounds):
         if not all(math.isfinite(x) for x in (bound.low, bound.high) if x is not None):

@@ -19,6 +19,14 @@ layers:
 
 # (name, YAML text, line, key, a fragment of the message)
 CASES = [
+    ("too many layers", "d_model: 64\nn_layers: 100000\nlayers: {mixer: attn, channel: glu}\n", 2, "n_layers", "at most 1,024"),
+    ("a layer range past the cap", "d_model: 64\nn_layers: {int: [1, 9000000000000000]}\nlayers: {mixer: attn, channel: glu}\n", 2, "n_layers", "at most 1,024"),
+    ("shorthand repeated past the cap", "d_model: 64\nlayers: [attn+glu x 100000]\n", 2, "layers[0]", "at most 1,024 layers"),
+    ("repeat groups past the cap", "d_model: 64\nlayers:\n  - repeat: 1000000000000\n    layers: [attn+glu]\n", 2, "layers", "at most 1,024"),
+    ("d_model past the cap", "d_model: {choice: [64, 1000000]}\nn_layers: 2\nlayers: {mixer: attn, channel: glu}\n", 1, "d_model", "at most 65,536"),
+    ("an integer block parameter past the cap", "d_model: 64\nn_layers: 2\nlayers: {mixer: swa, channel: glu, window: 9007199254740992}\n", 3, "layers.window", "at most 1048576"),
+    ("context past the cap", OK + "constraints: {context: 9007199254740992}\n", 6, "constraints.context", "at most 1,048,576"),
+    ("an infinite quantity", OK + "constraints: {params: {max: 1e400M}}\n", 6, "constraints.params.max", "non-negative quantity"),
     ("invalid yaml", "d_model: 64\nlayers: [deltanet+glu\n", 3, "", "invalid YAML"),
     ("not a mapping", "- 1\n- 2\n", 1, "", "expected a mapping"),
     ("empty file", "", 1, "", "empty"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 Params = Mapping[str, Any]
+INT_MAX = 1 << 20  # the cap of an integer block parameter that declares no max (windows, heads, experts, chunks...)
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Param:
     kind: type  # int, float, bool or str
     default: Any  # None: derived from the other parameters by BlockFamily.resolve
     min: float | None = None
-    max: float | None = None
+    max: float | None = None  # an int parameter without one is capped at INT_MAX
     options: tuple[str, ...] | None = None
     doc: str = ""
 
@@ -43,8 +44,9 @@ class Param:
             return f"expected a finite number, got {value!r}"
         if self.min is not None and value < self.min:
             return f"expected at least {_fmt(self.min)}, got {value!r}"
-        if self.max is not None and value > self.max:
-            return f"expected at most {_fmt(self.max)}, got {value!r}"
+        top = INT_MAX if self.max is None and self.kind is int else self.max
+        if top is not None and value > top:
+            return f"expected at most {_fmt(top)}, got {value!r}"
         return None
 
     def normalise(self, value: Any) -> Any:

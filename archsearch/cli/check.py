@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..architecture import Architecture
+from ..errors import ArchsearchError
 from ..loading import load_space
 from ..metrics import COST_METRICS, format_metric, human, human_bytes
 from ..sampling import Infeasible, RandomSampler, sample, space_size
@@ -18,10 +20,27 @@ def add_parser(sub) -> None:
     c.add_argument("--samples", type=positive, default=8, help="architectures to draw (default 8)")
     c.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
     c.add_argument("--context", type=positive, default=None, help="context for FLOPs and state (default: the space's)")
+    c.add_argument("--plugin", action="append", default=[], metavar="FILE|MODULE",
+                   help="import this plugin first (a Python file or module that registers block families; runs its code); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
+    for plugin in args.plugin:
+        _import(plugin)
     return check(args.space, samples=args.samples, seed=args.seed, context=args.context)
+
+
+def _import(plugin: str) -> None:
+    from ..study import import_plugins
+
+    if plugin.endswith(".py") and not Path(plugin).is_file():
+        raise ArchsearchError(f"--plugin {plugin}: no such file")
+    try:
+        import_plugins((str(Path(plugin).resolve()) if plugin.endswith(".py") else plugin,))
+    except SyntaxError as e:
+        raise ArchsearchError(f"{e.filename}:{e.lineno}: --plugin: {e.msg}") from None
+    except Exception as e:  # a plugin is someone's code: whatever it raises is one line
+        raise ArchsearchError(f"--plugin {plugin}: cannot import it ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def check(path: str, samples: int = 8, seed: int = 0, context: int | None = None) -> int:

@@ -17,17 +17,19 @@ def add_parser(sub) -> None:
     which.add_argument("--pick", metavar="knee|best:METRIC", help="the front's knee, or the ok trial best on METRIC")
     e.add_argument("--to", required=True, choices=tuple(EXPORTERS), help="yaml (normal form), hf (transformers) or fla (fla's DeltaNet config)")
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    e.add_argument("--trust-plugins", action="store_true", help="import the plugins the run's study lists (runs their code)")
     e.add_argument("--weights", action="store_true", help="also write the trial's proxy weights (the run must have saved them)")
 
 
 def run(args: argparse.Namespace) -> int:
-    return export_trial(args.run, trial=args.trial, pick=args.pick, to=args.to, out=args.out, weights=args.weights)
+    return export_trial(args.run, trial=args.trial, pick=args.pick, to=args.to, out=args.out, weights=args.weights,
+                        trust_plugins=args.trust_plugins)
 
 
 def export_trial(path: str, trial: int | None = None, pick: str | None = None, to: str = "yaml", out: str = ".",
-                 weights: bool = False) -> int:
+                 weights: bool = False, trust_plugins: bool = False) -> int:
     """Choose the trial, write it, say what was written and how to load it."""
-    run = load_run(path, require_trials=True)
+    run = load_run(path, require_trials=True, trust_plugins=trust_plugins)
     number, why = pick_trial(run, trial, pick)
     arch = trial_architecture(run, number)
     written = export(run, number, to, out, weights)

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     f = sub.add_parser("front", help="the Pareto front of a run: table, hypervolume, knee, PNG/HTML plot")
     f.add_argument("run", help="run directory (the --out of archsearch run)")
     f.add_argument("--objectives", metavar="A,B", help="metrics to trade off (default: the study's); METRIC:min|max overrides a direction")
+    f.add_argument("--trust-plugins", action="store_true", help="import the plugins the run's study lists (runs their code; needed when its space uses a plugin's blocks)")
     f.add_argument("--plot", metavar="FILE", help="write a plot: FILE.png (matplotlib) or FILE.html (plotly)")
     f.add_argument("--compare", metavar="RUN2", help="overlay a second run; hypervolumes at a shared reference point")
     f.add_argument("--reference", metavar="X,Y", help="hypervolume reference point, one number per objective (default: the worst values pushed 10%% of their range out); negative numbers as --reference=-1,5")
@@ -74,21 +75,22 @@ def parse_reference(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return show(args.run, chosen=args.objectives, plot=args.plot, compare=args.compare, reference=args.reference)
+    return show(args.run, chosen=args.objectives, plot=args.plot, compare=args.compare, reference=args.reference,
+                trust_plugins=args.trust_plugins)
 
 
 def show(path: str, chosen: str | None = None, plot: str | None = None, compare: str | None = None,
-         reference: str | None = None) -> int:
+         reference: str | None = None, trust_plugins: bool = False) -> int:
     """Print the front of a run (and of a second one with --compare), plot it when asked."""
     if plot is not None and Path(plot).suffix.lower() not in (".png", ".html", ".htm"):
         raise FrontError(f"--plot: {plot}: expected a file ending in .png or .html")
-    run = load_run(path, require_trials=True)
+    run = load_run(path, require_trials=True, trust_plugins=trust_plugins)
     objs = objectives(run, chosen)
     ref = parse_reference(reference) if reference is not None else None
     runs = [run]
     source = "given with --reference"
     if compare is not None:
-        runs.append(load_run(compare, require_trials=True))
+        runs.append(load_run(compare, require_trials=True, trust_plugins=trust_plugins))
         if ref is None:
             ref, source = list(shared_reference(runs, objs)), "shared by the compared runs: " + DEFAULT_REFERENCE.replace("the ok", "both runs' ok")
     fronts = [compute_front(r, objs, ref, source) for r in runs]

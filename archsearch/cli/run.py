@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import study
+from ..errors import ArchsearchError
 from ._args import positive
 
 
@@ -17,5 +18,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    study.run(args.study, out=args.out, address=args.address, trials=args.trials)
+    try:
+        study.run(args.study, out=args.out, address=args.address, trials=args.trials)
+    except OSError as e:  # disk full, a read-only folder: what was written stays (every write is atomic)
+        where = f"{e.filename}: " if e.filename else ""
+        raise ArchsearchError(f"{where}cannot write ({e.strerror or e}); every trial finished before is kept: fix it and run again to resume") from None
     return 0

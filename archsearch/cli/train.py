@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from typing import Any
@@ -17,10 +18,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .._config import literal_choices
 from ..architecture import Architecture
-from ..errors import ConfigError
+from ..errors import ArchsearchError, ConfigError
 from ..loading import load_space
 from ..metrics import PROXY_METRICS, human
-from ..proxy import DataSpec, ProxySettings, run_proxy
+from ..proxy import DataSpec, ProxySettings, load_corpus, run_proxy
+from ..proxy.data import MIN_TOKENS
 from ..sampling import sample
 
 DATA_SOURCE_FLAG = "data"  # DataSpec.source is --data: "the data" is what a user names
@@ -73,11 +75,33 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, f: dataclasses.Field, 
 
 
 def settings_from(args: argparse.Namespace) -> ProxySettings:
-    """The ProxySettings the flags say."""
+    """The ProxySettings the flags say; a value out of range is one line naming its flag."""
     values = vars(args)
     data = {f.name: values[f"data.{f.name}"] for f, _ in _flags(DataSpec)}
     proxy = {f.name: values[f"proxy.{f.name}"] for f, _ in _flags(ProxySettings)}
-    return ProxySettings(**proxy, data=DataSpec(**data))
+    try:
+        spec = DataSpec(**data)
+        problem = spec.unreadable()
+        if problem:
+            raise ArchsearchError(problem)
+        return ProxySettings(**proxy, data=spec)
+    except ArchsearchError as e:
+        name, sep, rest = str(e).partition(": ")
+        if not (sep and (f"data.{name}" in values or f"proxy.{name}" in values)):
+            raise
+        flag = DATA_SOURCE_FLAG if name == "source" else name
+        raise ArchsearchError(f"--{flag.replace('_', '-')}: {rest}") from None
+
+
+def _check_output(path: str | None) -> None:
+    """--json must be writable before the training, not after it."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ArchsearchError(f"--json {path}: is a directory; expected a file to write")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ArchsearchError(f"--json {path}: cannot write there ({folder} is not a writable folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(args.arch, None, "", "this is a search space, not an architecture; add --sample SEED to train one of its architectures") from None
             raise e from None
     settings = settings_from(args)
+    _check_output(args.json)
+    if settings.task == "lm":  # a corpus that cannot be read, or is shorter than a sequence, is one line before training
+        load_corpus(settings.data, min_tokens=max(MIN_TOKENS, settings.seq_len + 2))
     print(f"architecture {arch.summary()} ({arch.digest})")
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]

@@ -39,6 +39,25 @@ class DataSpec:
     bytes_per_token: float | None = field(default=None, metadata={"help": "for .bin files, whose text is not at hand: what bits per byte divide by"})
     suffixes: tuple[str, ...] = (".txt", ".md", ".py", ".rst", ".json", ".csv", ".html", ".c", ".h", ".tex")
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.val_fraction) and 0 < self.val_fraction < 1):
+            raise ArchsearchError(f"val_fraction: expected a share between 0 and 1, got {self.val_fraction!r}")
+        if self.bytes_per_token is not None and not (math.isfinite(self.bytes_per_token) and self.bytes_per_token > 0):
+            raise ArchsearchError(f"bytes_per_token: expected a positive number, got {self.bytes_per_token!r}")
+        if self.bin_dtype not in ("uint8", "uint16", "uint32", "int32", "int64"):
+            raise ArchsearchError(f"bin_dtype: expected uint8, uint16, uint32, int32 or int64, got {self.bin_dtype!r}")
+
+    def unreadable(self) -> str | None:
+        """Why the source or tokenizer cannot be read here (checked before a study starts), or None."""
+        for name, path in (("source", self.source), ("tokenizer", self.tokenizer)):
+            if path is None or (name == "source" and path == BUILTIN):
+                continue
+            if not os.path.exists(path):
+                return f"{name}: {path}: no such file or folder"
+            if not os.access(path, os.R_OK):
+                return f"{name}: {path}: not readable"
+        return None
+
 
 @dataclass
 class Corpus:
@@ -178,7 +197,13 @@ def _bin_corpus(path: Path, spec: DataSpec) -> Corpus:
     if meta.exists():
         import json
 
-        vocab = max(vocab, int(json.loads(meta.read_text()).get("vocab_size", 0)))
+        try:
+            stated = json.loads(meta.read_text()).get("vocab_size", 0)
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:  # unreadable, not JSON, not a mapping
+            raise DataError(f"{meta}: cannot read it ({type(e).__name__}); expected JSON like {{\"vocab_size\": 50304}}") from None
+        if isinstance(stated, bool) or not isinstance(stated, int) or not 0 <= stated <= 1 << 21:
+            raise DataError(f"{meta}: vocab_size: expected an integer from 0 to {1 << 21:,}, got {stated!r}")
+        vocab = max(vocab, stated)
     vocab = 1 << math.ceil(math.log2(max(vocab, 2)))  # tokens beyond the first MiB may be larger: round up
     digest = hashlib.sha256(b"".join(hashlib.sha256(np.asarray(splits[s][: 1 << 22]).tobytes()).digest() for s in ("train", "val")))
     digest.update(f"{len(splits['train'])},{len(splits['val'])}".encode())

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from .._metric import Requirement, metric
-from ..architecture import Architecture
+from ..architecture import MAX_CONTEXT, Architecture
 from ..errors import ArchsearchError
 from ..model import HybridLM, build_model
 from .data import Corpus, DataSpec, load_corpus
@@ -56,13 +57,28 @@ class ProxySettings:
         object.__setattr__(self, "compile", compile_)
         if self.task != "lm" and self.task not in TASKS:
             raise ArchsearchError(f"task: unknown proxy task {self.task!r}; expected lm, {', '.join(TASKS)}")
-        for name in ("seq_len", "batch_size", "tokens", "evals", "eval_tokens", "timing_steps"):
-            if getattr(self, name) < 1:
-                raise ArchsearchError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        for name, top in _INT_RANGES.items():
+            value = getattr(self, name)
+            if not 1 <= value <= top:
+                raise ArchsearchError(f"{name}: expected a positive integer of at most {top:,}, got {value:,}")
+        for name, (low, high, low_open) in _FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and name == "seconds":
+                continue
+            if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+                raise ArchsearchError(f"{name}: expected a number {'above' if low_open else 'from'} {low:g} to {high:g}, got {value!r}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ArchsearchError(f"device: unknown device {self.device!r}; expected auto, cpu, cuda or cuda:N")
 
     def task_spec(self) -> TaskSpec:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
+
+_INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000,
+               "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT}
+_FLOAT_RANGES = {"lr": (0.0, 10.0, True), "min_lr_ratio": (0.0, 1.0, False), "warmup": (0.0, 1.0, False),  # (low, high, low open)
+                 "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
 # what the settings must say for a metric to be measured (see archsearch.metrics)
 LM_TASK = Requirement(lambda s: s.task == "lm", "the language-modelling proxy (proxy.task: lm)")

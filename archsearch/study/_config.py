@@ -84,8 +84,10 @@ class Study:
     baselines: tuple[Baseline, ...] = ()  # architectures enqueued before the sampler's own trials
 
     @classmethod
-    def load(cls, path: str | Path) -> Study:
-        return _load(read_file(str(path)), Path(path))
+    def load(cls, path: str | Path, plugins: bool = True) -> Study:
+        """Read and check a study; `plugins=False` leaves its plugins unimported (reading someone else's run must
+        not run their code), so a space that uses a plugin's block family is then refused."""
+        return _load(read_file(str(path)), Path(path), plugins)
 
     @property
     def proxy_key(self) -> str:
@@ -98,7 +100,7 @@ class Study:
         return self.constraints.violations(arch)
 
 
-def _load(root: _yaml.Node, path: Path) -> Study:
+def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
     if not isinstance(root.value, dict):
         raise fail(root, "", "expected a study mapping with space, proxy, objectives and search")
     top = root.value
@@ -110,7 +112,9 @@ def _load(root: _yaml.Node, path: Path) -> Study:
             raise fail(root, key, "missing")
     name = read_value(str, top["name"], "name") if "name" in top else path.stem
     plugins = _plugins(top["plugins"], path) if "plugins" in top else ()
-    import_plugins(plugins)  # a plugin's block families must exist before the space is parsed
+    if trust_plugins:  # a plugin's block families must exist before the space is parsed
+        for plugin, node in zip(plugins, top["plugins"].value if plugins else (), strict=True):
+            _import_plugin(plugin, node)
 
     space, space_data = _space(top["space"], path)
     proxy = _proxy(top["proxy"], path.parent) if "proxy" in top else ProxySettings()
@@ -141,6 +145,17 @@ def _space(node: _yaml.Node, path: Path) -> tuple[SearchSpace, dict[str, Any]]:
     if isinstance(node.value, dict):
         return parse_space(node, path.read_text()), node.plain()
     raise fail(node, "space", "expected a path to a search space or an inline space mapping")
+
+
+def _import_plugin(plugin: str, node: _yaml.Node) -> None:
+    """Import one plugin; what its code raises is one line, naming the file and line where Python says."""
+    try:
+        import_plugins((plugin,))
+    except SyntaxError as e:
+        raise ConfigError(str(e.filename), e.lineno, "plugin", f"{e.msg} (listed at {node.file}:{node.line})") from None
+    except Exception as e:  # a plugin is someone's code: whatever it raises, the study cannot load
+        sys.modules.pop("archsearch_plugin_" + hashlib.sha1(plugin.encode()).hexdigest()[:8], None)
+        raise fail(node, "plugins", f"cannot import {plugin} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def _plugins(node: _yaml.Node, path: Path) -> tuple[str, ...]:
@@ -175,9 +190,14 @@ def import_plugins(plugins: tuple[str, ...]) -> None:
 
 def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
     def data(sub: _yaml.Node, key: str) -> DataSpec:
-        if isinstance(sub.value, dict):
-            return read_dataclass(DataSpec, sub, key)
-        return DataSpec(source=read_value(str, sub, key))  # `data: PATH` is short for {source: PATH}
+        try:
+            if isinstance(sub.value, dict):
+                return read_dataclass(DataSpec, sub, key)
+            return DataSpec(source=read_value(str, sub, key))  # `data: PATH` is short for {source: PATH}
+        except ConfigError:
+            raise
+        except ArchsearchError as e:  # DataSpec's own checks
+            raise _setting_error(sub, key, str(e)) from None
 
     if not isinstance(node.value, dict):
         raise fail(node, "proxy", "expected a mapping of proxy settings")
@@ -187,10 +207,22 @@ def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
     if "data" in kwargs:  # relative paths are relative to the study file, like its space
         resolve = lambda p: p if p is None or p == "builtin" or Path(p).is_absolute() else str((folder / p).resolve())  # noqa: E731
         kwargs["data"] = dataclasses.replace(kwargs["data"], source=resolve(kwargs["data"].source), tokenizer=resolve(kwargs["data"].tokenizer))
+        unreadable = kwargs["data"].unreadable()
+        if unreadable:
+            raise _setting_error(node.value["data"], "proxy.data", unreadable)
     try:
         return ProxySettings(**kwargs)
     except ArchsearchError as e:
-        raise fail(node, "proxy", str(e)) from None
+        raise _setting_error(node, "proxy", str(e)) from None
+
+
+def _setting_error(node: _yaml.Node, key: str, message: str) -> ConfigError:
+    """`NAME: what` from a settings class, placed at NAME's line where the mapping has it."""
+    name, sep, rest = message.partition(": ")
+    sub = node.value.get(name) if isinstance(node.value, dict) else None
+    if sep and sub is not None:
+        return fail(sub, f"{key}.{name}", rest)
+    return fail(node, key, message)
 
 
 def _objectives(node: _yaml.Node, proxy: ProxySettings) -> tuple[Objective, ...]:

@@ -6,6 +6,7 @@ Ray Tune runs them; the Optuna storage in the run directory is the source of tru
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -14,31 +15,66 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 
 from ..errors import ArchsearchError
 from ._config import Study
 from ._progress import Progress
-from ._rundir import RunDir, TrialsTable
-from ._samplers import SAMPLERS, ask_feasible, draw
+from ._rundir import ROW_ATTR, RunDir, TrialsTable, result_of, trial_row
+from ._samplers import REDRAWN, SAMPLERS, ask_feasible, draw
 from ._trial import run_trial
 
 
 class DefineByRun:
-    """The space as Optuna sees it: the walk asks the trial for each value; the architecture travels in the config."""
+    """The space as Optuna sees it: the walk asks the trial for each value; the architecture travels in the config,
+    with the result of an earlier ok trial of the same architecture (`known`, which the driver keeps from the
+    storage's rows) so that the trial reuses it instead of training."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, rows: list[dict[str, Any]]) -> None:
         self.study = study
+        self.known: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            self.learn(row)
+
+    def learn(self, row: dict[str, Any]) -> None:
+        if row["status"] == "ok" and row.get("digest") and not row.get("cached"):
+            self.known.setdefault(row["digest"], result_of(row))
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
-        return draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
+        config = draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
+        known = self.known.get(config["digest"])
+        config["cached"] = json.dumps(known) if known and not config["reason"] else ""
+        return config
+
+
+def outcome(row: dict[str, Any], objectives) -> tuple[optuna.trial.TrialState, list[float] | None]:
+    """What Optuna is told of a finished trial, from its row: complete with the objectives' values, pruned or failed."""
+    values = [row.get(o.metric) for o in objectives]
+    if row["status"] == "ok" and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
+    if row["status"] == "pruned":
+        return optuna.trial.TrialState.PRUNED, None
+    return optuna.trial.TrialState.FAIL, None
+
+
+def _store(storage: optuna.storages.BaseStorage, trial_id: int, row: dict[str, Any]) -> None:
+    """The row goes into the storage before the outcome: a driver killed in between leaves a running trial that
+    carries its row, which `recover` finishes with it."""
+    storage.set_trial_user_attr(trial_id, "status", row["status"])
+    if row.get("reason"):
+        storage.set_trial_user_attr(trial_id, "reason", str(row["reason"])[:500])
+    storage.set_trial_user_attr(trial_id, ROW_ATTR, row)
 
 
 class ArchSearch(OptunaSearch):
-    """OptunaSearch that asks Optuna for feasible architectures only (unless the study counts infeasible draws) and
-    tells it a trial's true outcome: complete, pruned (early-stopped) or failed."""
+    """OptunaSearch that tells Optuna a trial's true outcome (complete, pruned or failed) from its table row, which
+    it stores first: the `Recorder` calls `finish` once the row is made (Ray calls the searcher before the
+    callbacks, and only the callbacks see a failed trial's error). It asks Optuna for feasible architectures only,
+    unless the study counts infeasible draws."""
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
@@ -47,60 +83,94 @@ class ArchSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        return None  # `finish` tells Optuna, with the row
+
+    def finish(self, trial_id: str, row: dict[str, Any], objectives) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
         self._completed_trials.add(trial_id)
-        if self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+        storage = self._ot_study._storage
+        if storage.get_trial(ot_trial._trial_id).state.is_finished():
             return  # the sampler closed it already (a grid that ran out of points)
-        status = (result or {}).get("status", "error")
-        values = [(result or {}).get(m) for m in self.metric]
-        state = optuna.trial.TrialState.FAIL
-        if status == "ok" and all(v is not None and math.isfinite(v) for v in values):
-            state = optuna.trial.TrialState.COMPLETE
-        elif status == "running" and not error:
-            state = optuna.trial.TrialState.PRUNED
-        ot_trial.set_user_attr("status", "pruned" if status == "running" and not error else status)
-        if result and result.get("reason"):
-            ot_trial.set_user_attr("reason", str(result["reason"])[:500])
-        self._ot_study.tell(ot_trial, values if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        _store(storage, ot_trial._trial_id, row)
+        state, values = outcome(row, objectives)
+        self._ot_study.tell(ot_trial, values, state=state)
 
 
 def open_storage(study: Study, run_dir: RunDir) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
-    """The run's Optuna storage and study (created on the first run, loaded on a resume)."""
+    """The run's Optuna storage and study (created on the first run, loaded on a resume); one line when optuna.db
+    is not a storage."""
+    import sqlalchemy.exc
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.RDBStorage(run_dir.optuna_url)
-    ostudy = optuna.create_study(storage=storage, study_name=study.name, load_if_exists=True,
-                                 directions=[o.direction for o in study.objectives])
+    try:
+        storage = optuna.storages.RDBStorage(run_dir.optuna_url)
+        ostudy = optuna.create_study(storage=storage, study_name=study.name, load_if_exists=True,
+                                     directions=[o.direction for o in study.objectives])
+        ostudy.get_trials(deepcopy=False)
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as e:
+        message = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ArchsearchError(f"{run_dir.path / 'optuna.db'}: not a readable Optuna storage ({message}); move it away to start the run again") from None
     return storage, ostudy
 
 
-def recover(ostudy: optuna.Study) -> int:
-    """Close trials cut off by an interrupted run and queue their parameters again; return the finished count."""
+def recover(ostudy: optuna.Study, objectives) -> int:
+    """Close trials cut off by an interrupted run and return the finished count: one that stored its row is
+    finished with it; one that did not is closed as interrupted and its parameters queued again. Infeasible draws
+    that were asked again (status `redrawn`) are not trials of the study."""
     storage = ostudy._storage
     finished = 0
     for t in ostudy.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.RUNNING:
+        if t.state == optuna.trial.TrialState.RUNNING and isinstance(t.user_attrs.get(ROW_ATTR), dict):
+            state, values = outcome(t.user_attrs[ROW_ATTR], objectives)
+            storage.set_trial_state_values(t._trial_id, state, values)
+            finished += 1
+        elif t.state == optuna.trial.TrialState.RUNNING:
             storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            ostudy.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-        elif t.state.is_finished() and t.user_attrs.get("status") != "interrupted":
+            kept = {k: v for k, v in t.user_attrs.items() if k not in ("status", "reason", ROW_ATTR)}  # a baseline stays one
+            ostudy.enqueue_trial(t.params, user_attrs={**kept, "rerun_of": t.number}, skip_if_exists=False)
+        elif t.state.is_finished() and t.user_attrs.get("status") not in ("interrupted", REDRAWN):
             finished += 1
     return finished
 
 
-class Recorder(Callback):
-    """Writes each finished trial into the table and prints the study's progress."""
+def resumed_seed(seed: int, stored: int) -> int:
+    """The sampler's seed for a run that finds `stored` trials in the storage: the study's own on the first run, a
+    different one on each resume, so that a random sampler does not draw again what it drew before (model-based
+    samplers learn from the stored trials as well)."""
+    return seed if stored == 0 else int(np.random.SeedSequence([seed, stored]).generate_state(1)[0])
 
-    def __init__(self, table: TrialsTable, progress: Progress) -> None:
-        self.table, self.progress = table, progress
+
+class Recorder(Callback):
+    """Finishes each trial: makes its row, stores it and tells Optuna (`ArchSearch.finish`), rewrites the table and
+    prints the study's progress. A write that fails (disk full) stops the run; `failure` says why."""
+
+    def __init__(self, table: TrialsTable, progress: Progress, searcher: ArchSearch, define: DefineByRun) -> None:
+        self.table, self.progress, self.searcher, self.define = table, progress, searcher, define
+        self.failure: str | None = None
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.show([t for t in trials if t is not trial], self.table.add(trial.config, trial.last_result))
+        self.finish(trials, trial, trial_row(trial.config, trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.show([t for t in trials if t is not trial], self.table.add(trial.config, trial.last_result, error=_error_line(trial)))
+        self.finish(trials, trial, trial_row(trial.config, trial.last_result, error=_error_line(trial)))
+
+    def finish(self, trials, trial, row: dict[str, Any]) -> None:
+        if self.failure:
+            return
+        import sqlalchemy.exc
+
+        try:
+            self.searcher.finish(trial.trial_id, row, self.define.study.objectives)
+            self.define.learn(row)
+            self.table.add(row)
+        except (OSError, sqlalchemy.exc.OperationalError) as e:
+            self.failure = f"{self.table.run_dir.path}: cannot write ({_first_line(e)}); every trial finished before is kept: free space and run again to resume"
+            return
+        self.show([t for t in trials if t is not trial], row)
 
     def on_step_end(self, iteration, trials, **info):
         if self.progress.due():
@@ -108,6 +178,22 @@ class Recorder(Callback):
 
     def show(self, trials, row: dict | None) -> None:
         self.progress.show(list(self.table.rows.values()), sum(t.status == "RUNNING" for t in trials), row)
+
+
+class _StopOnFailure(Stopper):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.recorder.failure is not None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _error_line(trial) -> str:
@@ -138,6 +224,21 @@ def start_ray(address: str | None) -> None:
         raise ArchsearchError(f"--address {address}: cannot join a Ray cluster there ({message})") from None
 
 
+def check_resources(study: Study) -> None:
+    """Refuse, in one line, a trial that needs more CPUs or GPUs than the Ray cluster has (Ray would wait for them
+    forever, at "0 running"), or a CUDA proxy that asks for no GPU."""
+    import ray
+
+    s, device = study.search, study.proxy.device
+    if device.startswith("cuda") and s.gpu == 0:
+        raise ArchsearchError(f"{study.file}: proxy.device: {device} needs a GPU in each trial; set search.resources: {{gpu: N}} (a fraction shares one)")
+    have = ray.cluster_resources()
+    for key, want in (("cpu", s.cpu), ("gpu", s.gpu)):
+        if want > have.get(key.upper(), 0.0):
+            raise ArchsearchError(f"{study.file}: search.resources.{key}: each trial needs {want:g}, but the Ray cluster has "
+                                  f"{have.get(key.upper(), 0.0):g}{' (no CUDA device)' if key == 'gpu' and not have.get('GPU') else ''}")
+
+
 def check_reachable(address: str) -> None:
     """Fail in seconds, with one line, where Ray would retry an unreachable address for minutes."""
     host_port = address.removeprefix("ray://")
@@ -158,16 +259,20 @@ def _trainable(config: dict[str, Any], study: Study, run_dir: str) -> None:
 
 
 def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStorage, trials: int,
-                table: TrialsTable, progress: Progress) -> None:
-    """Run `trials` more trials of `study` on Ray Tune, Optuna choosing them; the table records each as it ends."""
+                table: TrialsTable, progress: Progress, stored: int) -> None:
+    """Run `trials` more trials of `study` on Ray Tune, Optuna choosing them (`stored`: the trials the storage held
+    at the start); the table records each as it ends. One line when a write fails (disk full)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     s = study.search
-    searcher = ArchSearch(space=DefineByRun(study), metric=[o.metric for o in study.objectives],
+    define = DefineByRun(study, list(table.rows.values()))
+    searcher = ArchSearch(space=define, metric=[o.metric for o in study.objectives],
                           mode=["min" if o.direction == "minimize" else "max" for o in study.objectives],
-                          sampler=SAMPLERS[s.sampler].build(s.seed, s.trials, dict(s.sampler_settings)), storage=storage, study_name=study.name)
+                          sampler=SAMPLERS[s.sampler].build(resumed_seed(s.seed, stored), s.trials, dict(s.sampler_settings)),
+                          storage=storage, study_name=study.name)
+    recorder = Recorder(table, progress, searcher, define)
     es, budget = s.early_stopping, study.proxy.tokens
     # max_t past the budget: ASHA stops a trial that reaches max_t, which would cut off its final report
     scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget + 1,
@@ -182,6 +287,8 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.ray_storage), name=time.strftime("session-%Y%m%d-%H%M%S"),
                                   failure_config=tune.FailureConfig(max_failures=s.retries),
-                                  callbacks=[Recorder(table, progress)], verbose=0),
+                                  stop=_StopOnFailure(recorder), callbacks=[recorder], verbose=0),
     )
     tuner.fit()
+    if recorder.failure:
+        raise ArchsearchError(recorder.failure)

@@ -1,19 +1,21 @@
 """The run directory's format: what lives where, and how each file is read and written. Nothing else knows.
 
     study.yaml, space.yaml   the study as it was started, its space inlined (a resumed run uses these)
-    trials.csv               one row per finished trial: TABLE_COLUMNS, then p:<parameter> columns
-    cache.jsonl              finished results by architecture digest and proxy settings, one JSON line each
-    optuna.db                the Optuna storage (SQLite), the study's source of truth
+    optuna.db                the Optuna storage (SQLite), the study's single source of truth: each finished
+                             trial carries its table row as the user attribute ROW_ATTR, set before Optuna is
+                             told the outcome, so a trial is never finished without its row
+    trials.csv               one row per finished trial (TABLE_COLUMNS, then p:<parameter> columns), derived from
+                             the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state
     weights/trial_N.safetensors   proxy weights, with search.save_weights
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
+Only the driver writes here (trials save weights, each its own file); results are reused from the storage's rows.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +24,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..architecture import Architecture
-from ..errors import ArchsearchError
+from ..errors import ArchsearchError, ConfigError
 from ..metrics import METRICS
 from ._config import Study
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLE_COLUMNS = ["trial", "status", "reason", "summary", "digest", "arch", *METRICS, "cached"]
-CONFIG_KEYS = ("trial_number", "arch", "digest", "reason")  # what a trial's config carries besides its parameters
+TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached"]
+CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline")  # what a config carries besides parameters
+ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
 
 class RunDirError(ArchsearchError):
@@ -50,10 +53,6 @@ class RunDir:
     @property
     def trials_file(self) -> Path:
         return self.path / "trials.csv"
-
-    @property
-    def cache_file(self) -> Path:
-        return self.path / "cache.jsonl"
 
     @property
     def optuna_url(self) -> str:
@@ -81,39 +80,38 @@ class RunDir:
 
     # --- the trials table ---------------------------------------------------------------------------------------
     def read_trials(self) -> pd.DataFrame:
+        """The trials table as the storage holds it (trials.csv may lag it by the trial a kill cut off, and may be
+        torn or missing: the next resume rewrites it); trials.csv itself only where there is no storage."""
         import pandas as pd
 
-        f = self.trials_file
-        return pd.read_csv(f) if f.exists() and f.stat().st_size else pd.DataFrame(columns=TABLE_COLUMNS)
+        rows = self.stored_rows()
+        if rows or not self.trials_file.exists():
+            return pd.read_csv(io.StringIO(_frame(rows).to_csv(index=False)))  # the dtypes trials.csv reads with
+        try:
+            return pd.read_csv(self.trials_file)
+        except (ValueError, OSError, UnicodeDecodeError) as e:  # pandas' errors for a torn or garbage file
+            raise RunDirError(f"{self.trials_file}: not a readable trials table ({str(e).splitlines()[0][:200]})") from None
+
+    def stored_rows(self) -> list[dict[str, Any]]:
+        """The rows the Optuna storage holds (none when there is no storage yet); one line when it is unreadable."""
+        db = self.path / "optuna.db"
+        if not db.exists() or not db.stat().st_size:
+            return []
+        import optuna
+        import sqlalchemy.exc
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            trials = [t for s in optuna.get_all_study_summaries(self.optuna_url) for t in
+                      optuna.load_study(study_name=s.study_name, storage=self.optuna_url).get_trials(deepcopy=False)]
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, KeyError, RuntimeError) as e:
+            raise RunDirError(f"{db}: not a readable Optuna storage ({str(e).splitlines()[0][:200]}); expected the optuna.db that archsearch run writes") from None
+        return rows_of(trials)
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
-        import pandas as pd
-
-        frame = pd.DataFrame(sorted(rows, key=lambda r: r["trial"]))
-        columns = TABLE_COLUMNS + sorted(c for c in frame.columns if c not in TABLE_COLUMNS)
         tmp = self.trials_file.with_suffix(".tmp")
-        frame.reindex(columns=columns).to_csv(tmp, index=False)
+        _frame(rows).to_csv(tmp, index=False)
         os.replace(tmp, self.trials_file)
-
-    # --- the result cache (written by trials as they finish) ----------------------------------------------------
-    def cached_result(self, digest: str, proxy_key: str) -> dict | None:
-        """A finished result for this architecture under these proxy settings, if any trial produced one."""
-        if not self.cache_file.exists():
-            return None
-        with open(self.cache_file) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by a killed trial: its result is recomputed, never fatal
-                if isinstance(entry, dict) and entry.get("digest") == digest and entry.get("proxy") == proxy_key:
-                    return entry.get("result")
-        return None
-
-    def cache_result(self, digest: str, proxy_key: str, result: dict) -> None:
-        with open(self.cache_file, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # trials finish concurrently; one line each, whole
-            f.write(json.dumps({"digest": digest, "proxy": proxy_key, "result": result}) + "\n")
 
     def weights_to_write(self, trial: int) -> str:
         """Where a trial saves its proxy weights (the folder is made)."""
@@ -175,6 +173,25 @@ class RunDir:
             os.fsync(f.fileno())  # a finished training is hours of GPU time on a real study: on disk before the next
 
 
+def rows_of(trials: list) -> list[dict[str, Any]]:
+    """The table rows that these Optuna trials carry (finished ones, and cut-off ones whose row was stored)."""
+    return sorted((t.user_attrs[ROW_ATTR] for t in trials if isinstance(t.user_attrs.get(ROW_ATTR), dict)),
+                  key=lambda r: r["trial"])
+
+
+def result_of(row: dict[str, Any]) -> dict[str, Any]:
+    """What an ok row measured, as a trial reports it: what a later trial of the same architecture reuses."""
+    kept = {m: row[m] for m in METRICS if isinstance(row.get(m), (int, float)) and row[m] == row[m]}
+    return {**kept, "status": "ok", "tokens": kept.get("tokens_trained", 0)}
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(sorted(rows, key=lambda r: r["trial"]))
+    return frame.reindex(columns=TABLE_COLUMNS + sorted(c for c in frame.columns if c not in TABLE_COLUMNS))
+
+
 def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -182,34 +199,38 @@ def _write(path: Path, text: str) -> None:
 
 
 class TrialsTable:
-    """The trials table as the driver keeps it: one row per finished trial, rewritten as each finishes (the driver
+    """The trials table as the driver keeps it: the storage's rows, rewritten as each trial finishes (the driver
     is its only writer)."""
 
-    def __init__(self, run_dir: RunDir) -> None:
+    def __init__(self, run_dir: RunDir, rows: list[dict[str, Any]]) -> None:
         self.run_dir = run_dir
-        self.rows: dict[int, dict[str, Any]] = {int(r["trial"]): r for r in run_dir.read_trials().to_dict("records")}
+        self.rows: dict[int, dict[str, Any]] = {int(r["trial"]): r for r in rows}
 
-    def add(self, config: dict[str, Any], result: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
-        """Record a finished trial from its config and last result (or the error that ended its process)."""
-        result = dict(result or {})
-        status = result.get("status", "error")
-        if error is not None:
-            status, result["reason"] = "error", error
-        elif status == "running":
-            status = "pruned"
-        arch = config.get("arch")
-        summary = Architecture.from_json(arch).summary() if arch else ""
-        result.setdefault("tokens_trained", result.get("tokens"))  # a pruned trial's last report says how far it got
-        row = {c: result.get(c) for c in TABLE_COLUMNS}
-        row.update(trial=config["trial_number"], status=status, reason=result.get("reason") or config.get("reason") or "",
-                   summary=summary, digest=config.get("digest", ""), arch=arch or "", cached=bool(result.get("cached", False)))
-        row.update({f"p:{k}": v for k, v in config.items() if k not in CONFIG_KEYS})
-        self.rows[row["trial"]] = row
+    def add(self, row: dict[str, Any]) -> None:
+        """Record a finished trial's row (stored in the storage already) and rewrite the table."""
+        self.rows[int(row["trial"])] = row
         self.write()
-        return row
 
     def write(self) -> None:
         self.run_dir.write_trials(list(self.rows.values()))
+
+
+def trial_row(config: dict[str, Any], result: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    """A finished trial's table row from its config and last result (or the error that ended its process)."""
+    result = dict(result or {})
+    status = result.get("status", "error")
+    if error is not None:
+        status, result["reason"] = "error", error
+    elif status == "running":
+        status = "pruned"
+    arch = config.get("arch")
+    summary = Architecture.from_json(arch).summary() if arch else ""
+    result.setdefault("tokens_trained", result.get("tokens"))  # a pruned trial's last report says how far it got
+    row = {c: result.get(c) for c in TABLE_COLUMNS}
+    row.update(trial=config["trial_number"], status=status, baseline=config.get("baseline", ""), reason=result.get("reason") or config.get("reason") or "",
+               summary=summary, digest=config.get("digest", ""), arch=arch or "", cached=bool(result.get("cached", False)))
+    row.update({f"p:{k}": v for k, v in config.items() if k not in CONFIG_KEYS})
+    return row
 
 
 @dataclass
@@ -240,17 +261,24 @@ class Run:
         return None
 
 
-def load_run(path: str | Path, require_trials: bool = False) -> Run:
-    """Read a run directory written by `archsearch run`; with `require_trials`, one that has a trials table."""
+def load_run(path: str | Path, require_trials: bool = False, trust_plugins: bool = False) -> Run:
+    """Read a run directory written by `archsearch run`; with `require_trials`, one that has a trials table. The
+    study's plugins are imported only with `trust_plugins` (reading someone's run must not run their code)."""
     run_dir = RunDir(path)
     p = run_dir.path
     if require_trials and not p.is_dir():
         raise RunDirError(f"{p}: no such run directory; expected the --out folder of archsearch run")
-    if require_trials and not run_dir.trials_file.exists():
+    if require_trials and not run_dir.trials_file.exists() and not (p / "optuna.db").exists():
         raise RunDirError(f"{run_dir.trials_file}: missing; expected the trials table archsearch run writes (has the run finished a trial?)")
     if not run_dir.has_study():
         raise RunDirError(f"{p}: not a run directory (no study.yaml); expected the --out folder of archsearch run")
-    return Run(p, run_dir.study(), run_dir.read_trials())
+    try:
+        study = Study.load(run_dir.study_file, plugins=trust_plugins)
+    except ConfigError as e:
+        if trust_plugins or not (yaml.safe_load(run_dir.study_file.read_text()) or {}).get("plugins"):
+            raise
+        raise RunDirError(f"{e} (the run's plugins were not imported: pass --trust-plugins to import them, which runs their code)") from None
+    return Run(p, study, run_dir.read_trials())
 
 
 def freeze(study: Study, path: str | Path) -> None:

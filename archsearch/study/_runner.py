@@ -1,22 +1,26 @@
 """`archsearch run`: load the study, open (or resume) its run directory, and run the trials still missing.
 
-Resuming: the Optuna storage (SQLite in the run directory) is the source of truth. Trials it holds as finished are
-kept; trials it holds as running were cut off, so they are closed as interrupted and their parameters queued again;
-the new Tuner runs only the trials still missing from the count.
+Resuming: the Optuna storage (SQLite in the run directory) is the single source of truth. Trials it holds as
+finished are kept; a trial it holds as running was cut off: finished with its row where the driver stored one,
+else closed as interrupted and its parameters queued again. The trials table is rebuilt from the storage, and the
+new Tuner runs only the trials still missing from the count, its sampler seeded anew (see `resumed_seed`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import ArchsearchError
+from ..metrics import human_bytes
 from ..sampling import space_size
+from ..space import bounds
 from ._baselines import enqueue_baselines
 from ._config import Study
-from ._optuna_ray import check_reachable, open_storage, recover, start_ray, tune_trials
+from ._optuna_ray import check_reachable, check_resources, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
-from ._rundir import RunDir, TrialsTable
+from ._rundir import RunDir, TrialsTable, rows_of
 from ._samplers import GRID
 
 
@@ -24,6 +28,8 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     """Run (or resume) a study; returns the run directory."""
     study = Study.load(study_path)
     run_dir = RunDir(Path(out or study.out).resolve())
+    if run_dir.path.exists() and not run_dir.path.is_dir():
+        raise ArchsearchError(f"--out {run_dir.path}: is a file; expected a run directory (a folder, new or of this study)")
     resuming = run_dir.has_study()
     if resuming:
         kept = run_dir.study()
@@ -32,25 +38,29 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         study = kept
         print(f"resuming {run_dir.path}")
     total = _trial_count(study, trials or study.search.trials)
+    _check_memory(study)
     if address:
         check_reachable(address)
     if not resuming:  # only once nothing refuses the start: a corrected study then finds no "different study" here
+        start_ray(address)
+        check_resources(study)
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
-    done = recover(ostudy)
+    done = recover(ostudy, study.objectives)
     for line in enqueue_baselines(ostudy, study.space, study.baselines):
         print(line)
-    table = TrialsTable(run_dir)
+    stored = ostudy.get_trials(deepcopy=False)
+    table = TrialsTable(run_dir, rows_of(stored))
+    table.write()  # a torn, stale or missing trials.csv is rebuilt before anything else runs
     remaining = total - done
     if remaining <= 0:
         print(f"{run_dir.path}: all {total} trials are finished")
-        table.write()
         return run_dir.path
     start_ray(address)
+    check_resources(study)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
-    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total))
-    table.write()
+    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total), len(stored))
     return run_dir.path
 
 
@@ -65,6 +75,23 @@ def _trial_count(study: Study, total: int) -> int:
         print(f"the grid has {size.assignments} points: running {size.assignments} trials, not {total}")
         return size.assignments
     return total
+
+
+def _check_memory(study: Study) -> None:
+    """Refuse, before anything starts, proxies whose activations alone cannot fit in this machine's memory (a huge
+    seq_len or batch): a lower bound from the largest architecture of the space, so nothing that fits is refused.
+    CPU trials only: a GPU's memory is not known before a worker runs."""
+    p, s = study.proxy, study.search
+    if p.device != "cpu" and not (p.device == "auto" and s.gpu == 0):
+        return
+    width, depth = bounds(study.space.d_model)[1], study.space.depth_bounds()[1]
+    # float32 activations kept for the backward pass: at least the residual stream per layer, and the logits
+    need = 4 * p.batch_size * p.seq_len * (width * depth * 4 + study.space.vocab_size * 2) * s.concurrency
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ArchsearchError(f"{study.file}: proxy: batch_size {p.batch_size} x seq_len {p.seq_len:,} needs at least "
+                              f"{human_bytes(need)} for {s.concurrency} concurrent trials of the space's largest "
+                              f"architecture; this machine has {human_bytes(have)}: lower seq_len, batch_size or concurrency")
 
 
 def _canonical(data: dict) -> str:

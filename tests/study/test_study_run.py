@@ -33,7 +33,7 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
     table = pd.read_csv(run_dir / "trials.csv")
     assert sorted(table["trial"]) == [0, 1, 2, 3] and set(table["status"]) == {"ok"}
     assert (table["bits_per_byte"] > 0).all() and (table["train_tokens_per_s"] > 0).all()
-    assert {"study.yaml", "space.yaml", "optuna.db", "ray", "cache.jsonl"} <= set(os.listdir(run_dir))
+    assert {"study.yaml", "space.yaml", "optuna.db", "ray", "trials.csv"} <= set(os.listdir(run_dir))
     assert len(finished_in_optuna(run_dir)) == 4
     out = capsys.readouterr().out
     assert "4/4 finished" in out and "best bits_per_byte" in out and "front" in out
@@ -139,3 +139,50 @@ def test_a_refused_start_writes_no_run_directory(write_study, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
     assert main(["run", str(write_study()), "--out", str(tmp_path / "run"), "--address", "127.0.0.1:1"]) == 2
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}", "search.resources.gpu: each trial needs 1, but the Ray cluster has 0 (no CUDA device)"),
+    ("resources: {cpu: 1}", "resources: {cpu: 4096}", "search.resources.cpu: each trial needs 4096"),
+    ("device: cpu", "device: cuda", "proxy.device: cuda needs a GPU in each trial"),
+    ("seq_len: 32, batch_size: 8", "seq_len: 1048576, batch_size: 65536", "needs at least"),
+])
+def test_a_study_the_cluster_cannot_run_is_refused_in_one_line_before_the_run_directory(
+        write_study, tmp_path, capsys, ray_shutdown, old, new, fragment):
+    from archsearch.cli import main
+
+    path = write_study()
+    path.write_text(path.read_text().replace(old, new))
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (Ray may say something of its own first)
+    assert last.startswith(f"error: {path}: ") and fragment in last
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_ends_in_one_line_and_loses_no_finished_trial(write_study, tmp_path, capsys, monkeypatch, ray_shutdown):
+    import errno
+
+    from archsearch.cli import main
+    from archsearch.study import RunDir
+
+    writes, original = [], RunDir.write_trials
+
+    def fills_up(self, rows):  # the table write at the start succeeds, the one after the first trial finds no space
+        writes.append(len(rows))
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.trials_file))
+        original(self, rows)
+
+    monkeypatch.setattr(RunDir, "write_trials", fills_up)
+    path = write_study(trials=3, concurrency=1)
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "No space left on device" in last and "run again to resume" in last
+    assert len(finished_in_optuna(tmp_path / "run")) == 1  # the trial whose table write failed is in the storage
+    monkeypatch.setattr(RunDir, "write_trials", original)
+    import ray
+
+    ray.shutdown()
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    table = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert sorted(table["trial"]) == [0, 1, 2] and len(finished_in_optuna(tmp_path / "run")) == 3
