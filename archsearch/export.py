@@ -117,10 +117,10 @@ def export_yaml(arch: Architecture, out: Path, state: dict[str, Any] | None = No
 
 def export_hf(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
     """A transformers directory; model.safetensors holds the proxy weights, or a fresh initialisation without."""
-    from .hf import save_hf
+    from .hf import BUNDLE_FILE, REMOTE_FILES, save_hf
 
     save_hf(arch, out, state)
-    return [out / name for name in ("config.json", "configuration_archsearch.py", "modeling_archsearch.py", "model.safetensors")]
+    return [out / name for name in ("config.json", *REMOTE_FILES, BUNDLE_FILE, "model.safetensors")]
 
 
 @dataclass(frozen=True)
