@@ -217,8 +217,12 @@ def test_hf_export_without_weights_is_build_models_initialisation(run_dir, tmp_p
     assert torch.equal(generated, reference.generate(x[:, :5], 4, temperature=0))
     right_padded = torch.ones_like(x).index_fill_(1, torch.tensor([18, 19]), 0)
     assert torch.equal(model(x, attention_mask=right_padded).logits, model(x).logits)
-    with pytest.raises(ValueError, match="pad on the right"):
-        model(x, attention_mask=right_padded.flip(1))
+    with torch.no_grad():  # left padding: the row's logits are those of its tokens alone
+        left = model(x, attention_mask=right_padded.flip(1)).logits
+        torch.testing.assert_close(left[0, 2:], reference(x[:, 2:]).logits[0], rtol=1e-5, atol=1e-5)
+    holed = torch.ones_like(x).index_fill_(1, torch.tensor([7]), 0)
+    with pytest.raises(ValueError, match="left or right padding"):
+        model(x, attention_mask=holed)
 
 
 def test_hf_export_loads_in_a_fresh_process_through_auto_map(run_dir, tmp_path):
@@ -331,3 +335,32 @@ def test_archsearch_hf_registers_the_auto_classes():
     model = AutoModelForCausalLM.from_config(config)
     assert isinstance(model, ArchsearchForCausalLM)
     assert sum(p.numel() for p in model.parameters()) == HYBRID.cost().params
+
+
+def test_hf_directory_carries_archsearchs_model_sources_unchanged(tmp_path):
+    from archsearch.bundle import module_closure
+    from archsearch.hf import save_hf
+
+    save_hf(HYBRID, tmp_path)
+    namespace = {}
+    exec((tmp_path / "archsearch_bundle.py").read_text(), namespace)  # the bundle is plain Python: read its table
+    modules = module_closure("archsearch.hf")
+    assert {"archsearch.model", "archsearch.blocks.deltanet", "archsearch.kernels.delta_rule.reference"} <= set(modules)
+    assert "archsearch.study" not in modules and "archsearch.proxy" not in modules  # the search stack stays out
+    for name, path in modules.items():
+        if name != "archsearch":
+            assert namespace["SOURCES"][name.removeprefix("archsearch.")] == path.read_text(), name
+
+
+def test_hf_generate_steps_once_per_new_token(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from archsearch.hf import save_hf
+
+    torch.manual_seed(0)
+    save_hf(HYBRID, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    seen = []
+    model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model.generate(torch.randint(0, 256, (2, 7)), max_new_tokens=5, do_sample=False)
+    assert seen == [torch.Size([2])] * (7 + 4)  # prefill step by step, then one step per new token
