@@ -9,6 +9,7 @@ Which trial: `--trial N` (it must have finished ok), `--pick knee` (the knee of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import front
-from .architecture import Architecture
+from .architecture import Architecture, BlockSpec, LayerSpec
 from .errors import ArchsearchError
 from .study import Run
 
@@ -81,8 +82,6 @@ def weights_file(run: Run, trial: int) -> Path:
 def load_weights(run: Run, trial: int, arch: Architecture) -> tuple[Architecture, dict[str, Any]]:
     """The trial's weights as a HybridLM state_dict, and the architecture they fit (the vocabulary they were
     trained with, should the table's differ)."""
-    import dataclasses
-
     from safetensors.torch import load_file
 
     path = weights_file(run, trial)
@@ -96,6 +95,78 @@ def load_weights(run: Run, trial: int, arch: Architecture) -> tuple[Architecture
     if set(expected) != set(state) or any(expected[k].shape != state[k].shape for k in expected):
         raise ExportError(f"export: --weights: {path}: the tensors do not fit trial {trial}'s architecture {arch.summary()}")
     return arch, state
+
+
+# --- scaling --------------------------------------------------------------------------------------------------------
+
+SCALABLE = ("d_model", "n_layers")
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """`d_model=1024,n_layers=24` -> {"d_model": 1024, "n_layers": 24} (either or both)."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if key not in SCALABLE or not sep:
+            raise ExportError(f"export: --scale {text}: {key or '(empty)'}: expected KEY=N with KEY one of "
+                              f"{', '.join(SCALABLE)}, e.g. d_model=1024,n_layers=24")
+        if not value.isdigit() or int(value) < 1:
+            raise ExportError(f"export: --scale {text}: {key}: expected a positive integer, got {value!r}")
+        out[key] = int(value)
+    return out
+
+
+def period(layers: tuple[LayerSpec, ...]) -> int:
+    """The length of the shortest run of layers whose repetition is the whole list."""
+    n = len(layers)
+    return next(p for p in range(1, n + 1) if n % p == 0 and all(layers[i] == layers[i % p] for i in range(n)))
+
+
+def scaled_depth(layers: tuple[LayerSpec, ...], n_layers: int) -> tuple[LayerSpec, ...]:
+    """`n_layers` layers in the pattern of `layers`: a periodic pattern is repeated when n_layers is a multiple of
+    its period; otherwise layer j of the new depth is the layer found at the same fraction of depth (the layer
+    whose share [i/N, (i+1)/N) of the old depth holds (j + 1/2) / n_layers), so every block keeps its share of
+    depth and its place."""
+    p = period(layers)
+    if n_layers % p == 0:
+        return tuple(layers[j % p] for j in range(n_layers))
+    n = len(layers)
+    return tuple(layers[int((j + 0.5) * n / n_layers)] for j in range(n_layers))
+
+
+def _scaled_block(block: BlockSpec, d_model: int, new_d: int, where: str) -> BlockSpec:
+    """`block` at width new_d: heads keep their head_dim (the ratio heads / d_model), kv_heads their ratio to heads;
+    among the head counts the family allows at new_d (heads divide d_model and so on), the nearest to that ratio.
+    Every other parameter (windows, expansions, state sizes, kernel sizes) is a size of its own and is kept."""
+    p = block.p
+    if "heads" not in p:
+        return BlockSpec.make(block.family, p, new_d)
+    target = p["heads"] * new_d / d_model
+    group = p["heads"] // p["kv_heads"] if "kv_heads" in p else None
+    for heads in sorted(range(1, new_d + 1), key=lambda h: (abs(h - target), h)):
+        candidate = {**p, "heads": heads}
+        if group is not None:
+            if heads % group:
+                continue
+            candidate["kv_heads"] = heads // group
+        spec = BlockSpec.make(block.family, candidate, new_d)
+        if not spec.fam.violations(spec.p, new_d):
+            return spec
+    raise ExportError(f"export: --scale d_model={new_d}: {where} {block.family}: no head count fits d_model {new_d}")
+
+
+def scale_architecture(arch: Architecture, d_model: int | None = None, n_layers: int | None = None) -> Architecture:
+    """`arch` at another width and depth, keeping its pattern and the family rules (see `scaled_depth` and
+    `_scaled_block`; docs/export.md states the rule)."""
+    new_d = d_model or arch.d_model
+    layers = tuple(
+        LayerSpec(_scaled_block(layer.mixer, arch.d_model, new_d, f"layer {i} mixer"),
+                  _scaled_block(layer.channel, arch.d_model, new_d, f"layer {i} channel") if layer.channel else None)
+        for i, layer in enumerate(arch.layers)
+    )
+    if n_layers is not None:
+        layers = scaled_depth(layers, n_layers)
+    return dataclasses.replace(arch, d_model=new_d, layers=layers)
 
 
 # --- formats ---------------------------------------------------------------------------------------------------------
@@ -238,14 +309,20 @@ EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[
 }
 
 
-def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False) -> list[Path]:
-    """Write trial `trial` of `run` in format `to` into `out`; returns the files written."""
+def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False,
+           scale: dict[str, int] | None = None) -> list[Path]:
+    """Write trial `trial` of `run` (scaled by `scale`, see `scale_architecture`) in format `to` into `out`;
+    returns the files written."""
     if to not in EXPORTERS:
         raise ExportError(f"export: --to {to}: expected one of {', '.join(EXPORTERS)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"export: --out {out}: is a file; expected a directory (it is created if missing)")
+    if scale and weights:
+        raise ExportError("export: --weights goes without --scale; the proxy's weights fit the proxy's size only")
     arch = trial_architecture(run, trial)
+    if scale:
+        arch = scale_architecture(arch, **scale)
     state = None
     if to == "fla":
         fla_config(arch)  # an inexpressible hybrid is the error to report, before any about weights

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from archsearch import Architecture, build_model
 from archsearch.cli import main
-from archsearch.export import ExportError, fla_config
+from archsearch.export import ExportError, fla_config, period, scale_architecture
+from archsearch.metrics import human, human_bytes
 from archsearch.study import TABLE_COLUMNS
 
 STUDY = """\
@@ -159,6 +160,9 @@ def test_pick_knee_and_best_choose_among_ok_trials(run_dir, tmp_path, capsys):
     (["--pick", "best:speed"], "--pick best:speed: unknown metric 'speed'"),
     (["--trial", "2", "--to", "fla"], "export: fla has no 'hyena' layer (layer 3)"),
     (["--trial", "0", "--to", "fla", "--weights"], "--weights goes with --to yaml or hf"),
+    (["--trial", "0", "--scale", "width=64"], "--scale width=64: width: expected KEY=N with KEY one of d_model, n_layers"),
+    (["--trial", "0", "--scale", "d_model=x"], "--scale d_model=x: d_model: expected a positive integer, got 'x'"),
+    (["--trial", "0", "--scale", "n_layers=8", "--weights"], "--weights goes without --scale"),
 ])
 def test_bad_export_requests_are_one_line_and_exit_code_2(run_dir, tmp_path, capsys, args, expected):
     to = [] if "--to" in args else ["--to", "yaml"]
@@ -170,6 +174,70 @@ def test_bad_export_requests_are_one_line_and_exit_code_2(run_dir, tmp_path, cap
 def test_export_of_a_missing_run_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nowhere"), "--trial", "0", "--to", "hf", "--out", str(tmp_path / "x")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+# --- scaling -----------------------------------------------------------------------------------------------------------
+
+
+def test_scaling_repeats_a_periodic_pattern_and_keeps_head_dims_and_windows():
+    hybrid = arch_of("""
+        d_model: 64
+        layers:
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 4, kv_heads: 2}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: swa, heads: 4, window: 16}, channel: {block: glu, expansion: 4}}
+    """)
+    big = scale_architecture(hybrid, d_model=1024, n_layers=24)
+    assert big.d_model == 1024 and big.n_layers == 24
+    assert "".join(layer.mixer.fam.letter for layer in big.layers) == "DADS" * 6
+    deltanet, attn, _, swa = (layer.mixer.p for layer in big.layers[:4])
+    assert 1024 // deltanet["heads"] == 64 // 2 and 1024 // attn["heads"] == 64 // 4  # head_dim kept
+    assert attn["heads"] // attn["kv_heads"] == 2 and swa["window"] == 16  # grouping and window kept
+    assert big.layers[3].channel.p["expansion"] == 4.0
+    assert big.cost().params > 100 * hybrid.cost().params
+
+
+def test_scaling_to_a_depth_off_the_period_keeps_each_blocks_share_of_depth():
+    hybrid = arch_of("""
+        d_model: 32
+        layers:
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 2}, channel: glu}
+    """)
+    assert period(hybrid.layers) == 3
+    assert "".join(layer.mixer.fam.letter for layer in scale_architecture(hybrid, n_layers=6).layers) == "DDA" * 2
+    assert "".join(layer.mixer.fam.letter for layer in scale_architecture(hybrid, n_layers=5).layers) == "DDDAA"
+
+
+def test_scaling_keeps_the_family_rules_when_the_ratio_does_not_divide():
+    # 3 heads of head_dim 32 at d_model 96; at 80, 80 / 32 = 2.5 heads: the nearest count that divides 80 with an
+    # even head_dim (rotary) and divides by the kv grouping
+    narrow = arch_of("""
+        d_model: 96
+        layers:
+          - {mixer: {block: attn, heads: 6, kv_heads: 3}, channel: glu}
+    """)
+    attn = scale_architecture(narrow, d_model=80).layers[0].mixer.p
+    assert 80 % attn["heads"] == 0 and (80 // attn["heads"]) % 2 == 0 and attn["heads"] == 2 * attn["kv_heads"]
+    assert abs(attn["heads"] - 5) <= 1
+
+
+def test_export_scale_prints_the_scaled_cost_and_writes_the_scaled_architecture(run_dir, tmp_path, capsys):
+    out = tmp_path / "big"
+    assert main(["export", str(run_dir), "--pick", "knee", "--scale", "d_model=128,n_layers=8", "--to", "yaml",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    big = Architecture.load(str(out / "architecture.yaml"))
+    assert big == scale_architecture(HYBRID, d_model=128, n_layers=8)
+    cost = big.cost()
+    assert f"scaled to d_model=128,n_layers=8: {big.summary()}" in printed
+    assert f"params={human(cost.params)} flops_per_token={human(cost.flops_per_token)}" in printed
+    assert f"state_bytes={human_bytes(cost.state_bytes)}" in printed
+    assert main(["export", str(run_dir), "--trial", "0", "--scale", "n_layers=8", "--to", "fla",
+                 "--out", str(tmp_path / "fla")]) == 0
+    assert json.loads((tmp_path / "fla" / "config.json").read_text())["attn"]["layers"] == [1, 3, 5, 7]
 
 
 # --- Hugging Face ------------------------------------------------------------------------------------------------------
