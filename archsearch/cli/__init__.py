@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from ..errors import ArchsearchError
-from . import check, export, front, run, train
+from . import check, export, front, report, run, train
 
-COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export}
+COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export, "report": report}
 
 
 class _Parser(argparse.ArgumentParser):
