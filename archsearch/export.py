@@ -3,8 +3,11 @@
 Which trial: `--trial N` (it must have finished ok), `--pick knee` (the knee of the study's front) or
 `--pick best:METRIC` (the ok trial best on one metric). Formats:
 - yaml: DIR/architecture.yaml, which `Architecture.load` and `archsearch.build_model` read;
-- hf: a directory `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` loads (see `archsearch.hf`);
-- fla: DIR/config.json for fla's DeltaNet model (model_type delta_net) where fla can express the hybrid.
+- hf: a directory `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` loads with transformers and
+  torch alone (see `archsearch.hf`);
+- fla: DIR/config.json for fla's DeltaNet model (model_type delta_net, attention specs at any layers) where fla can
+  express the hybrid, and with weights DIR/model.safetensors in fla's parameter names.
+`--scale d_model=N,n_layers=N` exports the architecture at another size (`scale_architecture`; docs/export.md).
 """
 
 from __future__ import annotations
@@ -196,17 +199,16 @@ def export_hf(arch: Architecture, out: Path, state: dict[str, Any] | None = None
 
 @dataclass(frozen=True)
 class FlaLayer:
-    """How one of our mixer families maps onto fla's delta_net model: fla keeps one `group` of settings for all of
-    its layers of a kind, so every layer of the group must agree on `keys`."""
+    """How one of our mixer families maps onto fla's delta_net model. DeltaNet layers share one `group` of settings
+    (fla's DeltaNetConfig has one), so every such layer must agree on `keys`; attention layers become fla attention
+    specs (`attn`: a list of {layers, num_heads, num_kv_heads, window_size, rope_theta}), one per distinct setting."""
 
     group: str
     keys: tuple[str, ...]
-    attention: bool = False  # listed in fla's attn.layers
-    note: str = ""  # why layers must agree, when it is not the plain "one setting for all of its layers"
+    attention: bool = False  # an entry of fla's attn list rather than the model's shared setting
 
 
-_FLA_ATTENTION = FlaLayer("attention", ("heads", "kv_heads", "rope_base", "window"), attention=True,
-                          note="fla's attn has one setting (and one window) for all of its layers")
+_FLA_ATTENTION = FlaLayer("attention", ("heads", "kv_heads", "rope_base", "window"), attention=True)
 FLA_MIXERS: dict[str, FlaLayer] = {
     "deltanet": FlaLayer("deltanet", ("heads", "conv_size", "gate")),
     "attn": _FLA_ATTENTION,
@@ -215,18 +217,20 @@ FLA_MIXERS: dict[str, FlaLayer] = {
 
 
 def fla_config(arch: Architecture) -> dict[str, Any]:
-    """fla's DeltaNet config (fla.models.DeltaNetConfig) for a hybrid fla can express: deltanet mixers with global or
-    sliding-window attention at some layers (one setting for each kind of layer, one window), swiglu glu channels."""
-    groups: dict[str, dict[str, Any]] = {"deltanet": {}, "attention": {}, "glu": {}}
-    attn_layers = []
+    """fla's DeltaNet config (fla.models.DeltaNetConfig, fla 0.6) for a hybrid fla can express: deltanet mixers
+    (one setting), global or sliding-window attention at any layers (one fla attention spec per distinct setting,
+    each with its layers and window), swiglu glu channels of one width."""
+    groups: dict[str, dict[str, Any]] = {"deltanet": {}, "glu": {}}
+    specs: dict[tuple[Any, ...], list[int]] = {}  # attention setting -> its layers
     for i, layer in enumerate(arch.layers):
         mixer, channel = layer.mixer, layer.channel
         kind = FLA_MIXERS.get(mixer.family)
         if kind is None:
             raise ExportError(f"export: fla has no {mixer.family!r} layer (layer {i})")
         if kind.attention:
-            attn_layers.append(i)
-        _same(groups[kind.group], {k: mixer.p.get(k) for k in kind.keys}, i, kind.group, kind.keys, note=kind.note)
+            specs.setdefault(tuple(mixer.p.get(k) for k in kind.keys), []).append(i)
+        else:
+            _same(groups[kind.group], {k: mixer.p.get(k) for k in kind.keys}, i, kind.group, kind.keys)
         if channel is None:
             raise ExportError(f"export: fla's delta_net has an MLP in every layer; layer {i} has none")
         if channel.family != "glu":
@@ -234,8 +238,8 @@ def fla_config(arch: Architecture) -> dict[str, Any]:
         if channel.p["kind"] != "swiglu":
             raise ExportError(f"export: fla's GatedMLP is swiglu; layer {i} has glu kind {channel.p['kind']!r}")
         _same(groups["glu"], {"hidden": channel.fam.hidden(channel.p, arch.d_model)}, i, "glu", ("hidden",))
-    deltanet, attention, glu = groups["deltanet"], groups["attention"], groups["glu"]
-    heads = deltanet.get("heads", attention.get("heads"))
+    deltanet, glu = groups["deltanet"], groups["glu"]
+    heads = deltanet.get("heads", next(iter(specs))[0] if specs else None)
     config: dict[str, Any] = {
         "model_type": "delta_net",
         "architectures": ["DeltaNetForCausalLM"],
@@ -260,46 +264,84 @@ def fla_config(arch: Architecture) -> dict[str, Any]:
         "vocab_size": arch.vocab_size,
         "tie_word_embeddings": arch.tie_embeddings,
         "initializer_range": 0.02,
-        "attn": None,
+        "attn": [
+            {"layers": layers, "num_heads": h, "num_kv_heads": kv, "qkv_bias": False, "window_size": window,
+             "rope_theta": rope}
+            for (h, kv, rope, window), layers in specs.items()
+        ] or None,
     }
-    if attn_layers:
-        config["attn"] = {
-            "layers": attn_layers,
-            "num_heads": attention["heads"],
-            "num_kv_heads": attention["kv_heads"],
-            "qkv_bias": False,
-            "window_size": attention["window"],
-            "rope_theta": attention["rope_base"],
-        }
     return config
 
 
-def _same(seen: dict[str, Any], params: dict[str, Any], layer: int, kind: str, keys: tuple[str, ...], note: str = "") -> None:
+def _same(seen: dict[str, Any], params: dict[str, Any], layer: int, kind: str, keys: tuple[str, ...]) -> None:
     """fla configures each kind of layer once: every layer of a kind must agree with the first on `keys`."""
     if not seen:
         seen.update({k: params[k] for k in params}, first=layer)
         return
     for key in keys:
         if params[key] != seen[key]:
-            why = note or f"fla's delta_net has one {kind} setting for all of its layers"
+            why = f"fla's delta_net has one {kind} setting for all of its layers"
             first, this = (_setting(key, v) for v in (seen[key], params[key]))
             raise ExportError(f"export: {why}; layer {seen['first']} has {kind} {first}, layer {layer} has {this}")
 
 
 def _setting(key: str, value: Any) -> str:
-    return "no window (global)" if key == "window" and value is None else f"{key}={value}"
+    return f"{key}={value}"
+
+
+# our parameter names inside a layer -> fla's (DeltaNetForCausalLM, fla 0.6), and how the tensor changes
+_FLA_NAMES = {
+    "mixer_norm.weight": "attn_norm.weight",
+    "channel_norm.weight": "mlp_norm.weight",
+    **{f"mixer.{p}_proj.weight": f"attn.{p}_proj.weight" for p in ("q", "k", "v", "b", "g", "o")},
+    **{f"mixer.{p}_conv1d.weight": f"attn.{p}_conv1d.weight" for p in ("q", "k", "v")},
+    "mixer.o_norm.weight": "attn.o_norm.weight",
+    "mixer.wq.weight": "attn.q_proj.weight",
+    "mixer.wk.weight": "attn.k_proj.weight",
+    "mixer.wv.weight": "attn.v_proj.weight",
+    "mixer.wo.weight": "attn.o_proj.weight",
+    "channel.w1": "mlp.gate_proj.weight",
+    "channel.w3": "mlp.up_proj.weight",
+    "channel.w2": "mlp.down_proj.weight",
+}
+
+
+def fla_state_dict(arch: Architecture, state: dict[str, Any]) -> dict[str, Any]:
+    """HybridLM's state_dict in fla's parameter names and layouts (for `fla_config(arch)`): nn.Linear weights are
+    [out, in] (our MLP stores [in, out]: transposed), fla's short convolutions are Conv1d weights [C, 1, K]."""
+    fla_config(arch)  # what fla cannot express is refused here too
+    out = {"model.embeddings.weight": state["embed.weight"], "model.norm.weight": state["norm.weight"]}
+    if "head.weight" in state:
+        out["lm_head.weight"] = state["head.weight"]
+    for key, tensor in state.items():
+        if not key.startswith("layers."):
+            continue
+        _, layer, rest = key.split(".", 2)
+        if rest not in _FLA_NAMES:
+            raise ExportError(f"export: --weights: layer {layer}: fla has no parameter for {rest}")
+        if rest.startswith("channel.w"):
+            tensor = tensor.t()
+        elif "_conv1d." in rest:
+            tensor = tensor[:, None, :]
+        out[f"model.layers.{layer}.{_FLA_NAMES[rest]}"] = tensor.contiguous()
+    return out
 
 
 def export_fla(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
-    """DIR/config.json for fla's DeltaNetForCausalLM, and the architecture.yaml it came from."""
-    if state is not None:
-        raise ExportError("export: --weights goes with --to yaml or hf; fla names and lays out parameters its own way")
+    """DIR/config.json for fla's DeltaNetForCausalLM and the architecture.yaml it came from; with weights,
+    DIR/model.safetensors in fla's parameter names (`fla_state_dict`)."""
     config = fla_config(arch)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
     (out / "architecture.yaml").write_text(arch.to_yaml())
-    return [path, out / "architecture.yaml"]
+    written = [path, out / "architecture.yaml"]
+    if state is not None:
+        from safetensors.torch import save_file
+
+        save_file(fla_state_dict(arch, state), out / "model.safetensors", metadata={"format": "pt"})
+        written.append(out / "model.safetensors")
+    return written
 
 
 EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[Path]]] = {

@@ -159,7 +159,6 @@ def test_pick_knee_and_best_choose_among_ok_trials(run_dir, tmp_path, capsys):
     (["--pick", "best"], "--pick best: expected knee or best:METRIC"),
     (["--pick", "best:speed"], "--pick best:speed: unknown metric 'speed'"),
     (["--trial", "2", "--to", "fla"], "export: fla has no 'hyena' layer (layer 3)"),
-    (["--trial", "0", "--to", "fla", "--weights"], "--weights goes with --to yaml or hf"),
     (["--trial", "0", "--scale", "width=64"], "--scale width=64: width: expected KEY=N with KEY one of d_model, n_layers"),
     (["--trial", "0", "--scale", "d_model=x"], "--scale d_model=x: d_model: expected a positive integer, got 'x'"),
     (["--trial", "0", "--scale", "n_layers=8", "--weights"], "--weights goes without --scale"),
@@ -237,7 +236,7 @@ def test_export_scale_prints_the_scaled_cost_and_writes_the_scaled_architecture(
     assert f"state_bytes={human_bytes(cost.state_bytes)}" in printed
     assert main(["export", str(run_dir), "--trial", "0", "--scale", "n_layers=8", "--to", "fla",
                  "--out", str(tmp_path / "fla")]) == 0
-    assert json.loads((tmp_path / "fla" / "config.json").read_text())["attn"]["layers"] == [1, 3, 5, 7]
+    assert json.loads((tmp_path / "fla" / "config.json").read_text())["attn"][0]["layers"] == [1, 3, 5, 7]
 
 
 # --- Hugging Face ------------------------------------------------------------------------------------------------------
@@ -341,8 +340,8 @@ def test_fla_export_of_a_deltanet_attention_hybrid(run_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert set(config) - {"model_type", "architectures"} <= FLA_FIELDS
     assert config["model_type"] == "delta_net"
-    assert config["attn"] == {"layers": [1, 3], "num_heads": 2, "num_kv_heads": 1, "qkv_bias": False,
-                              "window_size": None, "rope_theta": 10000.0}
+    assert config["attn"] == [{"layers": [1, 3], "num_heads": 2, "num_kv_heads": 1, "qkv_bias": False,
+                               "window_size": None, "rope_theta": 10000.0}]
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_heads"]) == (32, 4, 2)
     assert config["use_short_conv"] and config["conv_size"] == 4 and config["use_gate"]
     assert (config["qk_norm"], config["qk_activation"], config["hidden_act"]) == ("l2", "silu", "swish")
@@ -354,9 +353,57 @@ def test_fla_export_of_a_deltanet_attention_hybrid(run_dir, tmp_path):
 
 def test_fla_export_of_sliding_windows_carries_the_window():
     config = fla_config(SWA)
-    assert config["attn"]["layers"] == [0] and config["attn"]["window_size"] == 16
+    assert config["attn"] == [{"layers": [0], "num_heads": 2, "num_kv_heads": 2, "qkv_bias": False, "window_size": 16,
+                               "rope_theta": 10000.0}]
     assert config["use_short_conv"] is False and config["use_gate"] is False and config["num_heads"] == 4
     assert config["intermediate_size"] == 128 and config["hidden_ratio"] == 6
+
+
+def test_fla_export_gives_each_attention_setting_its_own_spec():
+    mixed = arch_of("""
+        d_model: 32
+        layers:
+          - {mixer: {block: swa, heads: 2, window: 8}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 4, kv_heads: 2}, channel: glu}
+          - {mixer: {block: swa, heads: 2, window: 8}, channel: glu}
+          - {mixer: {block: swa, heads: 2, window: 16}, channel: glu}
+    """)
+    specs = fla_config(mixed)["attn"]
+    assert [(s["layers"], s["num_heads"], s["num_kv_heads"], s["window_size"]) for s in specs] == [
+        ([0, 3], 2, 2, 8), ([2], 4, 2, None), ([4], 2, 2, 16)]
+
+
+# fla 0.6's DeltaNetForCausalLM(DeltaNetConfig(hidden_size=32, num_heads=2, num_hidden_layers=2, use_gate=True,
+# intermediate_size=128, vocab_size=256)).named_parameters(), layer 0 (layer 1 alike), as fla prints them
+FLA_DELTANET_LAYER = {
+    "attn_norm.weight": (32,), "attn.q_proj.weight": (32, 32), "attn.k_proj.weight": (32, 32),
+    "attn.v_proj.weight": (32, 32), "attn.b_proj.weight": (2, 32), "attn.q_conv1d.weight": (32, 1, 4),
+    "attn.k_conv1d.weight": (32, 1, 4), "attn.v_conv1d.weight": (32, 1, 4), "attn.g_proj.weight": (32, 32),
+    "attn.o_norm.weight": (16,), "attn.o_proj.weight": (32, 32), "mlp_norm.weight": (32,),
+    "mlp.gate_proj.weight": (128, 32), "mlp.up_proj.weight": (128, 32), "mlp.down_proj.weight": (32, 128),
+}
+# fla.layers.attn.Attention's projections (q_proj, k_proj, v_proj, o_proj as nn.Linear [out, in])
+FLA_ATTENTION_MIXER = {"attn.q_proj.weight": (32, 32), "attn.k_proj.weight": (16, 32), "attn.v_proj.weight": (16, 32),
+                       "attn.o_proj.weight": (32, 32)}
+
+
+def test_fla_weights_carry_fla_names_and_layouts(run_dir, tmp_path):
+    out = tmp_path / "fla"
+    assert main(["export", str(run_dir), "--trial", "0", "--to", "fla", "--out", str(out), "--weights"]) == 0
+    fla = load_file(out / "model.safetensors")
+    ours = proxy_model(run_dir, 0).state_dict()
+    mixer_keys = {k for k in FLA_DELTANET_LAYER if k.startswith("attn.") }
+    expected = {"model.embeddings.weight": (256, 32), "model.norm.weight": (32,)}
+    for i in range(4):  # HYBRID: deltanet, attn (kv_heads 1), deltanet, attn
+        layer = FLA_DELTANET_LAYER if i % 2 == 0 else {
+            **{k: v for k, v in FLA_DELTANET_LAYER.items() if k not in mixer_keys}, **FLA_ATTENTION_MIXER}
+        expected.update({f"model.layers.{i}.{k}": v for k, v in layer.items()})
+    assert {k: tuple(v.shape) for k, v in fla.items()} == expected
+    assert torch.equal(fla["model.layers.0.mlp.gate_proj.weight"], ours["layers.0.channel.w1"].t())
+    assert torch.equal(fla["model.layers.0.mlp.down_proj.weight"], ours["layers.0.channel.w2"].t())
+    assert torch.equal(fla["model.layers.0.attn.k_conv1d.weight"][:, 0], ours["layers.0.mixer.k_conv1d.weight"])
+    assert torch.equal(fla["model.layers.1.attn.k_proj.weight"], ours["layers.1.mixer.wk.weight"])
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -366,12 +413,6 @@ def test_fla_export_of_sliding_windows_carries_the_window():
        - {mixer: {block: deltanet, heads: 2}, channel: glu}
        - {mixer: {block: deltanet, heads: 4}, channel: glu}
      """, "one deltanet setting for all of its layers; layer 0 has deltanet heads=2, layer 1 has heads=4"),
-    ("""
-     d_model: 32
-     layers:
-       - {mixer: attn, channel: glu}
-       - {mixer: {block: swa, window: 8}, channel: glu}
-     """, "fla's attn has one setting (and one window) for all of its layers; layer 0 has attention no window (global), layer 1 has window=8"),
     ("""
      d_model: 32
      layers:

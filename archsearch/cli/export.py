@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, metavar="N", help="this trial (it must have finished ok)")
     which.add_argument("--pick", metavar="knee|best:METRIC", help="the front's knee, or the ok trial best on METRIC")
-    e.add_argument("--to", required=True, choices=tuple(EXPORTERS), help="yaml (normal form), hf (transformers) or fla (fla's DeltaNet config)")
+    e.add_argument("--to", required=True, choices=tuple(EXPORTERS), help="yaml (normal form), hf (transformers, self-contained) or fla (fla's DeltaNet config and parameter names)")
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
     e.add_argument("--weights", action="store_true", help="also write the trial's proxy weights (the run must have saved them)")
     e.add_argument("--scale", metavar="d_model=N,n_layers=N",
@@ -65,4 +65,6 @@ def export_trial(path: str, trial: int | None = None, pick: str | None = None, t
         print(f"load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
     else:
         print(f"load: fla.models.DeltaNetForCausalLM(fla.models.DeltaNetConfig.from_pretrained({str(out)!r}))")
+        if weights:
+            print(f"weights: model.load_state_dict(safetensors.torch.load_file({str(out)!r} + '/model.safetensors'))")
     return 0
