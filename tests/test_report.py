@@ -1,9 +1,15 @@
 """`archsearch report`: one self-contained HTML page of a run, checked in a real headless Chromium."""
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -155,3 +161,38 @@ def test_the_report_renders_in_chromium_without_console_errors(run_dir, tmp_path
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
+
+
+# --- optuna-dashboard (the tracking extra) -----------------------------------------------------------------------------
+
+
+def test_optuna_dashboard_opens_the_runs_storage_over_http(run_dir):
+    bin_dir = Path(sys.executable).parent
+    dashboard = shutil.which("optuna-dashboard", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert dashboard, "optuna-dashboard is not installed: pip install 'archsearch[tracking]'"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([dashboard, f"sqlite:///{run_dir / 'optuna.db'}", "--host", "127.0.0.1",
+                               "--port", str(port), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{base}/studies", timeout=5) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer within 60 s"
+                time.sleep(0.5)
+        (summary,) = studies
+        assert summary["study_name"] == "tiny-report"
+        with urllib.request.urlopen(f"{base}/studies/{summary['study_id']}", timeout=10) as r:
+            detail = json.load(r)
+        assert len(detail["trials"]) == len(TRIALS)
+        assert sorted(tuple(t["values"]) for t in detail["trials"]) == sorted((v[2], v[3]) for v in TRIALS.values())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
