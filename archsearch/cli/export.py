@@ -62,7 +62,8 @@ def export_trial(path: str, trial: int | None = None, pick: str | None = None, t
     elif to == "hf":
         source = f"proxy weights of {weights_file(run, number).name}" if weights else "a fresh initialisation (seed 0); --weights for the proxy's"
         print(f"model.safetensors: {source} ({human(arch.cost().params)} parameters)")
-        print(f"load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
+        print(f"load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True) "
+              "(transformers and torch alone; archsearch's model code is bundled in the directory)")
     else:
         print(f"load: fla.models.DeltaNetForCausalLM(fla.models.DeltaNetConfig.from_pretrained({str(out)!r}))")
         if weights:
