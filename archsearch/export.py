@@ -3,12 +3,16 @@
 Which trial: `--trial N` (it must have finished ok), `--pick knee` (the knee of the study's front) or
 `--pick best:METRIC` (the ok trial best on one metric). Formats:
 - yaml: DIR/architecture.yaml, which `Architecture.load` and `archsearch.build_model` read;
-- hf: a directory `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` loads (see `archsearch.hf`);
-- fla: DIR/config.json for fla's DeltaNet model (model_type delta_net) where fla can express the hybrid.
+- hf: a directory `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` loads with transformers and
+  torch alone (see `archsearch.hf`);
+- fla: DIR/config.json for fla's DeltaNet model (model_type delta_net, attention specs at any layers) where fla can
+  express the hybrid, and with weights DIR/model.safetensors in fla's parameter names.
+`--scale d_model=N,n_layers=N` exports the architecture at another size (`scale_architecture`; docs/export.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import front
-from .architecture import Architecture
+from .architecture import Architecture, BlockSpec, LayerSpec
 from .errors import ArchsearchError
 from .study import Run
 
@@ -81,8 +85,6 @@ def weights_file(run: Run, trial: int) -> Path:
 def load_weights(run: Run, trial: int, arch: Architecture) -> tuple[Architecture, dict[str, Any]]:
     """The trial's weights as a HybridLM state_dict, and the architecture they fit (the vocabulary they were
     trained with, should the table's differ)."""
-    import dataclasses
-
     from safetensors.torch import load_file
 
     path = weights_file(run, trial)
@@ -96,6 +98,78 @@ def load_weights(run: Run, trial: int, arch: Architecture) -> tuple[Architecture
     if set(expected) != set(state) or any(expected[k].shape != state[k].shape for k in expected):
         raise ExportError(f"export: --weights: {path}: the tensors do not fit trial {trial}'s architecture {arch.summary()}")
     return arch, state
+
+
+# --- scaling --------------------------------------------------------------------------------------------------------
+
+SCALABLE = ("d_model", "n_layers")
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """`d_model=1024,n_layers=24` -> {"d_model": 1024, "n_layers": 24} (either or both)."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if key not in SCALABLE or not sep:
+            raise ExportError(f"export: --scale {text}: {key or '(empty)'}: expected KEY=N with KEY one of "
+                              f"{', '.join(SCALABLE)}, e.g. d_model=1024,n_layers=24")
+        if not value.isdigit() or int(value) < 1:
+            raise ExportError(f"export: --scale {text}: {key}: expected a positive integer, got {value!r}")
+        out[key] = int(value)
+    return out
+
+
+def period(layers: tuple[LayerSpec, ...]) -> int:
+    """The length of the shortest run of layers whose repetition is the whole list."""
+    n = len(layers)
+    return next(p for p in range(1, n + 1) if n % p == 0 and all(layers[i] == layers[i % p] for i in range(n)))
+
+
+def scaled_depth(layers: tuple[LayerSpec, ...], n_layers: int) -> tuple[LayerSpec, ...]:
+    """`n_layers` layers in the pattern of `layers`: a periodic pattern is repeated when n_layers is a multiple of
+    its period; otherwise layer j of the new depth is the layer found at the same fraction of depth (the layer
+    whose share [i/N, (i+1)/N) of the old depth holds (j + 1/2) / n_layers), so every block keeps its share of
+    depth and its place."""
+    p = period(layers)
+    if n_layers % p == 0:
+        return tuple(layers[j % p] for j in range(n_layers))
+    n = len(layers)
+    return tuple(layers[int((j + 0.5) * n / n_layers)] for j in range(n_layers))
+
+
+def _scaled_block(block: BlockSpec, d_model: int, new_d: int, where: str) -> BlockSpec:
+    """`block` at width new_d: heads keep their head_dim (the ratio heads / d_model), kv_heads their ratio to heads;
+    among the head counts the family allows at new_d (heads divide d_model and so on), the nearest to that ratio.
+    Every other parameter (windows, expansions, state sizes, kernel sizes) is a size of its own and is kept."""
+    p = block.p
+    if "heads" not in p:
+        return BlockSpec.make(block.family, p, new_d)
+    target = p["heads"] * new_d / d_model
+    group = p["heads"] // p["kv_heads"] if "kv_heads" in p else None
+    for heads in sorted(range(1, new_d + 1), key=lambda h: (abs(h - target), h)):
+        candidate = {**p, "heads": heads}
+        if group is not None:
+            if heads % group:
+                continue
+            candidate["kv_heads"] = heads // group
+        spec = BlockSpec.make(block.family, candidate, new_d)
+        if not spec.fam.violations(spec.p, new_d):
+            return spec
+    raise ExportError(f"export: --scale d_model={new_d}: {where} {block.family}: no head count fits d_model {new_d}")
+
+
+def scale_architecture(arch: Architecture, d_model: int | None = None, n_layers: int | None = None) -> Architecture:
+    """`arch` at another width and depth, keeping its pattern and the family rules (see `scaled_depth` and
+    `_scaled_block`; docs/export.md states the rule)."""
+    new_d = d_model or arch.d_model
+    layers = tuple(
+        LayerSpec(_scaled_block(layer.mixer, arch.d_model, new_d, f"layer {i} mixer"),
+                  _scaled_block(layer.channel, arch.d_model, new_d, f"layer {i} channel") if layer.channel else None)
+        for i, layer in enumerate(arch.layers)
+    )
+    if n_layers is not None:
+        layers = scaled_depth(layers, n_layers)
+    return dataclasses.replace(arch, d_model=new_d, layers=layers)
 
 
 # --- formats ---------------------------------------------------------------------------------------------------------
@@ -117,25 +191,24 @@ def export_yaml(arch: Architecture, out: Path, state: dict[str, Any] | None = No
 
 def export_hf(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
     """A transformers directory; model.safetensors holds the proxy weights, or a fresh initialisation without."""
-    from .hf import save_hf
+    from .hf import BUNDLE_FILE, REMOTE_FILES, save_hf
 
     save_hf(arch, out, state)
-    return [out / name for name in ("config.json", "configuration_archsearch.py", "modeling_archsearch.py", "model.safetensors")]
+    return [out / name for name in ("config.json", *REMOTE_FILES, BUNDLE_FILE, "model.safetensors")]
 
 
 @dataclass(frozen=True)
 class FlaLayer:
-    """How one of our mixer families maps onto fla's delta_net model: fla keeps one `group` of settings for all of
-    its layers of a kind, so every layer of the group must agree on `keys`."""
+    """How one of our mixer families maps onto fla's delta_net model. DeltaNet layers share one `group` of settings
+    (fla's DeltaNetConfig has one), so every such layer must agree on `keys`; attention layers become fla attention
+    specs (`attn`: a list of {layers, num_heads, num_kv_heads, window_size, rope_theta}), one per distinct setting."""
 
     group: str
     keys: tuple[str, ...]
-    attention: bool = False  # listed in fla's attn.layers
-    note: str = ""  # why layers must agree, when it is not the plain "one setting for all of its layers"
+    attention: bool = False  # an entry of fla's attn list rather than the model's shared setting
 
 
-_FLA_ATTENTION = FlaLayer("attention", ("heads", "kv_heads", "rope_base", "window"), attention=True,
-                          note="fla's attn has one setting (and one window) for all of its layers")
+_FLA_ATTENTION = FlaLayer("attention", ("heads", "kv_heads", "rope_base", "window"), attention=True)
 FLA_MIXERS: dict[str, FlaLayer] = {
     "deltanet": FlaLayer("deltanet", ("heads", "conv_size", "gate")),
     "attn": _FLA_ATTENTION,
@@ -144,18 +217,20 @@ FLA_MIXERS: dict[str, FlaLayer] = {
 
 
 def fla_config(arch: Architecture) -> dict[str, Any]:
-    """fla's DeltaNet config (fla.models.DeltaNetConfig) for a hybrid fla can express: deltanet mixers with global or
-    sliding-window attention at some layers (one setting for each kind of layer, one window), swiglu glu channels."""
-    groups: dict[str, dict[str, Any]] = {"deltanet": {}, "attention": {}, "glu": {}}
-    attn_layers = []
+    """fla's DeltaNet config (fla.models.DeltaNetConfig, fla 0.6) for a hybrid fla can express: deltanet mixers
+    (one setting), global or sliding-window attention at any layers (one fla attention spec per distinct setting,
+    each with its layers and window), swiglu glu channels of one width."""
+    groups: dict[str, dict[str, Any]] = {"deltanet": {}, "glu": {}}
+    specs: dict[tuple[Any, ...], list[int]] = {}  # attention setting -> its layers
     for i, layer in enumerate(arch.layers):
         mixer, channel = layer.mixer, layer.channel
         kind = FLA_MIXERS.get(mixer.family)
         if kind is None:
             raise ExportError(f"export: fla has no {mixer.family!r} layer (layer {i})")
         if kind.attention:
-            attn_layers.append(i)
-        _same(groups[kind.group], {k: mixer.p.get(k) for k in kind.keys}, i, kind.group, kind.keys, note=kind.note)
+            specs.setdefault(tuple(mixer.p.get(k) for k in kind.keys), []).append(i)
+        else:
+            _same(groups[kind.group], {k: mixer.p.get(k) for k in kind.keys}, i, kind.group, kind.keys)
         if channel is None:
             raise ExportError(f"export: fla's delta_net has an MLP in every layer; layer {i} has none")
         if channel.family != "glu":
@@ -163,8 +238,8 @@ def fla_config(arch: Architecture) -> dict[str, Any]:
         if channel.p["kind"] != "swiglu":
             raise ExportError(f"export: fla's GatedMLP is swiglu; layer {i} has glu kind {channel.p['kind']!r}")
         _same(groups["glu"], {"hidden": channel.fam.hidden(channel.p, arch.d_model)}, i, "glu", ("hidden",))
-    deltanet, attention, glu = groups["deltanet"], groups["attention"], groups["glu"]
-    heads = deltanet.get("heads", attention.get("heads"))
+    deltanet, glu = groups["deltanet"], groups["glu"]
+    heads = deltanet.get("heads", next(iter(specs))[0] if specs else None)
     config: dict[str, Any] = {
         "model_type": "delta_net",
         "architectures": ["DeltaNetForCausalLM"],
@@ -189,46 +264,84 @@ def fla_config(arch: Architecture) -> dict[str, Any]:
         "vocab_size": arch.vocab_size,
         "tie_word_embeddings": arch.tie_embeddings,
         "initializer_range": 0.02,
-        "attn": None,
+        "attn": [
+            {"layers": layers, "num_heads": h, "num_kv_heads": kv, "qkv_bias": False, "window_size": window,
+             "rope_theta": rope}
+            for (h, kv, rope, window), layers in specs.items()
+        ] or None,
     }
-    if attn_layers:
-        config["attn"] = {
-            "layers": attn_layers,
-            "num_heads": attention["heads"],
-            "num_kv_heads": attention["kv_heads"],
-            "qkv_bias": False,
-            "window_size": attention["window"],
-            "rope_theta": attention["rope_base"],
-        }
     return config
 
 
-def _same(seen: dict[str, Any], params: dict[str, Any], layer: int, kind: str, keys: tuple[str, ...], note: str = "") -> None:
+def _same(seen: dict[str, Any], params: dict[str, Any], layer: int, kind: str, keys: tuple[str, ...]) -> None:
     """fla configures each kind of layer once: every layer of a kind must agree with the first on `keys`."""
     if not seen:
         seen.update({k: params[k] for k in params}, first=layer)
         return
     for key in keys:
         if params[key] != seen[key]:
-            why = note or f"fla's delta_net has one {kind} setting for all of its layers"
+            why = f"fla's delta_net has one {kind} setting for all of its layers"
             first, this = (_setting(key, v) for v in (seen[key], params[key]))
             raise ExportError(f"export: {why}; layer {seen['first']} has {kind} {first}, layer {layer} has {this}")
 
 
 def _setting(key: str, value: Any) -> str:
-    return "no window (global)" if key == "window" and value is None else f"{key}={value}"
+    return f"{key}={value}"
+
+
+# our parameter names inside a layer -> fla's (DeltaNetForCausalLM, fla 0.6), and how the tensor changes
+_FLA_NAMES = {
+    "mixer_norm.weight": "attn_norm.weight",
+    "channel_norm.weight": "mlp_norm.weight",
+    **{f"mixer.{p}_proj.weight": f"attn.{p}_proj.weight" for p in ("q", "k", "v", "b", "g", "o")},
+    **{f"mixer.{p}_conv1d.weight": f"attn.{p}_conv1d.weight" for p in ("q", "k", "v")},
+    "mixer.o_norm.weight": "attn.o_norm.weight",
+    "mixer.wq.weight": "attn.q_proj.weight",
+    "mixer.wk.weight": "attn.k_proj.weight",
+    "mixer.wv.weight": "attn.v_proj.weight",
+    "mixer.wo.weight": "attn.o_proj.weight",
+    "channel.w1": "mlp.gate_proj.weight",
+    "channel.w3": "mlp.up_proj.weight",
+    "channel.w2": "mlp.down_proj.weight",
+}
+
+
+def fla_state_dict(arch: Architecture, state: dict[str, Any]) -> dict[str, Any]:
+    """HybridLM's state_dict in fla's parameter names and layouts (for `fla_config(arch)`): nn.Linear weights are
+    [out, in] (our MLP stores [in, out]: transposed), fla's short convolutions are Conv1d weights [C, 1, K]."""
+    fla_config(arch)  # what fla cannot express is refused here too
+    out = {"model.embeddings.weight": state["embed.weight"], "model.norm.weight": state["norm.weight"]}
+    if "head.weight" in state:
+        out["lm_head.weight"] = state["head.weight"]
+    for key, tensor in state.items():
+        if not key.startswith("layers."):
+            continue
+        _, layer, rest = key.split(".", 2)
+        if rest not in _FLA_NAMES:
+            raise ExportError(f"export: --weights: layer {layer}: fla has no parameter for {rest}")
+        if rest.startswith("channel.w"):
+            tensor = tensor.t()
+        elif "_conv1d." in rest:
+            tensor = tensor[:, None, :]
+        out[f"model.layers.{layer}.{_FLA_NAMES[rest]}"] = tensor.contiguous()
+    return out
 
 
 def export_fla(arch: Architecture, out: Path, state: dict[str, Any] | None = None) -> list[Path]:
-    """DIR/config.json for fla's DeltaNetForCausalLM, and the architecture.yaml it came from."""
-    if state is not None:
-        raise ExportError("export: --weights goes with --to yaml or hf; fla names and lays out parameters its own way")
+    """DIR/config.json for fla's DeltaNetForCausalLM and the architecture.yaml it came from; with weights,
+    DIR/model.safetensors in fla's parameter names (`fla_state_dict`)."""
     config = fla_config(arch)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
     (out / "architecture.yaml").write_text(arch.to_yaml())
-    return [path, out / "architecture.yaml"]
+    written = [path, out / "architecture.yaml"]
+    if state is not None:
+        from safetensors.torch import save_file
+
+        save_file(fla_state_dict(arch, state), out / "model.safetensors", metadata={"format": "pt"})
+        written.append(out / "model.safetensors")
+    return written
 
 
 EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[Path]]] = {
@@ -238,14 +351,20 @@ EXPORTERS: dict[str, Callable[[Architecture, Path, dict[str, Any] | None], list[
 }
 
 
-def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False) -> list[Path]:
-    """Write trial `trial` of `run` in format `to` into `out`; returns the files written."""
+def export(run: Run, trial: int, to: str, out: str | Path, weights: bool = False,
+           scale: dict[str, int] | None = None) -> list[Path]:
+    """Write trial `trial` of `run` (scaled by `scale`, see `scale_architecture`) in format `to` into `out`;
+    returns the files written."""
     if to not in EXPORTERS:
         raise ExportError(f"export: --to {to}: expected one of {', '.join(EXPORTERS)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"export: --out {out}: is a file; expected a directory (it is created if missing)")
+    if scale and weights:
+        raise ExportError("export: --weights goes without --scale; the proxy's weights fit the proxy's size only")
     arch = trial_architecture(run, trial)
+    if scale:
+        arch = scale_architecture(arch, **scale)
     state = None
     if to == "fla":
         fla_config(arch)  # an inexpressible hybrid is the error to report, before any about weights

@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from archsearch import Architecture, build_model
 from archsearch.cli import main
-from archsearch.export import ExportError, fla_config
+from archsearch.export import ExportError, fla_config, period, scale_architecture
+from archsearch.metrics import human, human_bytes
 from archsearch.study import TABLE_COLUMNS
 
 STUDY = """\
@@ -158,7 +159,9 @@ def test_pick_knee_and_best_choose_among_ok_trials(run_dir, tmp_path, capsys):
     (["--pick", "best"], "--pick best: expected knee or best:METRIC"),
     (["--pick", "best:speed"], "--pick best:speed: unknown metric 'speed'"),
     (["--trial", "2", "--to", "fla"], "export: fla has no 'hyena' layer (layer 3)"),
-    (["--trial", "0", "--to", "fla", "--weights"], "--weights goes with --to yaml or hf"),
+    (["--trial", "0", "--scale", "width=64"], "--scale width=64: width: expected KEY=N with KEY one of d_model, n_layers"),
+    (["--trial", "0", "--scale", "d_model=x"], "--scale d_model=x: d_model: expected a positive integer, got 'x'"),
+    (["--trial", "0", "--scale", "n_layers=8", "--weights"], "--weights goes without --scale"),
 ])
 def test_bad_export_requests_are_one_line_and_exit_code_2(run_dir, tmp_path, capsys, args, expected):
     to = [] if "--to" in args else ["--to", "yaml"]
@@ -170,6 +173,70 @@ def test_bad_export_requests_are_one_line_and_exit_code_2(run_dir, tmp_path, cap
 def test_export_of_a_missing_run_is_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nowhere"), "--trial", "0", "--to", "hf", "--out", str(tmp_path / "x")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+# --- scaling -----------------------------------------------------------------------------------------------------------
+
+
+def test_scaling_repeats_a_periodic_pattern_and_keeps_head_dims_and_windows():
+    hybrid = arch_of("""
+        d_model: 64
+        layers:
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 4, kv_heads: 2}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: swa, heads: 4, window: 16}, channel: {block: glu, expansion: 4}}
+    """)
+    big = scale_architecture(hybrid, d_model=1024, n_layers=24)
+    assert big.d_model == 1024 and big.n_layers == 24
+    assert "".join(layer.mixer.fam.letter for layer in big.layers) == "DADS" * 6
+    deltanet, attn, _, swa = (layer.mixer.p for layer in big.layers[:4])
+    assert 1024 // deltanet["heads"] == 64 // 2 and 1024 // attn["heads"] == 64 // 4  # head_dim kept
+    assert attn["heads"] // attn["kv_heads"] == 2 and swa["window"] == 16  # grouping and window kept
+    assert big.layers[3].channel.p["expansion"] == 4.0
+    assert big.cost().params > 100 * hybrid.cost().params
+
+
+def test_scaling_to_a_depth_off_the_period_keeps_each_blocks_share_of_depth():
+    hybrid = arch_of("""
+        d_model: 32
+        layers:
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 2}, channel: glu}
+    """)
+    assert period(hybrid.layers) == 3
+    assert "".join(layer.mixer.fam.letter for layer in scale_architecture(hybrid, n_layers=6).layers) == "DDA" * 2
+    assert "".join(layer.mixer.fam.letter for layer in scale_architecture(hybrid, n_layers=5).layers) == "DDDAA"
+
+
+def test_scaling_keeps_the_family_rules_when_the_ratio_does_not_divide():
+    # 3 heads of head_dim 32 at d_model 96; at 80, 80 / 32 = 2.5 heads: the nearest count that divides 80 with an
+    # even head_dim (rotary) and divides by the kv grouping
+    narrow = arch_of("""
+        d_model: 96
+        layers:
+          - {mixer: {block: attn, heads: 6, kv_heads: 3}, channel: glu}
+    """)
+    attn = scale_architecture(narrow, d_model=80).layers[0].mixer.p
+    assert 80 % attn["heads"] == 0 and (80 // attn["heads"]) % 2 == 0 and attn["heads"] == 2 * attn["kv_heads"]
+    assert abs(attn["heads"] - 5) <= 1
+
+
+def test_export_scale_prints_the_scaled_cost_and_writes_the_scaled_architecture(run_dir, tmp_path, capsys):
+    out = tmp_path / "big"
+    assert main(["export", str(run_dir), "--pick", "knee", "--scale", "d_model=128,n_layers=8", "--to", "yaml",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    big = Architecture.load(str(out / "architecture.yaml"))
+    assert big == scale_architecture(HYBRID, d_model=128, n_layers=8)
+    cost = big.cost()
+    assert f"scaled to d_model=128,n_layers=8: {big.summary()}" in printed
+    assert f"params={human(cost.params)} flops_per_token={human(cost.flops_per_token)}" in printed
+    assert f"state_bytes={human_bytes(cost.state_bytes)}" in printed
+    assert main(["export", str(run_dir), "--trial", "0", "--scale", "n_layers=8", "--to", "fla",
+                 "--out", str(tmp_path / "fla")]) == 0
+    assert json.loads((tmp_path / "fla" / "config.json").read_text())["attn"][0]["layers"] == [1, 3, 5, 7]
 
 
 # --- Hugging Face ------------------------------------------------------------------------------------------------------
@@ -217,8 +284,12 @@ def test_hf_export_without_weights_is_build_models_initialisation(run_dir, tmp_p
     assert torch.equal(generated, reference.generate(x[:, :5], 4, temperature=0))
     right_padded = torch.ones_like(x).index_fill_(1, torch.tensor([18, 19]), 0)
     assert torch.equal(model(x, attention_mask=right_padded).logits, model(x).logits)
-    with pytest.raises(ValueError, match="pad on the right"):
-        model(x, attention_mask=right_padded.flip(1))
+    with torch.no_grad():  # left padding: the row's logits are those of its tokens alone
+        left = model(x, attention_mask=right_padded.flip(1)).logits
+        torch.testing.assert_close(left[0, 2:], reference(x[:, 2:]).logits[0], rtol=1e-5, atol=1e-5)
+    holed = torch.ones_like(x).index_fill_(1, torch.tensor([7]), 0)
+    with pytest.raises(ValueError, match="left or right padding"):
+        model(x, attention_mask=holed)
 
 
 def test_hf_export_loads_in_a_fresh_process_through_auto_map(run_dir, tmp_path):
@@ -269,8 +340,8 @@ def test_fla_export_of_a_deltanet_attention_hybrid(run_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert set(config) - {"model_type", "architectures"} <= FLA_FIELDS
     assert config["model_type"] == "delta_net"
-    assert config["attn"] == {"layers": [1, 3], "num_heads": 2, "num_kv_heads": 1, "qkv_bias": False,
-                              "window_size": None, "rope_theta": 10000.0}
+    assert config["attn"] == [{"layers": [1, 3], "num_heads": 2, "num_kv_heads": 1, "qkv_bias": False,
+                               "window_size": None, "rope_theta": 10000.0}]
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_heads"]) == (32, 4, 2)
     assert config["use_short_conv"] and config["conv_size"] == 4 and config["use_gate"]
     assert (config["qk_norm"], config["qk_activation"], config["hidden_act"]) == ("l2", "silu", "swish")
@@ -282,9 +353,57 @@ def test_fla_export_of_a_deltanet_attention_hybrid(run_dir, tmp_path):
 
 def test_fla_export_of_sliding_windows_carries_the_window():
     config = fla_config(SWA)
-    assert config["attn"]["layers"] == [0] and config["attn"]["window_size"] == 16
+    assert config["attn"] == [{"layers": [0], "num_heads": 2, "num_kv_heads": 2, "qkv_bias": False, "window_size": 16,
+                               "rope_theta": 10000.0}]
     assert config["use_short_conv"] is False and config["use_gate"] is False and config["num_heads"] == 4
     assert config["intermediate_size"] == 128 and config["hidden_ratio"] == 6
+
+
+def test_fla_export_gives_each_attention_setting_its_own_spec():
+    mixed = arch_of("""
+        d_model: 32
+        layers:
+          - {mixer: {block: swa, heads: 2, window: 8}, channel: glu}
+          - {mixer: {block: deltanet, heads: 2}, channel: glu}
+          - {mixer: {block: attn, heads: 4, kv_heads: 2}, channel: glu}
+          - {mixer: {block: swa, heads: 2, window: 8}, channel: glu}
+          - {mixer: {block: swa, heads: 2, window: 16}, channel: glu}
+    """)
+    specs = fla_config(mixed)["attn"]
+    assert [(s["layers"], s["num_heads"], s["num_kv_heads"], s["window_size"]) for s in specs] == [
+        ([0, 3], 2, 2, 8), ([2], 4, 2, None), ([4], 2, 2, 16)]
+
+
+# fla 0.6's DeltaNetForCausalLM(DeltaNetConfig(hidden_size=32, num_heads=2, num_hidden_layers=2, use_gate=True,
+# intermediate_size=128, vocab_size=256)).named_parameters(), layer 0 (layer 1 alike), as fla prints them
+FLA_DELTANET_LAYER = {
+    "attn_norm.weight": (32,), "attn.q_proj.weight": (32, 32), "attn.k_proj.weight": (32, 32),
+    "attn.v_proj.weight": (32, 32), "attn.b_proj.weight": (2, 32), "attn.q_conv1d.weight": (32, 1, 4),
+    "attn.k_conv1d.weight": (32, 1, 4), "attn.v_conv1d.weight": (32, 1, 4), "attn.g_proj.weight": (32, 32),
+    "attn.o_norm.weight": (16,), "attn.o_proj.weight": (32, 32), "mlp_norm.weight": (32,),
+    "mlp.gate_proj.weight": (128, 32), "mlp.up_proj.weight": (128, 32), "mlp.down_proj.weight": (32, 128),
+}
+# fla.layers.attn.Attention's projections (q_proj, k_proj, v_proj, o_proj as nn.Linear [out, in])
+FLA_ATTENTION_MIXER = {"attn.q_proj.weight": (32, 32), "attn.k_proj.weight": (16, 32), "attn.v_proj.weight": (16, 32),
+                       "attn.o_proj.weight": (32, 32)}
+
+
+def test_fla_weights_carry_fla_names_and_layouts(run_dir, tmp_path):
+    out = tmp_path / "fla"
+    assert main(["export", str(run_dir), "--trial", "0", "--to", "fla", "--out", str(out), "--weights"]) == 0
+    fla = load_file(out / "model.safetensors")
+    ours = proxy_model(run_dir, 0).state_dict()
+    mixer_keys = {k for k in FLA_DELTANET_LAYER if k.startswith("attn.") }
+    expected = {"model.embeddings.weight": (256, 32), "model.norm.weight": (32,)}
+    for i in range(4):  # HYBRID: deltanet, attn (kv_heads 1), deltanet, attn
+        layer = FLA_DELTANET_LAYER if i % 2 == 0 else {
+            **{k: v for k, v in FLA_DELTANET_LAYER.items() if k not in mixer_keys}, **FLA_ATTENTION_MIXER}
+        expected.update({f"model.layers.{i}.{k}": v for k, v in layer.items()})
+    assert {k: tuple(v.shape) for k, v in fla.items()} == expected
+    assert torch.equal(fla["model.layers.0.mlp.gate_proj.weight"], ours["layers.0.channel.w1"].t())
+    assert torch.equal(fla["model.layers.0.mlp.down_proj.weight"], ours["layers.0.channel.w2"].t())
+    assert torch.equal(fla["model.layers.0.attn.k_conv1d.weight"][:, 0], ours["layers.0.mixer.k_conv1d.weight"])
+    assert torch.equal(fla["model.layers.1.attn.k_proj.weight"], ours["layers.1.mixer.wk.weight"])
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -294,12 +413,6 @@ def test_fla_export_of_sliding_windows_carries_the_window():
        - {mixer: {block: deltanet, heads: 2}, channel: glu}
        - {mixer: {block: deltanet, heads: 4}, channel: glu}
      """, "one deltanet setting for all of its layers; layer 0 has deltanet heads=2, layer 1 has heads=4"),
-    ("""
-     d_model: 32
-     layers:
-       - {mixer: attn, channel: glu}
-       - {mixer: {block: swa, window: 8}, channel: glu}
-     """, "fla's attn has one setting (and one window) for all of its layers; layer 0 has attention no window (global), layer 1 has window=8"),
     ("""
      d_model: 32
      layers:
@@ -331,3 +444,32 @@ def test_archsearch_hf_registers_the_auto_classes():
     model = AutoModelForCausalLM.from_config(config)
     assert isinstance(model, ArchsearchForCausalLM)
     assert sum(p.numel() for p in model.parameters()) == HYBRID.cost().params
+
+
+def test_hf_directory_carries_archsearchs_model_sources_unchanged(tmp_path):
+    from archsearch.bundle import module_closure
+    from archsearch.hf import save_hf
+
+    save_hf(HYBRID, tmp_path)
+    namespace = {}
+    exec((tmp_path / "archsearch_bundle.py").read_text(), namespace)  # the bundle is plain Python: read its table
+    modules = module_closure("archsearch.hf")
+    assert {"archsearch.model", "archsearch.blocks.deltanet", "archsearch.kernels.delta_rule.reference"} <= set(modules)
+    assert "archsearch.study" not in modules and "archsearch.proxy" not in modules  # the search stack stays out
+    for name, path in modules.items():
+        if name != "archsearch":
+            assert namespace["SOURCES"][name.removeprefix("archsearch.")] == path.read_text(), name
+
+
+def test_hf_generate_steps_once_per_new_token(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from archsearch.hf import save_hf
+
+    torch.manual_seed(0)
+    save_hf(HYBRID, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    seen = []
+    model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model.generate(torch.randint(0, 256, (2, 7)), max_new_tokens=5, do_sample=False)
+    assert seen == [torch.Size([2])] * (7 + 4)  # prefill step by step, then one step per new token

@@ -10,9 +10,10 @@ import argparse
 import sys
 
 from ..errors import ArchsearchError
-from . import check, export, front, run, train, validate
+from . import check, export, front, report, run, train, validate
 
-COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export, "validate": validate}
+COMMANDS = {"check": check, "train": train, "run": run, "front": front, "export": export, "report": report,
+            "validate": validate}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@
                              told the outcome, so a trial is never finished without its row
     trials.csv               one row per finished trial (TABLE_COLUMNS, then p:<parameter> columns), derived from
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
-    ray/                     Ray Tune's experiment state
+    ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
     weights/trial_N.safetensors   proxy weights, with search.save_weights
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
@@ -15,7 +15,9 @@ Only the driver writes here (trials save weights, each its own file); results ar
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +109,32 @@ class RunDir:
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, KeyError, RuntimeError) as e:
             raise RunDirError(f"{db}: not a readable Optuna storage ({str(e).splitlines()[0][:200]}); expected the optuna.db that archsearch run writes") from None
         return rows_of(trials)
+
+    def optuna_study(self, name: str):  # -> optuna.Study | None
+        """The run's Optuna study, or None when the run has no storage."""
+        import optuna
+
+        if not (self.path / "optuna.db").exists():
+            return None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.load_study(study_name=name, storage=self.optuna_url)
+
+    def learning_curves(self) -> dict[int, list[dict[str, float]]]:
+        """Each trial's intermediate evaluations ({tokens, val_loss}, by tokens) by trial number, from the results
+        Ray Tune recorded in the trials' folders under ray/. A reused result reports once, at the end."""
+        curves: dict[int, list[dict[str, float]]] = {}
+        for path in sorted(self.ray_storage.glob("*/*/result.json")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by an interrupted run
+                number = (row.get("config") or {}).get("trial_number")
+                if number is not None and row.get("val_loss") is not None and row.get("tokens") is not None:
+                    point = {"tokens": row["tokens"], "val_loss": row["val_loss"]}
+                    if point not in curves.setdefault(int(number), []):
+                        curves[int(number)].append(point)
+        return {n: sorted(points, key=lambda p: p["tokens"]) for n, points in sorted(curves.items())}
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
         tmp = self.trials_file.with_suffix(".tmp")
