@@ -90,11 +90,12 @@ def test_noisy_recall_replaces_a_share_of_pairs_by_noise_tokens():
     assert 0.15 < noise_pairs < 0.25 and ((x[:, 0::2] >= 16) == (x[:, 1::2] >= 16)).all()
 
 
-def test_fuzzy_recall_asks_each_token_of_a_repeated_key_motifs_value():
-    spec = TaskSpec("fuzzy_recall", vocab_size=16, seq_len=64)
-    x, y = fuzzy_recall(spec, 8, g())
-    pad, n_keys = 15, 7
-    for b in range(8):
+@pytest.mark.parametrize(("vocab", "seq_len", "rows"), [(16, 64, 8), (8, 20, 200)])
+def test_fuzzy_recall_asks_each_token_of_a_repeated_key_motifs_value(vocab, seq_len, rows):
+    spec = TaskSpec("fuzzy_recall", vocab_size=vocab, seq_len=seq_len)
+    x, y = fuzzy_recall(spec, rows, g())  # many short rows: repeated keys and full sequences are common
+    pad, n_keys = vocab - 1, (vocab - 1) // 2
+    for b in range(rows):
         row, ans = x[b].tolist(), y[b].tolist()
         start = next(i for i, t in enumerate(row) if t != pad)
         assert all(a == -1 for a in ans[:start])

@@ -127,12 +127,12 @@ def fuzzy_recall(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
         tokens, answers, stored, written = [], [], {}, []
         for d in draws[b][:-1]:
             k_len, v_len = 1 + d[0] % kmax, 1 + d[1] % vmax
-            if len(tokens) + k_len + v_len > t - kmax - vmax:  # room for the closing repeat
-                break
             key = tuple(r % n_keys for r in d[2 : 2 + k_len])
-            asked = key in stored
-            value = stored.setdefault(key, tuple(n_keys + r % (symbols - n_keys) for r in d[2 + kmax : 2 + kmax + v_len]))
-            _write(tokens, answers, key, value, asked)
+            value = stored.get(key) or tuple(n_keys + r % (symbols - n_keys) for r in d[2 + kmax : 2 + kmax + v_len])
+            if len(tokens) + len(key) + len(value) > t - kmax - vmax:  # room for the closing repeat
+                break
+            _write(tokens, answers, key, value, key in stored)
+            stored[key] = value
             written.append(key)
         key = written[draws[b][-1][0] % len(written)]
         _write(tokens, answers, key, stored[key], True)
