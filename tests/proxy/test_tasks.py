@@ -190,3 +190,45 @@ def test_bad_settings_name_their_key(settings, key, says):
         TaskSpec(**settings)
     assert e.value.key == f"proxy.synthetic.{key}" and says in e.value.message
     assert str(e.value).startswith(f"proxy.synthetic.{key}: ") and isinstance(e.value, ArchsearchError)
+
+
+DELTANET = "{block: deltanet, heads: 2}"
+ATTN = "{block: attn, heads: 2}"
+
+
+def _two_layers(mixer: str):
+    from archsearch import Architecture
+
+    return Architecture.from_yaml(f"d_model: 32\nlayers:\n- {{mixer: {mixer}, channel: glu}}\n- {{mixer: {mixer}, channel: glu}}\n")
+
+
+# a capable mixer at tiny sizes, the steps it needs, and an accuracy far above chance (chance in the comment)
+LEARNABLE = {
+    "in_context_recall": (DELTANET, {"vocab_size": 8, "seq_len": 32}, 60, 0.9),  # 4 values: 0.25
+    "noisy_recall": (DELTANET, {"vocab_size": 12, "noise_vocab_size": 4, "seq_len": 32}, 200, 0.9),  # 0.25
+    "fuzzy_recall": (DELTANET, {"vocab_size": 8, "seq_len": 32, "k_motif_size": 1, "v_motif_size": 2}, 150, 0.9),  # 0.25
+    "selective_copy": (ATTN, {"vocab_size": 6, "seq_len": 16, "num_tokens": 3}, 300, 0.6),  # 4 tokens: 0.25
+    "compression": (ATTN, {"vocab_size": 6, "seq_len": 12}, 100, 0.9),  # 5 tokens: 0.2
+    "memorization": (ATTN, {"vocab_size": 32, "seq_len": 16}, 100, 0.9),  # 15 values: 0.07
+}
+
+
+@pytest.fixture
+def one_thread():
+    """Two threads on a shared two-core machine spin against each other: these tiny models train faster on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNABLE))
+def test_a_capable_mixer_learns_each_mad_task_at_tiny_scale(name, one_thread):
+    from archsearch.proxy import ProxySettings, evaluate
+
+    mixer, sizes, steps, floor = LEARNABLE[name]
+    spec = TaskSpec(name, **sizes)
+    settings = ProxySettings(task=name, synthetic=spec, batch_size=16, tokens=16 * spec.seq_len * steps, lr=1e-2, evals=1,
+                             eval_tokens=16 * spec.seq_len * 8, timing_steps=1, device="cpu")
+    m = evaluate(_two_layers(mixer), settings)
+    assert m.status == "ok" and m.accuracy >= floor, (name, m.accuracy)
