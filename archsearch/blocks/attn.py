@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..kernels.attention import attention
 from ._family import BlockFamily, Param, Params, heads_divide, mean_causal_keys
-from ._layers import Block, rotary
+from ._layers import Block, ShortConv, rotary
 
 
 class AttentionFamily(BlockFamily):
@@ -19,6 +19,7 @@ class AttentionFamily(BlockFamily):
         "heads": Param(int, 8, min=1, doc="query heads; head_dim = d_model / heads"),
         "kv_heads": Param(int, None, min=1, doc="key/value heads (grouped-query); defaults to heads"),
         "rope_base": Param(float, 10000.0, min=1.0, doc="rotary embedding base"),
+        "key_conv": Param(int, 0, min=0, max=16, doc="short causal convolution on the keys (0: none); recall needs it"),
     }
 
     def resolve(self, params, d_model):
@@ -38,8 +39,8 @@ class AttentionFamily(BlockFamily):
         return out
 
     def param_count(self, p, d_model):
-        head_dim = d_model // p["heads"]
-        return 2 * d_model * d_model + 2 * d_model * p["kv_heads"] * head_dim  # Wq, Wo; Wk, Wv
+        kv_dim = p["kv_heads"] * (d_model // p["heads"])
+        return 2 * d_model * d_model + 2 * d_model * kv_dim + kv_dim * p["key_conv"]  # Wq, Wo; Wk, Wv; key convolution
 
     def flops_per_token(self, p, d_model, context):
         keys = mean_causal_keys(context, self.window(p))
@@ -47,10 +48,11 @@ class AttentionFamily(BlockFamily):
 
     def state_bytes(self, p, d_model, context, dtype_bytes):
         cached = min(context, self.window(p) or context)
-        return 2 * p["kv_heads"] * (d_model // p["heads"]) * cached * dtype_bytes
+        kv_dim = p["kv_heads"] * (d_model // p["heads"])
+        return (2 * cached + max(p["key_conv"] - 1, 0)) * kv_dim * dtype_bytes  # K and V cache; the convolution's inputs
 
     def build(self, p, d_model):
-        return Attention(d_model, p["heads"], p["kv_heads"], p["rope_base"], window=self.window(p))
+        return Attention(d_model, p["heads"], p["kv_heads"], p["rope_base"], window=self.window(p), key_conv=p["key_conv"])
 
 
 class Attention(Block):
@@ -62,7 +64,8 @@ class Attention(Block):
 
     residual_params = ("wo.weight",)
 
-    def __init__(self, d_model: int, heads: int, kv_heads: int, rope_base: float, window: int | None = None) -> None:
+    def __init__(self, d_model: int, heads: int, kv_heads: int, rope_base: float, window: int | None = None,
+                 key_conv: int = 0) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, d_model // heads
         self.rope_base, self.window = rope_base, window
@@ -72,31 +75,38 @@ class Attention(Block):
         self.wo = nn.Linear(heads * self.head_dim, d_model, bias=False)
         for linear in (self.wq, self.wk, self.wv, self.wo):
             nn.init.normal_(linear.weight, std=0.02)
+        # a key that also carries the tokens before it lets one layer find "the token after k": associative recall
+        # without first learning a previous-token head (which pure attention takes thousands of steps to find)
+        self.key_conv = ShortConv(kv_heads * self.head_dim, key_conv) if key_conv else None
 
-    def _qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, x: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = x.shape
         q = self.wq(x).view(b, t, self.heads, self.head_dim)
-        k = self.wk(x).view(b, t, self.kv_heads, self.head_dim)
+        k = k.view(b, t, self.kv_heads, self.head_dim)
         v = self.wv(x).view(b, t, self.kv_heads, self.head_dim)
         return rotary(q, positions, self.rope_base), rotary(k, positions, self.rope_base), v
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
-        q, k, v = self._qkv(x, torch.arange(t, device=x.device))
+        k = self.wk(x) if self.key_conv is None else self.key_conv(self.wk(x))
+        q, k, v = self._qkv(x, k, torch.arange(t, device=x.device))
         return self.wo(attention(q, k, v, window=self.window).reshape(b, t, -1))
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         empty = torch.zeros(batch, 0, self.kv_heads, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty, "pos": 0}
+        conv = self.key_conv.init_state(batch, device, dtype) if self.key_conv is not None else None
+        return {"k": empty, "v": empty, "pos": 0, "key_conv": conv}
 
     def step(self, x: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
-        pos = state["pos"]
-        q, k, v = self._qkv(x[:, None], torch.full((1,), pos, device=x.device))
+        pos, k, conv = state["pos"], self.wk(x), state["key_conv"]
+        if self.key_conv is not None:
+            k, conv = self.key_conv.step(k, conv)
+        q, k, v = self._qkv(x[:, None], k[:, None], torch.full((1,), pos, device=x.device))
         k, v = torch.cat((state["k"], k), dim=1), torch.cat((state["v"], v), dim=1)
         if self.window is not None:
             k, v = k[:, -self.window :], v[:, -self.window :]
         y = self.wo(attention(q, k, v, window=self.window).reshape(x.shape[0], -1))
-        return y, {"k": k, "v": v, "pos": pos + 1}
+        return y, {"k": k, "v": v, "pos": pos + 1, "key_conv": conv}
 
 
 FAMILY = AttentionFamily()

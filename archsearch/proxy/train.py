@@ -76,7 +76,7 @@ class ProxySettings:
 
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT}
-_FLOAT_RANGES = {"lr": (0.0, 10.0, True), "min_lr_ratio": (0.0, 1.0, False), "warmup": (0.0, 1.0, False),  # (low, high, low open)
+_FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "warmup": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 

@@ -1,0 +1,172 @@
+"""Recall from the context: Zoology's multi-query associative recall, MAD's in-context recall (plain, noisy, fuzzy),
+and single-query induction."""
+
+from __future__ import annotations
+
+import torch
+
+from ._spec import Batch, TaskSpec, distinct, register, require
+
+
+def _check_mqar(s: TaskSpec) -> None:
+    n, keys = s.num_kv_pairs, s.vocab_size // 2 - 1
+    require(s.vocab_size >= 4, "vocab_size", f"expected at least 4 (a blank, keys and values), got {s.vocab_size}")
+    require(n <= keys, "num_kv_pairs", f"{n} pairs need {n} distinct keys, but vocab_size {s.vocab_size} has {keys} "
+            f"(keys are 1..vocab_size/2-1); raise vocab_size to at least {2 * n + 2} or lower num_kv_pairs")
+    require(4 * n <= s.seq_len, "num_kv_pairs", f"{n} pairs and their {n} queries need seq_len >= {4 * n} "
+            f"(2 tokens a pair, a query every other position), got seq_len {s.seq_len}")
+    require(s.power_a > 0, "power_a", f"expected a number above 0 (1 is uniform gaps), got {s.power_a}")
+
+
+@register(
+    "mqar",
+    defaults={"vocab_size": 8192, "seq_len": 256, "num_kv_pairs": lambda s: s.seq_len // 4, "power_a": 0.01, "random_non_queries": True},
+    check=_check_mqar,
+    doc="Zoology's multi-query associative recall: key-value pairs, then every key asked again; answer its value",
+)
+def mqar(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
+    """Zoology's layout: pairs k1 v1 k2 v2 ... (distinct keys from 1..V/2-1, distinct values from V/2..V-1), then
+    each key once more at an even offset of the rest, the offsets drawn by a power law favouring short gaps; the
+    answer (its value) is scored at the query's position. Everything else is random tokens (or blank 0)."""
+    n, t, v = spec.num_kv_pairs, spec.seq_len, spec.vocab_size
+    half = v // 2
+    keys = distinct(batch, half - 1, n, g) + 1
+    values = distinct(batch, v - half, n, g) + half
+    if spec.random_non_queries:
+        x = torch.randint(0, v, (batch, t), generator=g)
+    else:
+        x = torch.zeros(batch, t, dtype=torch.long)
+    y = torch.full((batch, t), -1, dtype=torch.long)
+    x[:, 0 : 2 * n : 2], x[:, 1 : 2 * n : 2] = keys, values
+    slots = (t - 2 * n) // 2
+    weight = torch.arange(1, slots + 1, dtype=torch.float64) ** (spec.power_a - 1)
+    gaps = torch.multinomial(weight.expand(batch, slots), n, replacement=False, generator=g)
+    positions = 2 * n + 2 * gaps
+    x.scatter_(1, positions, keys)
+    y.scatter_(1, positions, values)
+    return x, y
+
+
+def _check_recall(s: TaskSpec) -> None:
+    require(s.seq_len % 2 == 0 and s.seq_len >= 4, "seq_len", f"expected an even length of at least 4, got {s.seq_len}")
+    require(0 <= s.frac_noise < 1, "frac_noise", f"expected a share in [0, 1), got {s.frac_noise}")
+    require(s.vocab_size - s.noise_vocab_size >= 2, "noise_vocab_size",
+            f"{s.noise_vocab_size} noise tokens leave {s.vocab_size - s.noise_vocab_size} of vocab_size {s.vocab_size} "
+            "for keys and values; at least 2 are needed")
+    require(s.frac_noise == 0 or s.noise_vocab_size >= 1, "noise_vocab_size", f"frac_noise {s.frac_noise} needs noise tokens, got 0")
+
+
+def in_context_recall(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
+    """MAD's multi-query in-context recall: T/2 key-value pairs with keys drawn with repeats (each sequence its own
+    key -> value map); whenever a key comes again, its value is scored. A share `frac_noise` of the pairs are noise
+    tokens instead. The last pair always repeats an earlier key, so every sequence asks at least once."""
+    t, v, nv = spec.seq_len, spec.vocab_size, spec.noise_vocab_size
+    pairs, symbols = t // 2, v - nv
+    n_keys = symbols // 2
+    rows = torch.arange(batch)[:, None]
+    keys = torch.randint(0, n_keys, (batch, pairs), generator=g)
+    noise = torch.rand(batch, pairs, generator=g) < spec.frac_noise
+    anchor = torch.randint(0, pairs - 1, (batch,), generator=g)  # a real pair the last one repeats
+    noise[torch.arange(batch), anchor] = False
+    noise[:, -1] = False
+    keys[:, -1] = keys[torch.arange(batch), anchor]
+    table = torch.randint(n_keys, symbols, (batch, n_keys), generator=g)  # this sequence's key -> value map
+    values = table[rows, keys]
+    # a key is asked when a real pair with the same key came earlier: compare with each key's first real position
+    first = torch.full((batch, n_keys + 1), pairs, dtype=torch.long)
+    slot = torch.where(noise, n_keys, keys)
+    first.scatter_reduce_(1, slot, torch.arange(pairs).expand(batch, pairs), reduce="amin")
+    asked = ~noise & (torch.arange(pairs) > first[rows, slot])
+    x = torch.stack((keys, values), dim=2).flatten(1)
+    if nv:
+        x = torch.where(noise.repeat_interleave(2, dim=1), torch.randint(symbols, v, (batch, t), generator=g), x)
+    y = torch.full((batch, t), -1, dtype=torch.long)
+    y[:, 0::2] = torch.where(asked, values, -1)  # scored at the key: the next token is its value
+    return x, y
+
+
+register(
+    "in_context_recall",
+    defaults={"vocab_size": 16, "seq_len": 128, "frac_noise": 0.0, "noise_vocab_size": 0},
+    check=_check_recall,
+    doc="MAD's in-context recall: a per-sequence key-value map, every repeated key asks its value",
+)(in_context_recall)
+register(
+    "noisy_recall",
+    defaults={"vocab_size": 32, "seq_len": 128, "frac_noise": 0.2, "noise_vocab_size": 16},
+    check=_check_recall,
+    doc="MAD's noisy in-context recall: in-context recall with a fifth of the pairs replaced by noise tokens",
+)(in_context_recall)
+
+
+def _check_fuzzy(s: TaskSpec) -> None:
+    symbols = s.vocab_size - 1
+    require(symbols >= 2, "vocab_size", f"expected at least 3 (a pad, keys and values), got {s.vocab_size}")
+    require(s.seq_len >= 2 * (s.k_motif_size + s.v_motif_size), "seq_len",
+            f"expected at least {2 * (s.k_motif_size + s.v_motif_size)} (two pairs of the longest motifs), got {s.seq_len}")
+
+
+@register(
+    "fuzzy_recall",
+    defaults={"vocab_size": 16, "seq_len": 128, "k_motif_size": 3, "v_motif_size": 3},
+    check=_check_fuzzy,
+    doc="MAD's fuzzy in-context recall: keys and values are motifs of several tokens; a repeated key asks its whole value",
+)
+def fuzzy_recall(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
+    """Key motifs of 1..k_motif_size tokens (lower half of the symbols) each followed by a value motif of
+    1..v_motif_size tokens (upper half), one map per sequence. When a key motif comes again, every token of its
+    value is scored, each at the position before it. The sequence closes by repeating a random earlier pair, so
+    every row asks at least once; rows are left-padded with the pad token (vocab_size - 1) to seq_len."""
+    t, kmax, vmax = spec.seq_len, spec.k_motif_size, spec.v_motif_size
+    pad = symbols = spec.vocab_size - 1
+    n_keys = symbols // 2
+    draws = torch.randint(0, 2**62, (batch, t // 2 + 1, 2 + kmax + vmax), generator=g).tolist()
+    x = torch.full((batch, t), pad, dtype=torch.long)
+    y = torch.full((batch, t), -1, dtype=torch.long)
+    for b in range(batch):
+        tokens, answers, stored, written = [], [], {}, []
+        for d in draws[b][:-1]:
+            k_len, v_len = 1 + d[0] % kmax, 1 + d[1] % vmax
+            key = tuple(r % n_keys for r in d[2 : 2 + k_len])
+            value = stored.get(key) or tuple(n_keys + r % (symbols - n_keys) for r in d[2 + kmax : 2 + kmax + v_len])
+            if len(tokens) + len(key) + len(value) > t - kmax - vmax:  # room for the closing repeat
+                break
+            _write(tokens, answers, key, value, key in stored)
+            stored[key] = value
+            written.append(key)
+        key = written[draws[b][-1][0] % len(written)]
+        _write(tokens, answers, key, stored[key], True)
+        x[b, t - len(tokens) :] = torch.tensor(tokens)
+        y[b, t - len(tokens) :] = torch.tensor(answers)
+    return x, y
+
+
+def _write(tokens: list[int], answers: list[int], key: tuple[int, ...], value: tuple[int, ...], asked: bool) -> None:
+    """Append a pair; when asked, value token j is the answer at the position before it."""
+    tokens.extend(key + value)
+    answers.extend([-1] * (len(key) - 1) + (list(value) if asked else [-1] * len(value)) + [-1])  # the last value token answers nothing
+
+
+def _check_induction(s: TaskSpec) -> None:
+    require(s.vocab_size >= 3, "vocab_size", f"expected at least 3 (a trigger and two others), got {s.vocab_size}")
+    require(s.seq_len >= 4, "seq_len", f"expected at least 4, got {s.seq_len}")
+
+
+@register(
+    "induction",
+    defaults={"vocab_size": 64, "seq_len": 128},
+    check=_check_induction,
+    doc="a trigger token followed by a random token; the trigger again at the end: predict that token",
+)
+def induction(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
+    """A trigger token followed by a random token; the trigger again at the end: predict that token."""
+    t, v = spec.seq_len, spec.vocab_size
+    trigger = v - 1
+    x = torch.randint(0, v - 1, (batch, t), generator=g)
+    y = torch.full((batch, t), -1, dtype=torch.long)
+    first = torch.randint(0, t - 3, (batch,), generator=g)
+    rows = torch.arange(batch)
+    x[rows, first] = trigger
+    x[:, -1] = trigger
+    y[:, -1] = x[rows, first + 1]
+    return x, y
