@@ -87,7 +87,7 @@ def test_the_report_has_every_section_with_its_data(run_dir):
     front = parts["Pareto front"].figure
     hover = [t for trace in front.data for t in trace.text]
     assert len(hover) == len(TRIALS)
-    assert any("1: attn(heads=2, kv_heads=2, rope_base=10000.0) + glu(" in t for t in hover)  # layer by layer
+    assert any("1: attn(heads=2, key_conv=0, kv_heads=2, rope_base=10000.0) + glu(" in t for t in hover)  # layer by layer
     volumes = parts["Hypervolume against trials"].figure.data[0].y
     assert len(volumes) == len(TRIALS) and all(b >= a for a, b in zip(volumes, volumes[1:], strict=False))
     assert volumes[-1] > volumes[0]

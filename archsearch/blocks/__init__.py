@@ -32,9 +32,10 @@ for _module in BUILTIN:
 
 
 def param_table(families: list[BlockFamily] | None = None) -> str:
-    """The Markdown table of the families and their parameters, from their declarations (docs/search-spaces.md)."""
+    """The Markdown table of the families (the built-in ones unless given: plugins document themselves) and their
+    parameters, from their declarations (docs/search-spaces.md)."""
     rows = ["| family | role | parameter | default | values | what it is |", "| --- | --- | --- | --- | --- | --- |"]
-    for fam in families if families is not None else list(REGISTRY.values()):
+    for fam in families if families is not None else [REGISTRY[name] for name in BUILTIN]:
         for i, (name, p) in enumerate(fam.params.items()):
             head = f"`{fam.name}` ({fam.letter}) | {fam.role}" if i == 0 else " | "
             rows.append(f"| {head} | `{name}` | {_default(p)} | {_values(p)} | {p.doc} |")

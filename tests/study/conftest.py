@@ -28,7 +28,7 @@ def write_study(tmp_path):
         study = f"""\
         name: t
         space: space.yaml
-        proxy: {{tokens: {tokens}, seq_len: 32, batch_size: 8, evals: 2, eval_tokens: 1024, device: cpu, timing_steps: 2}}
+        proxy: {{tokens: {tokens}, seq_len: 32, batch_size: 8, evals: 2, eval_tokens: 1024, device: cpu, timing_steps: 1}}
         objectives: [{{bits_per_byte: min}}, {{train_tokens_per_s: max}}]
         search: {{sampler: {sampler}, seed: 0, trials: {trials}, concurrency: {concurrency}, resources: {{cpu: 1}}}}
         """
