@@ -71,7 +71,7 @@ def main() -> None:
         p = subprocess.run([sys.executable, __file__, "--one", family], capture_output=True, text=True, timeout=300)
         lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
         rows.append(json.loads(lines[-1]) if p.returncode == 0 and lines else
-                    {"family": family, "error": (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1][:300]})
+                    {"family": family, "error": (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:300]})
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "w") as f:
