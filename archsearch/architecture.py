@@ -210,7 +210,7 @@ def _block(node: _yaml.Node, key: str, role: str, d_model: int) -> BlockSpec | N
     if not isinstance(value, dict) or "block" not in value:
         raise fail(node, key, "expected a block name or a mapping with 'block'")
     name = value.pop("block")
-    if name not in REGISTRY or REGISTRY[name].role != role:
+    if not isinstance(name, str) or name not in REGISTRY or REGISTRY[name].role != role:
         options = [n for n, fam in REGISTRY.items() if fam.role == role] + ([NONE] if role == "channel" else [])
         raise fail(node, key, f"unknown {role} block {name!r}; expected one of {', '.join(options)}")
     try:

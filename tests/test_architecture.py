@@ -118,3 +118,10 @@ def test_loading_an_architecture_with_an_unknown_parameter_names_it(tmp_path):
     path.write_text("d_model: 64\nlayers:\n  - mixer: {block: attn, heads: 4, windw: 3}\n    channel: none\n")
     with pytest.raises(ConfigError, match=r"arch.yaml:3: layers\[0\].mixer.windw: attn has no such parameter"):
         Architecture.load(str(path))
+
+
+def test_a_block_name_that_is_not_a_string_is_one_line(tmp_path):  # found by the fuzzer
+    path = tmp_path / "arch.yaml"
+    path.write_text("d_model: 64\nlayers:\n- mixer: {block: [0, 1], heads: 2}\n  channel: glu\n")
+    with pytest.raises(ConfigError, match=r"arch.yaml:3: layers\[0\].mixer: unknown mixer block \[0, 1\]"):
+        Architecture.load(str(path))

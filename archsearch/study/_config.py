@@ -236,8 +236,8 @@ def _objectives(node: _yaml.Node, proxy: ProxySettings) -> tuple[Objective, ...]
         elif isinstance(item.value, dict) and len(item.value) == 1:
             name, dnode = next(iter(item.value.items()))
             direction = dnode.value
-            if direction not in DIRECTIONS:
-                raise fail(item, f"{key}.{name}", f"expected min or max, got {direction!r}")
+            if not isinstance(direction, str) or direction not in DIRECTIONS:
+                raise fail(item, f"{key}.{name}", f"expected min or max, got {dnode.plain()!r}")
         else:
             raise fail(item, key, "expected METRIC or {METRIC: min|max}")
         if name not in OBJECTIVES:

@@ -60,6 +60,7 @@ def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {data: {val_fraction: 0}}\n", "proxy.data.val_fraction", "between 0 and 1"),
         ("space: space.yaml\nobjectives: [val_loss]\nplugins: [no_such_plugin_module]\n", "plugins", "ModuleNotFoundError"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {data: {sauce: x}}\n", "proxy.data.sauce", "unknown setting"),
+        ("space: space.yaml\nobjectives: [{val_loss: {repeat: 3}}]\n", "objectives[0].val_loss", "expected min or max"),  # fuzzed
     ],
 )
 def test_bad_study_values_are_one_line(write_study, tmp_path, text, key, fragment):
