@@ -423,6 +423,8 @@ class _Parser:
         return BlockRef(name, tuple(parsed), self.loc(node, key))
 
     def block_value(self, node: _yaml.Node, key: str, role: str) -> Value:
+        if isinstance(node.value, dict) and DOMAIN_KEYS & set(node.value) - {"choice"}:  # blocks are chosen, not ranged
+            raise self.fail(node, key, f"a {role} block is a name, a {{block: ...}} mapping or {{choice: [...]}} of them")
         return self.value(node, key, per_layer_ok=True, option=lambda n, k: self.block_ref(n, k, role))
 
     def check_param(self, family: str, pname: str, value: Value, node: _yaml.Node, key: str) -> None:

@@ -19,6 +19,7 @@ layers:
 
 # (name, YAML text, line, key, a fragment of the message)
 CASES = [
+    ("a block given a number range (fuzzed)", "d_model: 64\nn_layers: 2\nlayers: {mixer: {int: [1, 9]}, channel: glu}\n", 3, "layers.mixer", "a mixer block is a name"),
     ("too many layers", "d_model: 64\nn_layers: 100000\nlayers: {mixer: attn, channel: glu}\n", 2, "n_layers", "at most 1,024"),
     ("a layer range past the cap", "d_model: 64\nn_layers: {int: [1, 9000000000000000]}\nlayers: {mixer: attn, channel: glu}\n", 2, "n_layers", "at most 1,024"),
     ("shorthand repeated past the cap", "d_model: 64\nlayers: [attn+glu x 100000]\n", 2, "layers[0]", "at most 1,024 layers"),
