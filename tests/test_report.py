@@ -67,7 +67,7 @@ def run_dir(tmp_path):
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=[bpb, tps]))
         row = dict.fromkeys(TABLE_COLUMNS)
         row.update(trial=trial, status="ok", reason="", summary=a.summary(), digest=a.digest, arch=a.to_json(),
-                   params=a.cost().params, bits_per_byte=bpb, train_tokens_per_s=tps, cached=False,
+                   params=a.cost().params, bits_per_byte=bpb, train_tokens_per_s=tps, seed=0,
                    **{f"p:{k}": v for k, v in params.items()})
         rows.append(row)
         folder = path / "ray" / "session-1" / f"trial_{trial:08x}"

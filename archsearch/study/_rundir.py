@@ -27,14 +27,16 @@ import yaml
 
 from ..architecture import Architecture
 from ..errors import ArchsearchError, ConfigError
-from ..metrics import METRICS
+from ..metrics import METRICS, OBJECTIVES
 from ._config import Study
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached"]
-CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline")  # what a config carries besides parameters
+TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "seed"]
+# with search.repeats > 1: each objective's standard deviation over the seeds and the seeds it is the mean of
+SPREAD_COLUMNS = [f"{m}_{s}" for m in OBJECTIVES for s in ("std", "n")]
+CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "seed", "baseline")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
 
@@ -207,17 +209,12 @@ def rows_of(trials: list) -> list[dict[str, Any]]:
                   key=lambda r: r["trial"])
 
 
-def result_of(row: dict[str, Any]) -> dict[str, Any]:
-    """What an ok row measured, as a trial reports it: what a later trial of the same architecture reuses."""
-    kept = {m: row[m] for m in METRICS if isinstance(row.get(m), (int, float)) and row[m] == row[m]}
-    return {**kept, "status": "ok", "tokens": kept.get("tokens_trained", 0)}
-
-
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(sorted(rows, key=lambda r: r["trial"]))
-    return frame.reindex(columns=TABLE_COLUMNS + sorted(c for c in frame.columns if c not in TABLE_COLUMNS))
+    spreads = [c for c in SPREAD_COLUMNS if c in frame.columns]
+    return frame.reindex(columns=TABLE_COLUMNS + spreads + sorted(c for c in frame.columns if c not in TABLE_COLUMNS + spreads))
 
 
 def _write(path: Path, text: str) -> None:
@@ -256,7 +253,8 @@ def trial_row(config: dict[str, Any], result: dict[str, Any] | None, error: str 
     result.setdefault("tokens_trained", result.get("tokens"))  # a pruned trial's last report says how far it got
     row = {c: result.get(c) for c in TABLE_COLUMNS}
     row.update(trial=config["trial_number"], status=status, baseline=config.get("baseline", ""), reason=result.get("reason") or config.get("reason") or "",
-               summary=summary, digest=config.get("digest", ""), arch=arch or "", cached=bool(result.get("cached", False)))
+               summary=summary, digest=config.get("digest", ""), arch=arch or "", seed=config.get("seed"))
+    row.update({c: result[c] for c in SPREAD_COLUMNS if c in result})
     row.update({f"p:{k}": v for k, v in config.items() if k not in CONFIG_KEYS})
     return row
 
