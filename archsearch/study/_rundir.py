@@ -10,7 +10,8 @@
     weights/trial_N.safetensors   proxy weights, with search.save_weights
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
-Only the driver writes here (trials save weights, each its own file); results are reused from the storage's rows.
+Only the driver writes here (trials save weights, each its own file); what is known of each architecture comes from
+the storage's rows.
 """
 
 from __future__ import annotations
@@ -276,8 +277,8 @@ class Run:
         return RunDir(self.path).weights_file(trial)
 
     def find_weights(self, trial: int, digest: str) -> Path | None:
-        """The trial's saved proxy weights, or those of an ok trial of the same architecture (whose result it
-        reused); None when the run kept none."""
+        """The trial's saved proxy weights, or those of another ok trial of the same architecture (a re-measurement,
+        or a result that a run of an older version reused); None when the run kept none."""
         if self.weights_file(trial).exists():
             return self.weights_file(trial)
         same = self.trials[(self.trials["digest"] == digest) & (self.trials["status"] == "ok")]
