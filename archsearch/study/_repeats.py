@@ -49,7 +49,8 @@ def over_seeds(results: Sequence[dict[str, Any]], seeds: Sequence[int], objectiv
             continue  # text (a timing note): the first ok seed's
         spread = seed_spread(values)
         if spread.n:
-            out[name] = spread.mean * spread.n if name in SUMMED else spread.mean
+            value = spread.mean * spread.n if name in SUMMED else spread.mean
+            out[name] = round(value) if all(isinstance(v, int) for v in values if v is not None) else value  # counts stay whole
     for name, spread in seed_spreads(ok, objectives).items():
         out[f"{name}_std"], out[f"{name}_n"] = spread.std, spread.n
     out["reason"] = failed[:500]

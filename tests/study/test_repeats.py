@@ -72,7 +72,7 @@ def test_a_trial_with_repeats_records_the_means_and_each_objectives_spread(write
     assert row["train_tokens_per_s_std"] == pytest.approx(statistics.stdev([1000.0, 1400.0, 900.0]))
     assert row["bits_per_byte_n"] == row["train_tokens_per_s_n"] == 3
     assert row["wall_seconds"] == pytest.approx(10 + 11 + 12)  # the trial's cost: every seed's run
-    assert row["tokens_trained"] == 2048 and row["params"] > 0
+    assert row["tokens_trained"] == 2048 and isinstance(row["tokens_trained"], int) and row["params"] > 0
     assert len(reports) == 2 and reports[0]["val_loss"] == pytest.approx(1.4)  # one intermediate, then the result
     # the table puts the spread columns right after the fixed ones, and pandas reads them back as numbers
     TrialsTable(RunDir(tmp_path), [row]).add(row)

@@ -42,15 +42,16 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
     assert pd.read_csv(run_dir / "trials.csv").equals(table)
 
 
-def test_a_redrawn_architecture_is_no_trial_and_an_exhausted_space_ends_in_one_line(write_study, tmp_path, ray_shutdown, capsys):
+def test_a_redrawn_architecture_is_no_trial_and_an_exhausted_space_ends_in_one_line_with_repeats(write_study, tmp_path, ray_shutdown, capsys):
     from archsearch.study import run
 
     space = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet, hyena, swa]}, channel: glu, heads: 2, window: 8}\nblocks: {hyena: {filter_width: 8}}\n"
     path = write_study(trials=10, concurrency=2, space=space)
-    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, max_draws: 30}"))
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, max_draws: 30, repeats: 2}"))
     run_dir = run(str(path), out=str(tmp_path / "run"))
     table = pd.read_csv(run_dir / "trials.csv")
     assert len(table) == 4 and table["digest"].is_unique and set(table["status"]) == {"ok"}  # the space's 4, once each
+    assert (table["seed"] == 0).all() and (table["bits_per_byte_n"] == 2).all() and (table["bits_per_byte_std"] >= 0).all()
     exhausted = "study t: stopped after 4 of 10 trials: 30 draws in a row gave architectures measured already"
     assert exhausted in capsys.readouterr().out
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{run_dir / 'optuna.db'}")
