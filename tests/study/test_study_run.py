@@ -208,4 +208,5 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_finished_trial(write_study, t
     ray.shutdown()
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
     table = pd.read_csv(tmp_path / "run" / "trials.csv")
-    assert sorted(table["trial"]) == [0, 1, 2] and len(finished_in_optuna(tmp_path / "run")) == 3
+    # three trials (numbers may skip draws that were not trials: architectures measured already)
+    assert sorted(table["trial"]) == sorted(t.number for t in finished_in_optuna(tmp_path / "run")) and len(table) == 3
