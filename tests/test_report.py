@@ -98,6 +98,18 @@ def test_the_report_has_every_section_with_its_data(run_dir):
     assert parts["Parameters"].figure.layout.title.text == "Parallel Coordinate Plot"  # Optuna's, drawn as lines
 
 
+def test_the_optuna_sections_leave_out_draws_that_were_no_trials(run_dir):
+    from archsearch.report import optuna_study
+
+    stored = optuna.load_study(study_name="tiny-report", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    first = stored.get_trials()[0]
+    for status in ("known", "redrawn"):  # a re-draw of trial 0's architecture, told its values; an infeasible draw
+        stored.add_trial(optuna.trial.create_trial(params=first.params, distributions=first.distributions,
+                                                   values=first.values, user_attrs={"status": status}))
+    study = optuna_study(load_run(run_dir, require_trials=True))
+    assert len(study.get_trials()) == len(TRIALS) and [t.params for t in study.get_trials()][0] == first.params
+
+
 def test_a_run_without_histories_or_validation_says_so(run_dir):
     shutil.rmtree(run_dir / "ray")
     parts = {s.title: s for s in sections(load_run(run_dir, require_trials=True))}

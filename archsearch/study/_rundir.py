@@ -30,6 +30,7 @@ from ..architecture import Architecture
 from ..errors import ArchsearchError, ConfigError
 from ..metrics import METRICS, OBJECTIVES
 from ._config import Study
+from ._samplers import KNOWN, REDRAWN
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,13 +115,17 @@ class RunDir:
         return rows_of(trials)
 
     def optuna_study(self, name: str):  # -> optuna.Study | None
-        """The run's Optuna study, or None when the run has no storage."""
+        """The run's trials as an in-memory Optuna study (draws that were no trials, infeasible or measured
+        already, left out: a known draw repeats a trial's values), or None when the run has no storage."""
         import optuna
 
         if not (self.path / "optuna.db").exists():
             return None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.load_study(study_name=name, storage=self.optuna_url)
+        stored = optuna.load_study(study_name=name, storage=self.optuna_url)
+        study = optuna.create_study(study_name=name, directions=stored.directions)
+        study.add_trials([t for t in stored.get_trials(deepcopy=False) if t.user_attrs.get("status") not in (REDRAWN, KNOWN)])
+        return study
 
     def learning_curves(self) -> dict[int, list[dict[str, float]]]:
         """Each trial's intermediate evaluations ({tokens, val_loss}, by tokens) by trial number, from the results
