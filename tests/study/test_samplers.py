@@ -124,3 +124,42 @@ def test_known_and_redrawn_draws_are_not_counted_as_finished_trials_on_resume(wr
     statuses = [t.user_attrs.get("status") for t in ostudy.get_trials()]
     assert statuses.count(None) == 1 and KNOWN in statuses and len(statuses) >= 11
     assert recover(ostudy, study.objectives) == 1
+
+
+TWO = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet]}, channel: glu, heads: 2}\n"
+
+
+def _searcher(study):
+    from archsearch.study._optuna_ray import ArchSearch, DefineByRun
+
+    return ArchSearch(space=DefineByRun(study, []), metric=["bits_per_byte", "train_tokens_per_s"], mode=["min", "max"],
+                      sampler=SAMPLERS["random"].build(0, study.search.trials))
+
+
+def test_the_searcher_skips_architectures_running_or_measured_and_finishes_when_none_is_new(write_study):
+    from ray.tune.search import Searcher
+
+    study = Study.load(write_study(space=TWO, extra=""))
+    searcher = _searcher(study)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first["digest"] != second["digest"]  # the second draw skipped the architecture the first is measuring
+    row = {"trial": first["trial_number"], "status": "ok", "digest": first["digest"], "bits_per_byte": 2.0, "train_tokens_per_s": 9.0}
+    searcher.finish("a", row, study.objectives)
+    searcher._space.learn(row)
+    assert searcher.suggest("c") == Searcher.FINISHED and searcher.exhausted.startswith("100 draws in a row gave architectures measured already (100)")
+    told = [t for t in searcher._ot_study.get_trials() if t.user_attrs.get("status") == KNOWN]
+    states = {t.state for t in told}
+    assert len(told) == 100 and states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    assert all(t.values == [2.0, 9.0] for t in told if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def test_with_remeasure_a_redrawn_architecture_is_a_trial_with_new_seeds(write_study):
+    path = write_study(space=TWO)
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 2, remeasure: true}"))
+    searcher = _searcher(Study.load(path))
+    configs = [searcher.suggest(str(i)) for i in range(5)]  # five trials of a two-architecture space
+    seeds: dict[str, list[int]] = {}
+    for c in configs:
+        seeds.setdefault(c["digest"], []).append(c["seed"])
+    assert len(seeds) == 2 and all(s == [0, 2, 4, 6, 8][:len(s)] for s in seeds.values())
+    assert not any(t.user_attrs.get("status") == KNOWN for t in searcher._ot_study.get_trials())
