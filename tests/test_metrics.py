@@ -27,7 +27,7 @@ def test_the_registry_is_the_cost_fields_then_the_proxy_metrics_in_field_order()
     proxy = [f.name for f in fields(Metrics) if f.metadata]
     assert list(METRICS) == cost + proxy
     assert tuple(cost) == CONSTRAINTS
-    assert TABLE_COLUMNS[7:-1] == list(METRICS)  # trial, status, baseline, reason, summary, digest, arch; metrics; cached
+    assert TABLE_COLUMNS[7:-1] == list(METRICS)  # trial, status, baseline, reason, summary, digest, arch; metrics; seed
     assert "tokens_trained" in METRICS and "tokens_trained" not in OBJECTIVES
 
 

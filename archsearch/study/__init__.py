@@ -19,7 +19,7 @@ from ._baselines import SEEDS, Baseline, seed_hybrid
 from ._config import EarlyStopping, Objective, SearchSettings, Study, import_plugins
 from ._replay import Replay, Table, TableError, plot_replays, replay, replay_all, summarise
 from ._rundir import TABLE_COLUMNS, Run, RunDir, RunDirError, freeze, load_run
-from ._samplers import SAMPLERS, InfeasibleSpace
+from ._samplers import SAMPLERS, InfeasibleSpace, SpaceExhausted
 
 
 def run(study_path: str, out: str | None = None, address: str | None = None, trials: int | None = None) -> Path:
@@ -31,5 +31,5 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
 __all__ = [
     "DIRECTIONS", "SAMPLERS", "SEEDS", "TABLE_COLUMNS", "Baseline", "EarlyStopping", "InfeasibleSpace", "Objective",
     "Replay", "Run", "RunDir", "RunDirError", "SearchSettings", "Study", "Table", "TableError", "freeze",
-    "import_plugins", "load_run", "plot_replays", "replay", "replay_all", "run", "seed_hybrid", "summarise",
+    "import_plugins", "load_run", "plot_replays", "replay", "replay_all", "run", "seed_hybrid", "SpaceExhausted", "summarise",
 ]

@@ -56,7 +56,9 @@ class SearchSettings:
     retries: int = 1  # Ray restarts of a trial whose process died (a raised error is recorded, not retried)
     save_weights: bool = False
     count_infeasible: bool = False  # false: an infeasible draw is redrawn and does not use up a trial
-    max_draws: int = 100  # draws per trial before a study of nearly all infeasible draws stops with one line
+    max_draws: int = 100  # draws per trial before a study stops with one line: nearly all infeasible, or all measured
+    repeats: int = 1  # seeds per architecture (proxy.seed, +1, ...): its objectives are their means
+    remeasure: bool = False  # true: a re-drawn architecture is a new trial, trained again with new seeds
     # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
     sampler_settings: tuple[tuple[str, Any], ...] = ()
 
@@ -124,6 +126,7 @@ def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
         constraints = constraints.joined(parse_constraints(top["constraints"], ConfigError))
     check_feasible(space, constraints)
     search = _search(top["search"]) if "search" in top else SearchSettings()
+    _check_repeats(top, search)
     baselines = read_baselines(top["baselines"], path.parent, space, constraints) if "baselines" in top else ()
     out = read_value(str, top["out"], "out") if "out" in top else f"runs/{name}"
     frozen = {k: v.plain() for k, v in top.items() if k not in ("space", "out", "baselines")}
@@ -287,7 +290,7 @@ def _search(node: _yaml.Node) -> SearchSettings:
     if not isinstance(node.value, dict):
         raise fail(node, "search", "expected a mapping of search settings")
     parsers = {"sampler": sampler, "resources": resources, "early_stopping": early_stopping,
-               "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int,
+               "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int, "repeats": _repeats,
                "sampler_settings": not_here, **dict.fromkeys(SAMPLERS, settings)}
     kwargs = read_fields(SearchSettings, node, "search", parsers=parsers)
     kwargs.update(kwargs.pop("resources", {}))
@@ -305,3 +308,20 @@ def _search(node: _yaml.Node) -> SearchSettings:
                 raise fail(item, f"search.{name}.{key}", problem)
         kwargs["sampler_settings"] = tuple((key, value) for key, (_, value) in given.items())
     return SearchSettings(**kwargs)
+
+
+MAX_REPEATS = 16
+
+
+def _repeats(node: _yaml.Node, key: str) -> int:
+    v = node.value
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_REPEATS:
+        raise fail(node, key, f"expected a number of seeds from 1 to {MAX_REPEATS}, got {v!r}")
+    return v
+
+
+def _check_repeats(top: dict[str, _yaml.Node], search: SearchSettings) -> None:
+    """Repeats that the rest of the study cannot combine with, in one line."""
+    if search.repeats > 1 and "fidelity" in top:
+        raise fail(top["search"].value["repeats"], "search.repeats", "repeats above 1 with a fidelity ladder are not supported yet; "
+                   "expected search.repeats: 1 or no fidelity section")

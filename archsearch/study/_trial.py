@@ -1,20 +1,19 @@
-"""One trial, in its worker process: check the architecture, reuse a known result, or train the proxy.
+"""One trial, in its worker process: check the architecture, then train the proxy (over the study's repeats).
 
 It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver. It
-writes nothing into the run directory but its own weights file: the driver keeps the results (and the result an
-earlier trial of the same architecture measured comes in the config, as `cached`).
+writes nothing into the run directory but its own weights file: the driver keeps the results (an architecture
+measured already is not a trial: the driver's ask loop draws another).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from ..architecture import Architecture
 from ..metrics import cost_values
-from ..proxy import Metrics, run_proxy
 from ._config import Study, import_plugins
+from ._repeats import measure
 from ._rundir import RunDir
 
 Report = Callable[[dict[str, Any]], None]
@@ -29,18 +28,13 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
         return
     arch = Architecture.from_json(config["arch"])
     costs = cost_values(arch.cost(study.space.constraints.context, study.space.constraints.dtype_bytes))
-    if config.get("cached"):
-        report({**base, **json.loads(config["cached"]), **costs, "trial": config["trial_number"], "cached": True})
-        return
 
     def intermediate(point: dict[str, float]) -> None:
         report({**base, **point, **costs})
 
     weights = RunDir(run_dir).weights_to_write(config["trial_number"]) if study.search.save_weights else None
-    try:
-        metrics = run_proxy(arch, study.proxy, report=intermediate, weights_path=weights)
-    except Exception as e:  # a trial's own crash is its result; the study goes on
-        metrics = Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
-    result = {k: v for k, v in metrics.to_dict().items() if k != "history"}
-    result.update(costs, trial=config["trial_number"], tokens=metrics.tokens_trained, cached=False)
+    first = config.get("seed", study.proxy.seed)
+    result = measure(arch, study.proxy, range(first, first + study.search.repeats), [o.metric for o in study.objectives],
+                     report=intermediate, weights_path=weights)
+    result.update(costs, trial=config["trial_number"], tokens=result["tokens_trained"])
     report(result)
