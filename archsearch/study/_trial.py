@@ -37,10 +37,34 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
         report({**base, **point, **costs})
 
     weights = RunDir(run_dir).weights_to_write(config["trial_number"]) if study.search.save_weights else None
-    try:
-        metrics = run_proxy(arch, study.proxy, report=intermediate, weights_path=weights)
-    except Exception as e:  # a trial's own crash is its result; the study goes on
-        metrics = Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
-    result = {k: v for k, v in metrics.to_dict().items() if k != "history"}
-    result.update(costs, trial=config["trial_number"], tokens=metrics.tokens_trained, cached=False)
+    result = train_proxies(arch, study, intermediate, weights)
+    result.update(costs, trial=config["trial_number"], cached=False)
     report(result)
+
+
+def train_proxies(arch: Architecture, study: Study, report: Report, weights: str | None) -> dict[str, Any]:
+    """Train the proxies the study needs and return their metrics as one result: its proxy first (each evaluation
+    goes to `report`, for early stopping; the weights are its), then its synthetic suite (`<task>_accuracy`,
+    `suite_score`), and the wall time of both. With proxy.task: suite, the suite alone: the proxy's figures are
+    its first task's first run, tokens and wall time those of all its runs. A trial's own crash is its result."""
+    result: dict[str, Any] = {"status": "ok"}
+    try:
+        if not study.suite_only:
+            result = _without_history(run_proxy(arch, study.proxy, report=report, weights_path=weights))
+        if study.suite is not None and result["status"] == "ok":
+            suite = study.suite.run(arch)
+            if study.suite_only:
+                runs = [m for ms in suite.runs.values() for m in ms]
+                result = _without_history(runs[0])
+                result.update(accuracy=None, tokens_trained=sum(m.tokens_trained for m in runs), wall_seconds=0.0)
+            result.update(suite.metrics, wall_seconds=result["wall_seconds"] + suite.wall_seconds)
+            if suite.status != "ok":
+                result.update(status=suite.status, reason=suite.reason)
+    except Exception as e:  # the study goes on
+        result.update(status="error", reason=f"{type(e).__name__}: {e}"[:500])
+    result["tokens"] = result.get("tokens_trained", 0)
+    return result
+
+
+def _without_history(metrics: Metrics) -> dict[str, Any]:
+    return {k: v for k, v in metrics.to_dict().items() if k != "history"}
