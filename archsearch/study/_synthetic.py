@@ -32,7 +32,7 @@ def read_task(node: _yaml.Node, key: str) -> str | tuple[str, ...]:
             raise fail(node, key, f"expected at least one task of {', '.join(TASKS)}")
         names = []
         for i, item in enumerate(node.value):
-            if item.value not in TASKS:
+            if not isinstance(item.value, str) or item.value not in TASKS:
                 raise fail(item, f"{key}[{i}]", f"unknown task {item.plain()!r}; expected one of {', '.join(TASKS)}")
             if item.value in names:
                 raise fail(item, f"{key}[{i}]", f"{item.value} listed twice; each task gives one metric")
