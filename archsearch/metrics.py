@@ -16,7 +16,6 @@ from .proxy.suite import suite_metrics
 METRICS: dict[str, Metric] = {m.name: m for m in (*metric_fields(Cost, "cost"), *metric_fields(Metrics, "proxy"), *suite_metrics())}
 COST_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "cost")
 PROXY_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "proxy")  # the fields of Metrics
-SUITE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "suite")
 OBJECTIVES: tuple[str, ...] = tuple(name for name, m in METRICS.items() if m.objective)
 CONSTRAINTS: tuple[str, ...] = tuple(m.name for m in COST_METRICS if m.objective)  # bounds on the concrete architecture
 
@@ -44,4 +43,4 @@ def format_metric(name: str, value: float) -> str:
     return METRICS[name].format(value)
 
 
-__all__ = ["COST_METRICS", "DIRECTIONS", "human", "human_bytes", "CONSTRAINTS", "METRICS", "OBJECTIVES", "PROXY_METRICS", "SUITE_METRICS", "Metric", "Requirement", "cost_values", "format_metric", "metric", "metric_table"]
+__all__ = ["COST_METRICS", "DIRECTIONS", "human", "human_bytes", "CONSTRAINTS", "METRICS", "OBJECTIVES", "PROXY_METRICS", "Metric", "Requirement", "cost_values", "format_metric", "metric", "metric_table"]

@@ -1,4 +1,4 @@
-"""One trial, in its worker process: check the architecture, reuse a known result, or train the proxy.
+"""One trial, in its worker process: check the architecture, reuse a known result, or train the proxies it needs.
 
 It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver. It
 writes nothing into the run directory but its own weights file: the driver keeps the results (and the result an
