@@ -284,6 +284,8 @@ def _objective_problem(name: str, proxy: ProxySettings, suite: Suite | None, sui
     """Why the proxies this study trains cannot measure the metric `name`: a suite metric asks the suite, the others
     the proxy; with a hint where a synthetic task and language modelling are mixed up."""
     m = METRICS[name]
+    if m.source == "suite" and not suite_only and name == metric_name(proxy.task):
+        return f"{name} would train {proxy.task} a second time, in the suite: the proxy's own task reports it as accuracy"
     if m.source == "suite":
         return m.problem(suite)
     if suite_only and name == "accuracy":

@@ -162,6 +162,8 @@ def test_a_study_whose_proxy_is_the_suite_refuses_what_follows_one_model(load):
 def test_bits_per_byte_with_a_synthetic_proxy_says_how_to_have_both(load):
     e = refused(load, "proxy: {task: mqar}\nobjectives: [bits_per_byte, accuracy]\n")
     assert "language-modelling proxy" in e.message and "mqar_accuracy" in e.message
+    e = refused(load, "proxy: {task: mqar}\nobjectives: [accuracy, mqar_accuracy]\n")  # not the task twice
+    assert e.key == "objectives[1]" and "reports it as accuracy" in e.message
 
 
 @pytest.mark.parametrize("body", [
