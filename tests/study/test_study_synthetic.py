@@ -238,3 +238,11 @@ def test_a_study_with_an_lm_and_a_synthetic_objective_runs_end_to_end(write_stud
     assert list(table["status"]) == ["ok", "ok"]
     assert (table["bits_per_byte"] > 0).all() and table["mqar_accuracy"].between(0, 1).all()
     assert table["suite_score"].equals(table["mqar_accuracy"])
+
+
+def test_validating_a_study_whose_proxy_is_the_suite_is_one_line(load, tmp_path):
+    from archsearch.validate import ValidationError, validate
+
+    study = load("proxy: {task: suite}\nobjectives: [suite_score]\n")
+    with pytest.raises(ValidationError, match="trains one model per task"):
+        validate(study, RunDir(tmp_path / "run"), [])
