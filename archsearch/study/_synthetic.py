@@ -110,11 +110,14 @@ def read_suite(node: _yaml.Node | None, base: ProxySettings, listed: str | tuple
         raise fail(tasks_node, "suite.tasks", "proxy.task lists the suite's tasks already; list them in one place")
     settings = _settings(base, overrides, node, "suite")
     if tasks_node is not None:
-        runs = _read_tasks(tasks_node, settings, bool(lrs))
+        return Suite(_read_tasks(tasks_node, settings, bool(lrs)), lrs)
+    if isinstance(listed, tuple):
+        tasks = listed
+    elif listed == SUITE or SCORE in objectives or not named:
+        tasks = SUITES[DEFAULT_SUITE]
     else:
-        tasks = listed if isinstance(listed, tuple) else DEFAULT_SUITE if listed or SCORE in objectives or not named else named
-        runs = tuple(task_settings(settings, TaskSpec(t)) for t in (SUITES[tasks] if isinstance(tasks, str) else tasks))
-    return Suite(runs, lrs)
+        tasks = tuple(named)
+    return Suite(tuple(task_settings(settings, TaskSpec(t)) for t in tasks), lrs)
 
 
 def _read_tasks(node: _yaml.Node, settings: ProxySettings, swept: bool) -> tuple[ProxySettings, ...]:
