@@ -124,6 +124,9 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
              k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1) -> dict[str, Any]:
     """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
     already records), `jobs` at a time, then write and return the report."""
+    if study.suite_only:
+        raise ValidationError(f"{study.file}: proxy.task: suite trains one model per task, and a validation ranks one proxy at "
+                              "two budgets: validate a task at a time (proxy.task: TASK), or the LM proxy of a study beside its suite")
     if len(archs) < 3:
         raise ValidationError(f"{study.file}: only {len(archs)} architecture(s) to validate on; a ranking needs at least 3")
     short, long = study.proxy, long_settings(study.proxy, factor)

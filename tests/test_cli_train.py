@@ -58,6 +58,8 @@ def test_bad_train_input_is_one_line_before_any_training(tmp_path, capsys):
         (["--json", str(tmp_path)], "is a directory"),
         (["--data", str(short), "--seq-len", "8000"], "the train split has 5000 tokens; expected at least 8002"),
         (["--data", str(bad_meta)], "meta.json: cannot read it"),
+        (["--task", "selective_copy", "--seq-len", "20"], "--task selective_copy --seq-len 20: num_tokens: 16 tokens need seq_len >= 33"),
+        (["--task", "mqar", "--seq-len", "2"], "--task mqar --seq-len 2: num_kv_pairs: expected a positive integer"),
     ]
     for flags, fragment in cases:
         assert main(["train", str(arch), "--tokens", "64", *flags]) == 2, flags

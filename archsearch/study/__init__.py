@@ -4,10 +4,10 @@
 define-by-run sampler. The Optuna storage (SQLite, in the run directory) is the study's source of truth: running
 again on the same directory resumes from it, so finished trials are never lost or run twice.
 
-Modules: `_config` (study files -> `Study`), `_samplers` (the sampler table, the constraint-aware ask loop),
-`_baselines` (the seed hybrids and `baselines:`), `_replay` (samplers replayed on a tabular benchmark), `_rundir` (the run directory's
-format), `_trial` (one trial in its worker), `_optuna_ray` (the Optuna and Ray glue), `_progress` (what a run
-prints), `_runner` (the orchestration).
+Modules: `_config` (study files -> `Study`), `_synthetic` (a study's synthetic task and suite), `_samplers` (the
+sampler table, the constraint-aware ask loop), `_baselines` (the seed hybrids and `baselines:`), `_replay` (samplers
+replayed on a tabular benchmark), `_rundir` (the run directory's format), `_trial` (one trial in its worker),
+`_optuna_ray` (the Optuna and Ray glue), `_progress` (what a run prints), `_runner` (the orchestration).
 """
 
 from __future__ import annotations

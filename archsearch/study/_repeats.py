@@ -8,29 +8,30 @@ trial's.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..architecture import Architecture
 from ..fidelity import seed_spread, seed_spreads
 from ..metrics import METRICS
-from ..proxy import Metrics, ProxySettings, run_proxy
+from ..proxy import Metrics
 
 SUMMED = ("wall_seconds",)  # a trial's wall time is all its seeds' runs; every other figure is a mean
 
 
-def measure(arch: Architecture, proxy: ProxySettings, seeds: Sequence[int], objectives: Sequence[str],
+Train = Callable[[int, Callable[[dict[str, float]], None] | None, str | None], dict[str, Any]]  # (seed, report, weights) -> result
+
+
+def measure(train: Train, seeds: Sequence[int], objectives: Sequence[str],
             report: Callable[[dict[str, float]], None] | None = None, weights_path: str | None = None) -> dict[str, Any]:
-    """Train `arch` once per seed in `seeds` and return the trial's result (a `Metrics` dict without history)."""
+    """Run `train` once per seed in `seeds` (each a result dict without history; a trial's own crash is its result)
+    and return the trial's result."""
     results = []
     for i, seed in enumerate(seeds):
         try:
-            metrics = run_proxy(arch, dataclasses.replace(proxy, seed=seed), report=report if i == 0 else None,
-                                weights_path=weights_path if i == 0 else None)
+            result = train(seed, report if i == 0 else None, weights_path if i == 0 else None)
         except Exception as e:  # a trial's own crash is its result; the study goes on
-            metrics = Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
-        results.append({k: v for k, v in metrics.to_dict().items() if k != "history"})
+            result = {k: v for k, v in Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500]).to_dict().items() if k != "history"}
+        results.append(result)
     return results[0] if len(results) == 1 else over_seeds(results, seeds, objectives)
 
 
