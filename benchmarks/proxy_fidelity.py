@@ -79,6 +79,8 @@ def main() -> int:
         results = dict(train_parallel([(a, settings) for a in archs], args.jobs, study.plugins))
         rows.append((name, settings, [results[i].get(metric) if results[i]["status"] == "ok" else None for i in range(len(archs))],
                      sum(results[i]["wall_seconds"] for i in range(len(archs)))))
+        print(f"variant {name}: {rows[-1][2]} ({rows[-1][3]:.0f} s)", flush=True)
+        Path(args.out).write_text(json.dumps({**out, "partial": [(r[0], r[2]) for r in rows], "truth": truth}, indent=1, default=str))
     if args.suite:
         tasks = args.suite_tasks if args.suite_tasks in SUITES else args.suite_tasks.split(",")
         suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2))
