@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..metrics import DIRECTIONS
 from ._baselines import SEEDS, Baseline, seed_hybrid
-from ._config import EarlyStopping, Objective, SearchSettings, Study, import_plugins
+from ._config import Fidelity, Objective, SearchSettings, Study, import_plugins
 from ._replay import Replay, Table, TableError, plot_replays, replay, replay_all, summarise
 from ._rundir import TABLE_COLUMNS, Run, RunDir, RunDirError, freeze, load_run
 from ._samplers import SAMPLERS, InfeasibleSpace
@@ -29,7 +29,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     return _runner.run(study_path, out=out, address=address, trials=trials)
 
 __all__ = [
-    "DIRECTIONS", "SAMPLERS", "SEEDS", "TABLE_COLUMNS", "Baseline", "EarlyStopping", "InfeasibleSpace", "Objective",
+    "DIRECTIONS", "SAMPLERS", "SEEDS", "TABLE_COLUMNS", "Baseline", "Fidelity", "InfeasibleSpace", "Objective",
     "Replay", "Run", "RunDir", "RunDirError", "SearchSettings", "Study", "Table", "TableError", "freeze",
     "import_plugins", "load_run", "plot_replays", "replay", "replay_all", "run", "seed_hybrid", "summarise",
 ]

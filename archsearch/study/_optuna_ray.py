@@ -41,7 +41,8 @@ class DefineByRun:
             self.learn(row)
 
     def learn(self, row: dict[str, Any]) -> None:
-        if row["status"] == "ok" and row.get("digest") and not row.get("cached"):
+        # a trial the fidelity ladder stopped below its top rung measured less than the budget: never reused
+        if row["status"] == "ok" and row.get("digest") and not row.get("cached") and not below_top(row, self.study):
             self.known.setdefault(row["digest"], result_of(row))
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -51,9 +52,17 @@ class DefineByRun:
         return config
 
 
-def outcome(row: dict[str, Any], objectives) -> tuple[optuna.trial.TrialState, list[float] | None]:
-    """What Optuna is told of a finished trial, from its row: complete with the objectives' values, pruned or failed."""
-    values = [row.get(o.metric) for o in objectives]
+def below_top(row: dict[str, Any], study: Study) -> bool:
+    """Whether the fidelity ladder stopped this trial below its top rung (its values are of a smaller budget)."""
+    return study.fidelity is not None and isinstance(row.get("rung"), int) and row["rung"] < study.fidelity.top
+
+
+def outcome(row: dict[str, Any], study: Study) -> tuple[optuna.trial.TrialState, list[float] | None]:
+    """What Optuna is told of a finished trial, from its row: complete with the objectives' values, pruned (also a
+    trial the fidelity ladder stopped below its top rung: its values are not comparable) or failed."""
+    values = [row.get(o.metric) for o in study.objectives]
+    if row["status"] == "ok" and below_top(row, study):
+        return optuna.trial.TrialState.PRUNED, None
     if row["status"] == "ok" and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         return optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
     if row["status"] == "pruned":
@@ -85,7 +94,7 @@ class ArchSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         return None  # `finish` tells Optuna, with the row
 
-    def finish(self, trial_id: str, row: dict[str, Any], objectives) -> None:
+    def finish(self, trial_id: str, row: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
@@ -94,7 +103,12 @@ class ArchSearch(OptunaSearch):
         if storage.get_trial(ot_trial._trial_id).state.is_finished():
             return  # the sampler closed it already (a grid that ran out of points)
         _store(storage, ot_trial._trial_id, row)
-        state, values = outcome(row, objectives)
+        study = self._space.study
+        state, values = outcome(row, study)
+        if state == optuna.trial.TrialState.PRUNED and below_top(row, study) and len(study.objectives) == 1:
+            value = row.get(study.objectives[0].metric)  # a pruned trial's last intermediate value is what TPE learns from
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                storage.set_trial_intermediate_value(ot_trial._trial_id, int(row.get("tokens_trained") or 0), float(value))
         self._ot_study.tell(ot_trial, values, state=state)
 
 
@@ -116,7 +130,7 @@ def open_storage(study: Study, run_dir: RunDir) -> tuple[optuna.storages.BaseSto
     return storage, ostudy
 
 
-def recover(ostudy: optuna.Study, objectives) -> int:
+def recover(ostudy: optuna.Study, study: Study) -> int:
     """Close trials cut off by an interrupted run and return the finished count: one that stored its row is
     finished with it; one that did not is closed as interrupted and its parameters queued again. Infeasible draws
     that were asked again (status `redrawn`) are not trials of the study."""
@@ -124,7 +138,7 @@ def recover(ostudy: optuna.Study, objectives) -> int:
     finished = 0
     for t in ostudy.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING and isinstance(t.user_attrs.get(ROW_ATTR), dict):
-            state, values = outcome(t.user_attrs[ROW_ATTR], objectives)
+            state, values = outcome(t.user_attrs[ROW_ATTR], study)
             storage.set_trial_state_values(t._trial_id, state, values)
             finished += 1
         elif t.state == optuna.trial.TrialState.RUNNING:
@@ -164,9 +178,11 @@ class Recorder(Callback):
         import sqlalchemy.exc
 
         try:
-            self.searcher.finish(trial.trial_id, row, self.define.study.objectives)
+            self.searcher.finish(trial.trial_id, row)
             self.define.learn(row)
             self.table.add(row)
+            if self.define.study.fidelity and row.get("digest"):
+                self.table.run_dir.remove_checkpoint(row["digest"])
         except (OSError, sqlalchemy.exc.OperationalError) as e:
             self.failure = f"{self.table.run_dir.path}: cannot write ({_first_line(e)}); every trial finished before is kept: free space and run again to resume"
             return
@@ -263,8 +279,10 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     """Run `trials` more trials of `study` on Ray Tune, Optuna choosing them (`stored`: the trials the storage held
     at the start); the table records each as it ends. One line when a write fails (disk full)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
+
+    from ._ladder import LadderScheduler
 
     s = study.search
     define = DefineByRun(study, list(table.rows.values()))
@@ -273,11 +291,7 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                           sampler=SAMPLERS[s.sampler].build(resumed_seed(s.seed, stored), s.trials, dict(s.sampler_settings)),
                           storage=storage, study_name=study.name)
     recorder = Recorder(table, progress, searcher, define)
-    es, budget = s.early_stopping, study.proxy.tokens
-    # max_t past the budget: ASHA stops a trial that reaches max_t, which would cut off its final report
-    scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget + 1,
-                               grace_period=max(1, int(es.grace * budget)), reduction_factor=es.reduction_factor)
-                 if es else FIFOScheduler())
+    scheduler = LadderScheduler(study.objectives, study.fidelity, seen_rungs(study, run_dir)) if study.fidelity else FIFOScheduler()
     trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, run_dir=str(run_dir.path)),
                                     {"cpu": s.cpu, "gpu": s.gpu})
     tuner = tune.Tuner(
@@ -290,5 +304,14 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                                   stop=_StopOnFailure(recorder), callbacks=[recorder], verbose=0),
     )
     tuner.fit()
+    if study.fidelity:
+        run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
+
+
+def seen_rungs(study: Study, run_dir: RunDir) -> list[tuple[str, int, dict[str, Any]]]:
+    """The rung points of the trials earlier sessions finished, or cut off, for the ladder to rank new ones
+    against (a trial queued again after a kill resumes past the rungs it reported)."""
+    return [(f"session:{number}", rung, point) for number, points in sorted(run_dir.rung_points().items())
+            for rung, point in sorted(points.items()) if rung < study.fidelity.top]

@@ -8,6 +8,9 @@
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
     weights/trial_N.safetensors   proxy weights, with search.save_weights
+    checkpoints/DIGEST.pt    a running trial's state at its last rung, with a fidelity ladder (keyed by the
+                             architecture, so a trial queued again after a kill resumes from it); deleted as the
+                             trial finishes
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
 Only the driver writes here (trials save weights, each its own file); results are reused from the storage's rows.
@@ -33,7 +36,7 @@ from ._config import Study
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached"]
+TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached", "rung"]
 CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
@@ -66,6 +69,9 @@ class RunDir:
 
     def weights_file(self, trial: int) -> Path:
         return self.path / "weights" / f"trial_{trial}.safetensors"
+
+    def checkpoint_file(self, digest: str) -> Path:
+        return self.path / "checkpoints" / f"{digest}.pt"
 
     # --- the study ----------------------------------------------------------------------------------------------
     def has_study(self) -> bool:
@@ -123,17 +129,12 @@ class RunDir:
         """Each trial's intermediate evaluations ({tokens, val_loss}, by tokens) by trial number, from the results
         Ray Tune recorded in the trials' folders under ray/. A reused result reports once, at the end."""
         curves: dict[int, list[dict[str, float]]] = {}
-        for path in sorted(self.ray_storage.glob("*/*/result.json")):
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by an interrupted run
-                number = (row.get("config") or {}).get("trial_number")
-                if number is not None and row.get("val_loss") is not None and row.get("tokens") is not None:
-                    point = {"tokens": row["tokens"], "val_loss": row["val_loss"]}
-                    if point not in curves.setdefault(int(number), []):
-                        curves[int(number)].append(point)
+        for row in self._results():
+            number = (row.get("config") or {}).get("trial_number")
+            if number is not None and row.get("val_loss") is not None and row.get("tokens") is not None:
+                point = {"tokens": row["tokens"], "val_loss": row["val_loss"]}
+                if point not in curves.setdefault(int(number), []):
+                    curves[int(number)].append(point)
         return {n: sorted(points, key=lambda p: p["tokens"]) for n, points in sorted(curves.items())}
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
@@ -146,6 +147,43 @@ class RunDir:
         path = self.weights_file(trial)
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+    def checkpoint_to_write(self, digest: str) -> str:
+        """Where a trial of this architecture keeps its state at each rung (the folder is made)."""
+        path = self.checkpoint_file(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def remove_checkpoint(self, digest: str) -> None:
+        """Delete a finished trial's checkpoint (one of a model and its optimizer: big)."""
+        self.checkpoint_file(digest).unlink(missing_ok=True)
+
+    def remove_checkpoints(self) -> None:
+        """Delete every checkpoint (no trial is running), also one a stopped trial's process saved late."""
+        folder = self.checkpoint_file("").parent
+        for path in folder.glob("*.pt*") if folder.is_dir() else ():
+            path.unlink(missing_ok=True)
+
+    def rung_points(self) -> dict[int, dict[int, dict[str, Any]]]:
+        """Each trial's results that carry a rung (by rung) by trial number, from the results Ray Tune recorded
+        under ray/ (what a resumed study's fidelity ladder ranks new trials against)."""
+        points: dict[int, dict[int, dict[str, Any]]] = {}
+        for row in self._results():
+            number = (row.get("config") or {}).get("trial_number")
+            if number is not None and isinstance(row.get("rung"), int) and row.get("status") == "ok":
+                points.setdefault(int(number), {})[row["rung"]] = row
+        return points
+
+    def _results(self):
+        """Every result Ray Tune recorded in the trials' folders under ray/, file by file."""
+        for path in sorted(self.ray_storage.glob("*/*/result.json")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by an interrupted run
+                if isinstance(row, dict):
+                    yield row
 
     # --- the proxy's validation (archsearch validate) -------------------------------------------------------------
     #   validation.jsonl   one finished training per line (append-only: a killed validation resumes from it)
@@ -210,6 +248,8 @@ def rows_of(trials: list) -> list[dict[str, Any]]:
 def result_of(row: dict[str, Any]) -> dict[str, Any]:
     """What an ok row measured, as a trial reports it: what a later trial of the same architecture reuses."""
     kept = {m: row[m] for m in METRICS if isinstance(row.get(m), (int, float)) and row[m] == row[m]}
+    if isinstance(row.get("rung"), int):
+        kept["rung"] = row["rung"]
     return {**kept, "status": "ok", "tokens": kept.get("tokens_trained", 0)}
 
 

@@ -46,7 +46,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         check_resources(study)
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
-    done = recover(ostudy, study.objectives)
+    done = recover(ostudy, study)
     for line in enqueue_baselines(ostudy, study.space, study.baselines):
         print(line)
     stored = ostudy.get_trials(deepcopy=False)
