@@ -55,6 +55,10 @@ class Fidelity:
         """The rungs below the budget (what the proxy evaluates and reports on the way)."""
         return self.rungs[:-1]
 
+    def stopped(self, row: dict[str, Any]) -> bool:
+        """Whether a trial's row is of a rung below the top: the ladder stopped it there, at a smaller budget."""
+        return isinstance(row.get("rung"), int) and row["rung"] < self.top
+
 
 MAX_RUNGS = 8
 MAX_TOKENS = 1 << 50  # ProxySettings' own bound on a token budget

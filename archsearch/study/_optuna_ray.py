@@ -28,6 +28,8 @@ from ._rundir import ROW_ATTR, RunDir, TrialsTable, result_of, trial_row
 from ._samplers import REDRAWN, SAMPLERS, ask_feasible, draw
 from ._trial import run_trial
 
+CHECKPOINT_ATTR = "checkpoint_of"  # the Optuna user attribute naming the trial whose checkpoint a trial resumes from
+
 
 class DefineByRun:
     """The space as Optuna sees it: the walk asks the trial for each value; the architecture travels in the config,
@@ -49,12 +51,16 @@ class DefineByRun:
         config = draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
         known = self.known.get(config["digest"])
         config["cached"] = json.dumps(known) if known and not config["reason"] else ""
+        if self.study.fidelity:  # whose checkpoint the trial resumes from: its own, or the cut-off trial's it runs again
+            if CHECKPOINT_ATTR not in trial.user_attrs:  # `recover` copies it into the trial that runs this one again
+                trial.set_user_attr(CHECKPOINT_ATTR, trial.number)
+            config["checkpoint_of"] = trial.user_attrs[CHECKPOINT_ATTR]
         return config
 
 
 def below_top(row: dict[str, Any], study: Study) -> bool:
     """Whether the fidelity ladder stopped this trial below its top rung (its values are of a smaller budget)."""
-    return study.fidelity is not None and isinstance(row.get("rung"), int) and row["rung"] < study.fidelity.top
+    return study.fidelity is not None and study.fidelity.stopped(row)
 
 
 def outcome(row: dict[str, Any], study: Study) -> tuple[optuna.trial.TrialState, list[float] | None]:
@@ -181,8 +187,8 @@ class Recorder(Callback):
             self.searcher.finish(trial.trial_id, row)
             self.define.learn(row)
             self.table.add(row)
-            if self.define.study.fidelity and row.get("digest"):
-                self.table.run_dir.remove_checkpoint(row["digest"])
+            if "checkpoint_of" in trial.config:
+                self.table.run_dir.remove_checkpoint(trial.config["checkpoint_of"])
         except (OSError, sqlalchemy.exc.OperationalError) as e:
             self.failure = f"{self.table.run_dir.path}: cannot write ({_first_line(e)}); every trial finished before is kept: free space and run again to resume"
             return

@@ -8,9 +8,8 @@
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
     weights/trial_N.safetensors   proxy weights, with search.save_weights
-    checkpoints/DIGEST.pt    a running trial's state at its last rung, with a fidelity ladder (keyed by the
-                             architecture, so a trial queued again after a kill resumes from it); deleted as the
-                             trial finishes
+    checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
+                             the one it runs again after a kill, so that it resumes); deleted as the trial finishes
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
 Only the driver writes here (trials save weights, each its own file); results are reused from the storage's rows.
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached", "rung"]
-CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline")  # what a config carries besides parameters
+CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline", "checkpoint_of")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
 
@@ -70,8 +69,8 @@ class RunDir:
     def weights_file(self, trial: int) -> Path:
         return self.path / "weights" / f"trial_{trial}.safetensors"
 
-    def checkpoint_file(self, digest: str) -> Path:
-        return self.path / "checkpoints" / f"{digest}.pt"
+    def checkpoint_file(self, trial: int) -> Path:
+        return self.path / "checkpoints" / f"trial_{trial}.pt"
 
     # --- the study ----------------------------------------------------------------------------------------------
     def has_study(self) -> bool:
@@ -148,19 +147,19 @@ class RunDir:
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
 
-    def checkpoint_to_write(self, digest: str) -> str:
-        """Where a trial of this architecture keeps its state at each rung (the folder is made)."""
-        path = self.checkpoint_file(digest)
+    def checkpoint_to_write(self, trial: int) -> str:
+        """Where trial `trial` keeps its state at each rung (the folder is made)."""
+        path = self.checkpoint_file(trial)
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
 
-    def remove_checkpoint(self, digest: str) -> None:
+    def remove_checkpoint(self, trial: int) -> None:
         """Delete a finished trial's checkpoint (one of a model and its optimizer: big)."""
-        self.checkpoint_file(digest).unlink(missing_ok=True)
+        self.checkpoint_file(trial).unlink(missing_ok=True)
 
     def remove_checkpoints(self) -> None:
         """Delete every checkpoint (no trial is running), also one a stopped trial's process saved late."""
-        folder = self.checkpoint_file("").parent
+        folder = self.checkpoint_file(0).parent
         for path in folder.glob("*.pt*") if folder.is_dir() else ():
             path.unlink(missing_ok=True)
 

@@ -60,7 +60,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     check_resources(study)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
-    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total), len(stored))
+    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total, study.fidelity), len(stored))
     return run_dir.path
 
 

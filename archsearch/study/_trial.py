@@ -52,7 +52,7 @@ def ladder(study: Study, run_dir: str, config: dict[str, Any]) -> dict[str, Any]
     """run_proxy's ladder arguments: the rungs below the budget and the checkpoint (none without a ladder)."""
     if study.fidelity is None:
         return {}
-    return {"rungs": study.fidelity.lower, "checkpoint": RunDir(run_dir).checkpoint_to_write(config["digest"])}
+    return {"rungs": study.fidelity.lower, "checkpoint": RunDir(run_dir).checkpoint_to_write(config["checkpoint_of"])}
 
 
 def rung_result(point: dict[str, Any]) -> dict[str, Any]:

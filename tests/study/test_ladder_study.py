@@ -40,7 +40,7 @@ def storage_trials(run_dir):
     return optuna.load_study(study_name="t", storage=f"sqlite:///{run_dir / 'optuna.db'}").get_trials()
 
 
-def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(ladder_study, tmp_path, ray_shutdown):
+def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(ladder_study, tmp_path, ray_shutdown, capsys):
     from archsearch.cli.front import describe
     from archsearch.front import compute_front
     from archsearch.study import load_run, run
@@ -67,6 +67,7 @@ def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(la
     n0, n1 = (int((table["rung"] == r).sum()) for r in (0, 1))
     assert f"{n0} ok trials stopped at rung 0 (1.0K tokens), {n1} ok trials stopped at rung 1 (2.0K tokens)" in text
     assert not list((run_dir / "checkpoints").glob("*"))  # every trial's checkpoint is deleted as it finishes
+    assert "ok (stopped at rung " in capsys.readouterr().out
     starts = [line.split()[1] for line in (run_dir / "fake_runs.txt").read_text().splitlines()]
     assert len(starts) == len(table) - table["cached"].sum() and set(starts) == {"0"}
 
@@ -80,9 +81,10 @@ def test_a_trial_passes_its_checkpoint_and_resumes_past_the_rungs_it_saved(ladde
     spec = importlib.util.spec_from_file_location("fake_ladder_trainer", FAKE)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))  # the fake, in this process (undone after the test)
     arch = sample(study.space, 0)
-    config = {"trial_number": 3, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "cached": ""}
+    # trial 3 runs again trial 1, which a kill cut off after its rung 0
+    config = {"trial_number": 3, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "cached": "", "checkpoint_of": 1}
     run_dir = RunDir(tmp_path / "run")
-    Path(run_dir.checkpoint_to_write(arch.digest)).write_text(json.dumps({"rung": 0}))  # a killed run's rung 0
+    Path(run_dir.checkpoint_to_write(1)).write_text(json.dumps({"rung": 0}))
     reports = []
     run_trial(config, study, str(run_dir.path), reports.append)
     assert [r.get("rung") for r in reports] == [1, 2]  # rung 0 is not reported again
