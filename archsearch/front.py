@@ -46,10 +46,12 @@ class Front:
         return [o.metric for o in self.objectives]
 
     def table(self) -> pd.DataFrame:
-        """The front: trial, summary, objectives (and the baseline's name, where the study has baselines), best
-        first on the first objective."""
+        """The front: trial, summary, objectives (and the baseline's name, where the study has baselines; the rung,
+        where it has a fidelity ladder), best first on the first objective."""
         extra = (["baseline"] if self.has_baselines else []) + (["rung"] if self.run.study.fidelity else [])
         front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra]]
+        if "rung" in extra:
+            front = front.astype({"rung": int})  # read as floats where a failed trial has none
         first = self.objectives[0]
         return front.sort_values([first.metric, "trial"], ascending=[first.direction == "minimize", True]).reset_index(drop=True)
 
