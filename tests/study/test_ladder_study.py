@@ -112,3 +112,21 @@ def test_a_killed_ladder_study_resumes_without_losing_a_finished_trial(ladder_st
         assert table.loc[number, "rung"] == row["rung"] and table.loc[number, "bits_per_byte"] == pytest.approx(row["bits_per_byte"])
     assert set(table["rung"]) <= {0, 1, 2} and (table["rung"] == 2).any()
     assert not list((run_dir / "checkpoints").glob("*"))
+
+
+def test_a_trial_queued_again_after_a_kill_resumes_from_the_cut_off_trials_checkpoint(ladder_study):
+    from archsearch.study import Study
+    from archsearch.study._optuna_ray import DefineByRun, recover
+
+    study = Study.load(ladder_study(trials=2))
+    ostudy = optuna.create_study(directions=["minimize", "maximize"])
+    define = DefineByRun(study, [])
+    config = define(ostudy.ask())
+    digest = config["digest"]
+    assert config["checkpoint_of"] == 0
+    for _ in range(2):  # the driver dies twice while the trial (then its rerun) runs
+        recover(ostudy, study)
+        rerun = ostudy.ask()
+        config = define(rerun)
+        assert rerun.user_attrs["rerun_of"] == rerun.number - 1 and config["checkpoint_of"] == 0
+        assert config["digest"] == digest
