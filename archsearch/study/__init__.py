@@ -6,8 +6,8 @@ again on the same directory resumes from it, so finished trials are never lost o
 
 Modules: `_config` (study files -> `Study`), `_samplers` (the sampler table, the constraint-aware ask loop),
 `_baselines` (the seed hybrids and `baselines:`), `_replay` (samplers replayed on a tabular benchmark), `_rundir` (the run directory's
-format), `_trial` (one trial in its worker), `_optuna_ray` (the Optuna and Ray glue), `_progress` (what a run
-prints), `_runner` (the orchestration).
+format), `_trial` (one trial in its worker), `_optuna_ray` (the Optuna and Ray glue), `_ladder` (the fidelity ladder's
+Ray Tune scheduler), `_progress` (what a run prints), `_runner` (the orchestration).
 """
 
 from __future__ import annotations
