@@ -5,6 +5,10 @@ trial's objective values there and lets it go on only if it is among the best `k
 reached that rung so far, by `archsearch.fidelity.promote` (non-dominated sorting, then crowding distance); the
 first trial at a rung always goes on, as in ASHA. Any other result goes on. Throughput is measured once, inside
 the first rung, so a trial's throughput objectives keep the value its first rung point carried.
+
+A trial is known by the trial whose checkpoint it trains from (`checkpoint_of` in its config): a trial queued again
+after a kill resumes from the cut-off one's last rung and reports that rung again, which then replaces the cut-off
+trial's point there rather than joining the rung as a second trial.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from ._config import Fidelity, Objective
 
 class LadderScheduler(FIFOScheduler):
     """Promote or stop each trial at each rung below the top (see the module's docstring). `seen`: rung points of
-    trials from earlier sessions of the run, (key, rung, result), so a resumed study ranks against them too."""
+    trials from earlier sessions of the run, (key, rung, result) with the key `trial_key` gives, so that a resumed
+    study ranks against them too."""
 
     def __init__(self, objectives: Sequence[Objective], fidelity: Fidelity, seen: Iterable[tuple[str, int, Mapping[str, Any]]] = ()) -> None:
         super().__init__()
@@ -53,12 +58,18 @@ class LadderScheduler(FIFOScheduler):
         rung = result.get("rung")
         if not isinstance(rung, int | np.integer) or not 0 <= rung < len(self.values):
             return TrialScheduler.CONTINUE  # an ordinary evaluation, or the top rung's final result
-        self.record(trial.trial_id, int(rung), result)
-        return TrialScheduler.CONTINUE if self.promoted(trial.trial_id, int(rung)) else TrialScheduler.STOP
+        key = trial_key(getattr(trial, "config", None) or {}, trial.trial_id)
+        self.record(key, int(rung), result)
+        return TrialScheduler.CONTINUE if self.promoted(key, int(rung)) else TrialScheduler.STOP
 
     def debug_string(self) -> str:
         counts = ", ".join(f"{len(v)} at {tokens:,} tokens" for v, tokens in zip(self.values, self.fidelity.lower, strict=True))
         return f"Using the fidelity ladder (keep {self.fidelity.keep:g}): {counts}."
+
+
+def trial_key(config: Mapping[str, Any], default: str) -> str:
+    """How the ladder knows a trial: by the trial whose checkpoint it trains from, else by `default`."""
+    return f"trial:{config['checkpoint_of']}" if "checkpoint_of" in config else default
 
 
 def _number(v: Any) -> bool:

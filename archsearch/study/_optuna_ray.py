@@ -288,7 +288,7 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from ._ladder import LadderScheduler
+    from ._ladder import LadderScheduler, trial_key
 
     s = study.search
     define = DefineByRun(study, list(table.rows.values()))
@@ -297,7 +297,9 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                           sampler=SAMPLERS[s.sampler].build(resumed_seed(s.seed, stored), s.trials, dict(s.sampler_settings)),
                           storage=storage, study_name=study.name)
     recorder = Recorder(table, progress, searcher, define)
-    scheduler = LadderScheduler(study.objectives, study.fidelity, seen_rungs(study, run_dir)) if study.fidelity else FIFOScheduler()
+    seen = [(trial_key(point["config"], f"seen:{point['config'].get('trial_number')}"), rung, point) for rung, point in run_dir.rung_points()
+            if rung < study.fidelity.top] if study.fidelity else []
+    scheduler = LadderScheduler(study.objectives, study.fidelity, seen) if study.fidelity else FIFOScheduler()
     trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, run_dir=str(run_dir.path)),
                                     {"cpu": s.cpu, "gpu": s.gpu})
     tuner = tune.Tuner(
@@ -314,10 +316,3 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
         run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
-
-
-def seen_rungs(study: Study, run_dir: RunDir) -> list[tuple[str, int, dict[str, Any]]]:
-    """The rung points of the trials earlier sessions finished, or cut off, for the ladder to rank new ones
-    against (a trial queued again after a kill resumes past the rungs it reported)."""
-    return [(f"session:{number}", rung, point) for number, points in sorted(run_dir.rung_points().items())
-            for rung, point in sorted(points.items()) if rung < study.fidelity.top]

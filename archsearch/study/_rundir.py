@@ -163,15 +163,11 @@ class RunDir:
         for path in folder.glob("*.pt*") if folder.is_dir() else ():
             path.unlink(missing_ok=True)
 
-    def rung_points(self) -> dict[int, dict[int, dict[str, Any]]]:
-        """Each trial's results that carry a rung (by rung) by trial number, from the results Ray Tune recorded
+    def rung_points(self) -> list[tuple[int, dict[str, Any]]]:
+        """The ok results that carry a rung, (rung, result with its trial's config), from those Ray Tune recorded
         under ray/ (what a resumed study's fidelity ladder ranks new trials against)."""
-        points: dict[int, dict[int, dict[str, Any]]] = {}
-        for row in self._results():
-            number = (row.get("config") or {}).get("trial_number")
-            if number is not None and isinstance(row.get("rung"), int) and row.get("status") == "ok":
-                points.setdefault(int(number), {})[row["rung"]] = row
-        return points
+        return [(row["rung"], row) for row in self._results()
+                if isinstance(row.get("config"), dict) and isinstance(row.get("rung"), int) and row.get("status") == "ok"]
 
     def _results(self):
         """Every result Ray Tune recorded in the trials' folders under ray/, file by file."""

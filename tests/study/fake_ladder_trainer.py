@@ -1,10 +1,11 @@
 """A plugin for tests: in each trial's process, the proxy trainer is replaced by a fast fake that speaks the ladder
-API (a rung point at each rung below the budget, a checkpoint per rung, a run that finds one resumes past it).
+API (a rung point at each rung below the budget, a checkpoint per rung, a run that finds one resumes from its rung
+and reports that rung again).
 
 Its figures follow from the architecture alone (a wider or deeper model learns more and trains slower, with a
 digest-seeded term so that some architectures are dominated), so the study side of the ladder is tested in seconds,
 independently of the real trainer and its timing. Each run appends one line to `fake_runs.txt` in the run
-directory: the digest and the rung it started from.
+directory: the digest and the checkpoint's rung it resumed from, or "fresh".
 """
 
 import dataclasses
@@ -35,12 +36,13 @@ def figures(arch, tokens: int) -> dict[str, float]:
 
 def fake_run_proxy(arch, settings, report=None, on_step=None, weights_path=None, *, rungs=(), checkpoint=None):
     budgets = [*rungs, settings.tokens]
-    start = json.loads(Path(checkpoint).read_text())["rung"] + 1 if checkpoint and os.path.exists(checkpoint) else 0
+    saved = json.loads(Path(checkpoint).read_text())["rung"] if checkpoint and os.path.exists(checkpoint) else None
     if checkpoint:
         with open(Path(checkpoint).parent.parent / "fake_runs.txt", "a") as log:
-            log.write(f"{arch.digest} {start}\n")
-    for rung in range(start, len(rungs)):
-        time.sleep(SECONDS_PER_RUNG)
+            log.write(f"{arch.digest} {'fresh' if saved is None else saved}\n")
+    for rung in range(saved or 0, len(rungs)):
+        if rung != saved:  # the saved rung's point is reported again without training
+            time.sleep(SECONDS_PER_RUNG)
         point = {"rung": rung, "tokens": budgets[rung], **figures(arch, budgets[rung])}
         tmp = Path(checkpoint).with_suffix(".tmp")
         tmp.write_text(json.dumps({"rung": rung}))

@@ -78,3 +78,13 @@ def test_about_keep_of_a_rung_goes_on(keep):
     assert decisions[0] == CONTINUE
     # asynchronous: each decision is against the trials seen so far, so at least keep's share, not exactly it
     assert keep * 20 * 0.5 <= decisions.count(CONTINUE) < 20
+
+
+def test_a_trial_resumed_from_a_checkpoint_replaces_the_cut_off_trials_point_at_its_rung():
+    seen = [("trial:0", 0, {"bits_per_byte": 1.0, "train_tokens_per_s": 1000.0}),
+            ("trial:1", 0, {"bits_per_byte": 2.0, "train_tokens_per_s": 500.0})]  # trial 1 was cut off after rung 0
+    s = scheduler(keep=0.5, seen=seen)
+    rerun = SimpleNamespace(trial_id="ray-7", config={"trial_number": 7, "checkpoint_of": 1})
+    point = {"rung": 0, "tokens": 1000, "status": "ok", "bits_per_byte": 2.0, "train_tokens_per_s": 500.0}
+    assert s.on_trial_result(None, rerun, point) == STOP  # dominated by trial 0: one of the two goes on
+    assert sorted(s.values[0]) == ["trial:0", "trial:1"]  # still two trials at the rung, not three

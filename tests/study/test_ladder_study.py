@@ -69,7 +69,7 @@ def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(la
     assert not list((run_dir / "checkpoints").glob("*"))  # every trial's checkpoint is deleted as it finishes
     assert "ok (stopped at rung " in capsys.readouterr().out
     starts = [line.split()[1] for line in (run_dir / "fake_runs.txt").read_text().splitlines()]
-    assert len(starts) == len(table) - table["cached"].sum() and set(starts) == {"0"}
+    assert len(starts) == len(table) - table["cached"].sum() and set(starts) == {"fresh"}
 
 
 def test_a_trial_passes_its_checkpoint_and_resumes_past_the_rungs_it_saved(ladder_study, tmp_path):
@@ -87,10 +87,10 @@ def test_a_trial_passes_its_checkpoint_and_resumes_past_the_rungs_it_saved(ladde
     Path(run_dir.checkpoint_to_write(1)).write_text(json.dumps({"rung": 0}))
     reports = []
     run_trial(config, study, str(run_dir.path), reports.append)
-    assert [r.get("rung") for r in reports] == [1, 2]  # rung 0 is not reported again
-    assert reports[0]["status"] == "ok" and reports[0]["tokens_trained"] == 2048  # a rung point is that rung's result
+    assert [r.get("rung") for r in reports] == [0, 1, 2]  # rung 0 again (promotion decides again), then on from there
+    assert reports[1]["status"] == "ok" and reports[1]["tokens_trained"] == 2048  # a rung point is that rung's result
     assert reports[-1]["status"] == "ok" and reports[-1]["tokens_trained"] == 4096
-    assert (run_dir.path / "fake_runs.txt").read_text().split() == [arch.digest, "1"]
+    assert (run_dir.path / "fake_runs.txt").read_text().split() == [arch.digest, "0"]
 
 
 def test_a_killed_ladder_study_resumes_without_losing_a_finished_trial(ladder_study, tmp_path):
