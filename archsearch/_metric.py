@@ -45,7 +45,7 @@ _TABLE_FORMAT: dict[str, Callable[[float], str]] = {
 class Requirement:
     """What the proxy settings must say for a metric to be measured."""
 
-    met: Callable[[Any], bool]  # ProxySettings -> bool
+    met: Callable[[Any], bool]  # what the study trains -> bool: its ProxySettings (proxy metrics), its Suite or None (suite metrics)
     needs: str  # in words, as in "bits_per_byte needs the language-modelling proxy (proxy.task: lm)"
 
 
@@ -56,7 +56,7 @@ class Metric:
     name: str
     direction: str | None  # minimize or maximize: the natural direction, when an objective gives none; None for a note
     unit: str  # count, flops, bytes, tokens/s, nats, bits/byte, ratio, seconds, tokens, ..., or text (a note)
-    source: str  # "cost" (the cost model, known before training) or "proxy" (measured by the proxy run)
+    source: str  # "cost" (the cost model, known before training), "proxy" (measured by the proxy run) or "suite" (the synthetic suite)
     doc: str
     label: str  # how `archsearch train` names it
     detail: str | None  # how `archsearch train` prints it (a str.format pattern); None: as in tables

@@ -73,8 +73,8 @@ def trial_architecture(run: Run, trial: int) -> Architecture:
 
 
 def weights_file(run: Run, trial: int) -> Path:
-    """The trial's saved proxy weights; a trial whose result was reused from an identical architecture has that
-    trial's. Raises when the run kept none."""
+    """The trial's saved proxy weights, else another ok trial's of the same architecture (see `Run.find_weights`).
+    Raises when the run kept none."""
     found = run.find_weights(trial, ok_row(run, trial)["digest"])
     if found is not None:
         return found

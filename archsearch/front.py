@@ -45,11 +45,19 @@ class Front:
     def metrics(self) -> list[str]:
         return [o.metric for o in self.objectives]
 
+    @property
+    def spreads(self) -> dict[str, str]:
+        """metric -> its column of standard deviations over seeds, for the objectives a run measured with
+        search.repeats > 1 (none otherwise)."""
+        c = self.candidates
+        return {m: f"{m}_std" for m in self.metrics if f"{m}_std" in c.columns and bool(c[f"{m}_std"].notna().any())}
+
     def table(self) -> pd.DataFrame:
         """The front: trial, summary, objectives (and the baseline's name, where the study has baselines; the rung,
-        where it has a fidelity ladder), best first on the first objective."""
+        where it has a fidelity ladder; each objective's standard deviation over seeds, `<metric>_std`, where the
+        run repeated seeds), best first on the first objective."""
         extra = (["baseline"] if self.has_baselines else []) + (["rung"] if self.run.study.fidelity else [])
-        front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra]]
+        front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra, *self.spreads.values()]]
         if "rung" in extra:
             front = front.astype({"rung": int})  # read as floats where a failed trial has none
         first = self.objectives[0]
@@ -242,6 +250,17 @@ def _baseline_rows(front: Front) -> pd.DataFrame:
     return c[c["baseline"].fillna("").astype(str).str.len() > 0] if "baseline" in c.columns else c.iloc[:0]
 
 
+def _spread(front: Front, metric: str) -> np.ndarray | None:
+    """Each candidate's standard deviation of `metric` over its seeds (None: not repeated)."""
+    column = front.spreads.get(metric)
+    return None if column is None else front.candidates[column].astype(float).fillna(0.0).to_numpy()
+
+
+def _plotly_error(front: Front, metric: str, colour: str) -> dict:
+    spread = _spread(front, metric)
+    return {"visible": False} if spread is None else {"type": "data", "array": spread.tolist(), "color": colour, "thickness": 1, "width": 2}
+
+
 def _plot_matplotlib(fronts: Sequence[Front], labels: Sequence[str], path: Path) -> None:
     import matplotlib
 
@@ -257,6 +276,10 @@ def _plot_matplotlib(fronts: Sequence[Front], labels: Sequence[str], path: Path)
             colour = _COLOURS[k % len(_COLOURS)]
             others = front.candidates[~front.mask]
             ax.scatter(others[x], others[y], s=18, color=colour, alpha=0.3, label=f"{label}: trials")
+            if front.spreads:  # one standard deviation over the seeds, each way
+                c = front.candidates
+                ax.errorbar(c[x], c[y], xerr=_spread(front, x), yerr=_spread(front, y), fmt="none", ecolor=colour,
+                            alpha=0.5, elinewidth=1, capsize=2, zorder=1)
             table, stairs = _staircase(front, i, j)
             ax.scatter(table[x], table[y], s=48, color=colour, edgecolor="black", zorder=3, label=f"{label}: front")
             if stairs:
@@ -295,6 +318,12 @@ def _plot_plotly(fronts: Sequence[Front], labels: Sequence[str], path: Path) -> 
                 showlegend=col == 1, marker={"color": colour, "opacity": 0.35, "size": 7},
                 text=[f"#{t} {s}" for t, s in zip(others["trial"], others["summary"], strict=True)], hoverinfo="text+x+y",
             ), row=1, col=col)
+            if front.spreads:  # one standard deviation over the seeds, each way
+                c = front.candidates
+                fig.add_trace(go.Scatter(
+                    x=c[x], y=c[y], mode="markers", marker={"color": colour, "opacity": 0}, legendgroup=label,
+                    showlegend=False, hoverinfo="skip", error_x=_plotly_error(front, x, colour),
+                    error_y=_plotly_error(front, y, colour)), row=1, col=col)
             table, stairs = _staircase(front, i, j)
             if stairs:
                 fig.add_trace(go.Scatter(x=table[x], y=table[y], mode="lines", line={"shape": "hv", "color": colour},

@@ -1,8 +1,9 @@
 """The metric registry: every number a trial records, with its direction, unit, producer and requirements.
 
 Gathered from the fields of `Cost` (the cost model) and `proxy.Metrics` (a proxy run) that carry `metric(...)`
-metadata, so a new metric is one field declaration beside the code that produces it. Objective checks, the trials
-table's columns, constraint names and formatting all derive from here.
+metadata, so a new metric is one field declaration beside the code that produces it, and from the synthetic suite
+(`<task>_accuracy` per registered task, `suite_score`). Objective checks, the trials table's columns, constraint
+names and formatting all derive from here.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from ._metric import DIRECTIONS, Metric, Requirement, human, human_bytes, metric, metric_fields
 from .architecture import Cost
 from .proxy import Metrics
+from .proxy.suite import suite_metrics
 
-METRICS: dict[str, Metric] = {m.name: m for m in (*metric_fields(Cost, "cost"), *metric_fields(Metrics, "proxy"))}
+METRICS: dict[str, Metric] = {m.name: m for m in (*metric_fields(Cost, "cost"), *metric_fields(Metrics, "proxy"), *suite_metrics())}
 COST_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "cost")
-PROXY_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "proxy")
+PROXY_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS.values() if m.source == "proxy")  # the fields of Metrics
 OBJECTIVES: tuple[str, ...] = tuple(name for name, m in METRICS.items() if m.objective)
 CONSTRAINTS: tuple[str, ...] = tuple(m.name for m in COST_METRICS if m.objective)  # bounds on the concrete architecture
 
@@ -23,13 +25,16 @@ def cost_values(cost: Cost) -> dict[str, float]:
     return {m.name: getattr(cost, m.name) for m in COST_METRICS}
 
 
+SOURCES = {"cost": "cost model", "proxy": "proxy", "suite": "suite"}  # how the table names each producer
+
+
 def metric_table() -> str:
     """The Markdown table of the metrics, from the registry (docs/studies.md)."""
     rows = ["| metric | direction | unit | from | needs | what it is |", "| --- | --- | --- | --- | --- | --- |"]
     for m in METRICS.values():
         needs = m.requires.needs if m.requires else ""
         role = "" if m.objective else " (recorded, not an objective)"
-        rows.append(f"| `{m.name}` | {(m.direction or '')[:3]} | {m.unit} | {'cost model' if m.source == 'cost' else 'proxy'}{role} | {needs} | {m.doc} |")
+        rows.append(f"| `{m.name}` | {(m.direction or '')[:3]} | {m.unit} | {SOURCES[m.source]}{role} | {needs} | {m.doc} |")
     return "\n".join(rows) + "\n"
 
 

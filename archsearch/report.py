@@ -108,7 +108,7 @@ def curves_section(run: Run) -> Section:
     single = sum(len(c) == 1 for c in curves.values())
     note = f"{len(curves)} trials' evaluations during training, as Ray Tune recorded them"
     if single:
-        note += f"; {single} reported only once (a result reused from the cache, or stopped at the first evaluation)"
+        note += f"; {single} reported only once (stopped at the first evaluation, or a result an older run reused)"
     return Section("Learning curves", note + ".", fig)
 
 

@@ -6,17 +6,18 @@ Kendall's tau and Spearman's rho between the two rankings with bootstrap interva
 runs' own ranking at each of their evaluations against their final one (how early the ranking settles), and how
 well learning-curve extrapolation of the proxy runs predicts the long ones.
 
-The trainings run one after another in this process, each with the whole device: a validation is a few dozen long
-runs on one GPU, where Ray would add workers but no speed (the study's Ray glue is the place to spread it over
-several GPUs later). Every finished training is appended to the run directory's validation records at once, so a
-killed validation retrains only what had not finished.
+The trainings run one after another in this process, or with `jobs` > 1 that many at once, each in a fresh
+process of its own (small proxies leave most of a GPU idle; a training that crashes its process or its CUDA context
+takes no other down), the longest first. Every finished training is appended to the run directory's validation
+records at once, so a killed validation retrains only what had not finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .errors import ArchsearchError
 from .fidelity import rank_agreement
 from .proxy import Metrics, ProxySettings, run_proxy
 from .sampling import Infeasible, sample
-from .study import Objective, RunDir, Study, load_run
+from .study import Objective, RunDir, Study, import_plugins, load_run
 
 QUALITY = ("bits_per_byte", "val_loss", "perplexity", "accuracy")  # what a run's evaluations (its history) measure
 DEFAULT_ARCHS = 10
@@ -108,10 +109,24 @@ def _train(arch: Architecture, settings: ProxySettings, on_step: Callable[[int, 
         return Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
 
 
+def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tuple[str, ...], train: Train) -> None:
+    """One training in a worker process (the study's plugins imported there first), its metrics sent back."""
+    try:
+        import_plugins(plugins)
+        metrics = train(Architecture.from_json(arch_json), settings, lambda tokens, loss: None).to_dict()
+    except BaseException as e:  # noqa: BLE001 - whatever ends the training is its result, sent back
+        metrics = Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500]).to_dict()
+    send.send(metrics)
+    send.close()
+
+
 def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], factor: float = DEFAULT_FACTOR,
-             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train) -> dict[str, Any]:
+             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1) -> dict[str, Any]:
     """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
-    already records), then write and return the report."""
+    already records), `jobs` at a time, then write and return the report."""
+    if study.suite_only:
+        raise ValidationError(f"{study.file}: proxy.task: suite trains one model per task, and a validation ranks one proxy at "
+                              "two budgets: validate a task at a time (proxy.task: TASK), or the LM proxy of a study beside its suite")
     if len(archs) < 3:
         raise ValidationError(f"{study.file}: only {len(archs)} architecture(s) to validate on; a ranking needs at least 3")
     short, long = study.proxy, long_settings(study.proxy, factor)
@@ -121,8 +136,10 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     todo = [(i, arch, f) for i, arch in enumerate(archs) for f in ("proxy", "long") if (arch.digest, keys[f]) not in done]
     if todo:
         print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,} and {long.tokens:,} tokens: "
-              f"{len(todo)} of {2 * len(archs)} trainings to run, one at a time; run directory {run_dir.path}", flush=True)
-    for record in _run_all(todo, len(archs), settings, keys, train, progress):
+              f"{len(todo)} of {2 * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
+              f"run directory {run_dir.path}", flush=True)
+    runner = _run_all if jobs == 1 else functools.partial(_run_pooled, jobs=jobs, plugins=study.plugins)
+    for record in runner(todo, len(archs), settings, keys, train, progress):
         run_dir.add_validation_record(record)
         done[(record["digest"], record["settings"])] = record
     pairs = [(arch, done[(arch.digest, keys["proxy"])], done[(arch.digest, keys["long"])]) for arch in archs]
@@ -132,14 +149,75 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     return report
 
 
-def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool):
-    """Train each job in turn, yielding its record as it finishes."""
+def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"digest": arch.digest, "settings": keys[fidelity], "fidelity": fidelity, "arch": arch.to_json(),
+            "summary": arch.summary(), "metrics": metrics}
+
+
+def _progress(todo, settings: dict[str, ProxySettings], progress: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    total = sum(settings[f].tokens for _, _, f in todo)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress or not todo) as bar:
+    bar = Progress(*columns, disable=not progress or not todo)
+    return bar, sum(settings[f].tokens for _, _, f in todo)
+
+
+def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: int, plugins: tuple[str, ...] = (),
+                   train: Train = _train, progress: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Train each (architecture, settings) job, `at_once` at a time, each in a fresh spawned process, the longest
+    first; yield (the job's index, its metrics as a dict) as each finishes. A process that dies without a result (a
+    crash, a kill) is that job's error; the others go on. Interrupted, it leaves no process training."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    context = multiprocessing.get_context("spawn")
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    pending = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].tokens)
+    running: dict[Any, tuple[Any, int]] = {}
+    try:
+        with Progress(*columns, disable=not progress or not jobs) as bar:
+            task = bar.add_task(f"{at_once} at a time", total=sum(s.tokens for _, s in jobs), status="")
+            while pending or running:
+                while pending and len(running) < at_once:
+                    i = pending.pop(0)
+                    receive, send = context.Pipe(duplex=False)
+                    process = context.Process(target=_train_in_worker, args=(send, jobs[i][0].to_json(), jobs[i][1], plugins, train), daemon=True)
+                    process.start()
+                    send.close()
+                    running[receive] = (process, i)
+                for receive in wait(list(running)):
+                    process, i = running.pop(receive)
+                    try:
+                        metrics = receive.recv()
+                    except EOFError:
+                        process.join()
+                        metrics = Metrics(status="error", reason=f"the training's process died (exit code {process.exitcode})").to_dict()
+                    receive.close()
+                    process.join()
+                    bar.update(task, advance=jobs[i][1].tokens, status=f"job {i + 1}/{len(jobs)}: {metrics['status']}")
+                    yield i, metrics
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+            process.join()
+
+
+def _run_pooled(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool,
+                jobs: int, plugins: tuple[str, ...]):
+    """`train_parallel` over the validation's trainings, yielding each record as it finishes."""
+    work = [(arch, settings[f]) for _, arch, f in todo]
+    for i, metrics in train_parallel(work, jobs, plugins, train, progress):
+        yield _record(todo[i][1], todo[i][2], keys, metrics)
+
+
+def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool):
+    """Train each job in turn, yielding its record as it finishes."""
+    bar, total = _progress(todo, settings, progress)
+    with bar:
         job = bar.add_task("validation", total=total, status="")
         before = 0
         for i, arch, fidelity in todo:
@@ -151,8 +229,7 @@ def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[
             metrics = train(arch, settings[fidelity], on_step)
             before += settings[fidelity].tokens
             bar.update(job, completed=before)
-            yield {"digest": arch.digest, "settings": keys[fidelity], "fidelity": fidelity, "arch": arch.to_json(),
-                   "summary": arch.summary(), "metrics": metrics.to_dict()}
+            yield _record(arch, fidelity, keys, metrics.to_dict())
 
 
 def summarize(study: Study, pairs: Sequence[tuple[Architecture, dict, dict]], factor: float, k: int = DEFAULT_TOP_K) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def run(arch: Architecture, base: ProxySettings, seconds: float, lrs: list[float
     tokens = max(step_tokens, int(calibration.train_tokens_per_s * share * 0.8))  # the rest: building, evaluating
     runs = []
     for lr in lrs:
-        m = run_proxy(arch, dataclasses.replace(base, lr=lr, tokens=tokens, seconds=share * 0.9))
+        m = run_proxy(arch, dataclasses.replace(base, lr=lr, tokens=tokens, warmup_tokens=max(1, tokens // 10), seconds=share * 0.9))
         runs.append({"lr": lr, "status": m.status, "accuracy": m.accuracy, "tokens": m.tokens_trained, "wall_s": m.wall_seconds,
                      "tokens_per_s": m.train_tokens_per_s, "curve": [round(p["accuracy"], 4) for p in m.history]})
     ok = [r for r in runs if r["status"] == "ok"]
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--out", default="synthetic.json")
     args = ap.parse_args()
     spec = TaskSpec("mqar", vocab_size=args.vocab, seq_len=args.seq_len, num_kv_pairs=args.pairs)
-    base = ProxySettings(task="mqar", synthetic=spec, batch_size=args.batch_size, warmup=0.1, weight_decay=0.1, evals=4,
+    base = ProxySettings(task="mqar", synthetic=spec, batch_size=args.batch_size, schedule="cosine", weight_decay=0.1, evals=4,
                          eval_tokens=256 * args.seq_len, device=args.device)
     lrs = [float(x) for x in args.lrs.split(",")]
     names = [n for n in ARCHS if not args.only or n in args.only.split(",")]

@@ -16,12 +16,12 @@ def test_every_scalar_setting_has_a_flag(tmp_path, monkeypatch):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "tok.json").write_text("{}")
     args = ["train", "arch.yaml", "--tokens", "4096", "--seq-len", "32", "--lr", "0.01", "--seconds", "5", "--compile",
-            "--inference", "--device", "cpu", "--warmup", "0.1", "--data", "corpus/", "--tokenizer", "tok.json",
+            "--inference", "--device", "cpu", "--warmup-tokens", "4096", "--data", "corpus/", "--tokenizer", "tok.json",
             "--val-fraction", "0.2"]
     settings = settings_from(parser().parse_args(args))
     assert settings == dataclasses.replace(
         ProxySettings(), tokens=4096, seq_len=32, lr=0.01, seconds=5.0, compile=True, inference=True, device="cpu",
-        warmup=0.1, data=DataSpec(source="corpus/", tokenizer="tok.json", val_fraction=0.2))
+        warmup_tokens=4096, data=DataSpec(source="corpus/", tokenizer="tok.json", val_fraction=0.2))
     help_text = parser()._subparsers._group_actions[0].choices["train"].format_help()
     for f in dataclasses.fields(ProxySettings):
         if f.name not in ("data", "synthetic"):
@@ -53,11 +53,13 @@ def test_bad_train_input_is_one_line_before_any_training(tmp_path, capsys):
     bad_meta = _token_folder(tmp_path / "meta", meta="{bad")
     cases = [
         (["--lr", "nan"], "--lr: expected a number above 0"),
-        (["--warmup", "2"], "--warmup: expected a number from 0 to 1"),
+        (["--decay", "2"], "--decay: expected a number from 0 to 1"),
         (["--data", str(tmp_path / "missing")], "--data: "),
         (["--json", str(tmp_path)], "is a directory"),
         (["--data", str(short), "--seq-len", "8000"], "the train split has 5000 tokens; expected at least 8002"),
         (["--data", str(bad_meta)], "meta.json: cannot read it"),
+        (["--task", "selective_copy", "--seq-len", "20"], "--task selective_copy --seq-len 20: num_tokens: 16 tokens need seq_len >= 33"),
+        (["--task", "mqar", "--seq-len", "2"], "--task mqar --seq-len 2: num_kv_pairs: expected a positive integer"),
     ]
     for flags, fragment in cases:
         assert main(["train", str(arch), "--tokens", "64", *flags]) == 2, flags

@@ -48,7 +48,7 @@ def make_run(path, metrics, statuses=None, study=STUDY):
         row.update(trial=trial, status=status, reason="" if status == "ok" else "made up", summary=arch.summary(),
                    digest=arch.digest, arch=json.dumps(arch.to_dict()), params=cost.params,
                    active_params=cost.active_params, flops_per_token=cost.flops_per_token, state_bytes=cost.state_bytes,
-                   tokens_trained=1000, wall_seconds=1.0, cached=False)
+                   tokens_trained=1000, wall_seconds=1.0, seed=0)
         if status == "ok":
             row.update(bits_per_byte=values[0], train_tokens_per_s=values[1], val_loss=values[0] * 0.69)
         row["p:d_model"] = arch.d_model

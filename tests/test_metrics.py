@@ -7,7 +7,8 @@ import pytest
 from archsearch import Cost
 from archsearch._metric import Requirement, metric, metric_fields
 from archsearch.metrics import CONSTRAINTS, METRICS, OBJECTIVES, cost_values, format_metric
-from archsearch.proxy import Metrics, ProxySettings
+from archsearch.proxy import TASKS, Metrics, ProxySettings
+from archsearch.proxy.suite import Suite
 from archsearch.study import TABLE_COLUMNS
 
 
@@ -22,12 +23,14 @@ def test_a_field_with_metric_metadata_is_a_metric_and_one_without_is_not():
     assert m.format(12345.6) == "12,346"
 
 
-def test_the_registry_is_the_cost_fields_then_the_proxy_metrics_in_field_order():
+def test_the_registry_is_the_cost_fields_then_the_proxy_metrics_in_field_order_then_the_suites():
     cost = [f.name for f in fields(Cost) if f.name != "context"]
     proxy = [f.name for f in fields(Metrics) if f.metadata]
-    assert list(METRICS) == cost + proxy
+    suite = [f"{task}_accuracy" for task in TASKS] + ["suite_score"]  # one per registered task, not a hand-written list
+    assert list(METRICS) == cost + proxy + suite
+    assert all(METRICS[name].source == "suite" and name in OBJECTIVES for name in suite)
     assert tuple(cost) == CONSTRAINTS
-    assert TABLE_COLUMNS[7:-1] == list(METRICS)  # trial, status, baseline, reason, summary, digest, arch; metrics; cached
+    assert TABLE_COLUMNS[7:-1] == list(METRICS)  # trial, status, baseline, reason, summary, digest, arch; metrics; seed
     assert "tokens_trained" in METRICS and "tokens_trained" not in OBJECTIVES
 
 
@@ -38,6 +41,10 @@ def test_requirements_say_which_proxy_settings_measure_a_metric():
     assert METRICS["decode_tokens_per_s"].problem(ProxySettings(inference=True)) is None
     assert "CUDA" in METRICS["peak_memory_bytes"].problem(ProxySettings(device="cpu"))
     assert Requirement(lambda s: False, "x").needs == "x"
+    # a suite metric asks the suite: none, or one without the task, cannot measure it
+    assert "the synthetic suite" in METRICS["suite_score"].problem(None)
+    assert "mqar among the suite's tasks" in METRICS["mqar_accuracy"].problem(Suite.of(["compression"]))
+    assert METRICS["mqar_accuracy"].problem(Suite.of(["mqar"])) is None and METRICS["suite_score"].problem(Suite.of("mad")) is None
 
 
 @pytest.mark.parametrize(("name", "value", "shown"), [

@@ -67,7 +67,7 @@ def run_dir(tmp_path):
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=[bpb, tps]))
         row = dict.fromkeys(TABLE_COLUMNS)
         row.update(trial=trial, status="ok", reason="", summary=a.summary(), digest=a.digest, arch=a.to_json(),
-                   params=a.cost().params, bits_per_byte=bpb, train_tokens_per_s=tps, cached=False,
+                   params=a.cost().params, bits_per_byte=bpb, train_tokens_per_s=tps, seed=0,
                    **{f"p:{k}": v for k, v in params.items()})
         rows.append(row)
         folder = path / "ray" / "session-1" / f"trial_{trial:08x}"
@@ -96,6 +96,18 @@ def test_the_report_has_every_section_with_its_data(run_dir):
     importances = parts["Parameter importances"].figure.data
     assert len(importances) == 2 and {"d_model", "n_layers", "at"} >= set(importances[0].y)
     assert parts["Parameters"].figure.layout.title.text == "Parallel Coordinate Plot"  # Optuna's, drawn as lines
+
+
+def test_the_optuna_sections_leave_out_draws_that_were_no_trials(run_dir):
+    from archsearch.report import optuna_study
+
+    stored = optuna.load_study(study_name="tiny-report", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    first = stored.get_trials()[0]
+    for status in ("known", "redrawn"):  # a re-draw of trial 0's architecture, told its values; an infeasible draw
+        stored.add_trial(optuna.trial.create_trial(params=first.params, distributions=first.distributions,
+                                                   values=first.values, user_attrs={"status": status}))
+    study = optuna_study(load_run(run_dir, require_trials=True))
+    assert len(study.get_trials()) == len(TRIALS) and [t.params for t in study.get_trials()][0] == first.params
 
 
 def test_a_run_without_histories_or_validation_says_so(run_dir):

@@ -154,3 +154,36 @@ def test_from_run_takes_the_first_distinct_ok_trials_of_a_run_of_the_same_study(
     other.write_text(study_file.read_text().replace("tokens: 256", "tokens: 1024"))
     assert main(["validate", str(other), "--from-run", str(path)]) == 2
     assert "holds a different study" in capsys.readouterr().err
+
+
+
+def dies(arch) -> bool:
+    return arch.d_model == 16 and len(arch.layers) == 1
+
+
+def dying_train(arch, settings, on_step):
+    """A module-level (picklable) trainer for the parallel runner: the power laws, but the one-layer width-16
+    architectures end their process without a word, as a crashed CUDA context would."""
+    if dies(arch) and settings.seed == 99:
+        import os
+
+        os._exit(3)
+    return _fake_train([])(arch, settings, on_step)
+
+
+def test_parallel_trainings_give_the_same_report_and_a_dead_process_is_one_error(study_file, tmp_path):
+    import dataclasses
+
+    study = Study.load(study_file)
+    archs = draw_architectures(study, 6)
+    serial = validate(study, open_run_dir(study, tmp_path / "a"), archs, factor=10, progress=False, train=dying_train)
+    parallel = validate(study, open_run_dir(study, tmp_path / "b"), archs, factor=10, progress=False, train=dying_train, jobs=3)
+    assert parallel["agreement"] == serial["agreement"] and parallel["architectures"] == serial["architectures"]
+    assert len(RunDir(tmp_path / "b").validation_records()) == 12
+    dying = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, seed=99))
+    report = validate(dying, open_run_dir(dying, tmp_path / "c"), archs, factor=10, progress=False, train=dying_train, jobs=2)
+    died = sum(dies(a) for a in archs)
+    assert died >= 1
+    statuses = [(r["proxy_status"], r["long_status"]) for r in report["architectures"]]
+    assert statuses.count(("error", "error")) == died and statuses.count(("ok", "ok")) == len(archs) - died
+    assert all("process died (exit code 3)" in r["metrics"]["reason"] for r in RunDir(tmp_path / "c").validation_records() if r["metrics"]["status"] == "error")

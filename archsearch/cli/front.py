@@ -49,7 +49,8 @@ def describe(front: Front) -> list[str]:
     if len(front.candidates) < eligible:
         lines.append(f"  ({eligible - len(front.candidates)} ok trials lack a value for an objective and are left out)")
     table = front.table()
-    shown = table.assign(**{o.metric: _right(table[o.metric].map(lambda v, m=o.metric: format_metric(m, v)), o.metric) for o in front.objectives})
+    shown = table.assign(**{o.metric: _right(_values(table, o.metric, front.spreads.get(o.metric)), o.metric) for o in front.objectives})
+    shown = shown.drop(columns=list(front.spreads.values()))
     shown["trial"] = _right(shown["trial"].astype(str), "trial")
     width = shown["summary"].str.len().max()
     shown["summary"] = shown["summary"].str.ljust(width)  # architectures read left to right
@@ -70,6 +71,14 @@ def describe(front: Front) -> list[str]:
                  + "; closest to the utopia point with each objective scaled to [0, 1] over the front)")
     lines.append(front_line(RunDir(run.path).read_validation(), run.study))
     return lines
+
+
+def _values(table: pd.DataFrame, metric: str, spread: str | None) -> pd.Series:
+    """A metric's column as printed: the value, or the mean ± the standard deviation over seeds."""
+    values = table[metric].map(lambda v: format_metric(metric, v))
+    if spread is None:
+        return values
+    return values + table[spread].map(lambda s: "" if s != s else " ± " + format_metric(metric, s))
 
 
 def _right(column: pd.Series, header: str) -> pd.Series:

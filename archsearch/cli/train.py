@@ -23,6 +23,7 @@ from ..loading import load_space
 from ..metrics import PROXY_METRICS, human
 from ..proxy import DataSpec, ProxySettings, load_corpus, run_proxy
 from ..proxy.data import MIN_TOKENS
+from ..proxy.tasks import TaskError
 from ..sampling import sample
 
 DATA_SOURCE_FLAG = "data"  # DataSpec.source is --data: "the data" is what a user names
@@ -84,13 +85,20 @@ def settings_from(args: argparse.Namespace) -> ProxySettings:
         problem = spec.unreadable()
         if problem:
             raise ArchsearchError(problem)
-        return ProxySettings(**proxy, data=spec)
+        settings = ProxySettings(**proxy, data=spec)
     except ArchsearchError as e:
         name, sep, rest = str(e).partition(": ")
         if not (sep and (f"data.{name}" in values or f"proxy.{name}" in values)):
             raise
         flag = DATA_SOURCE_FLAG if name == "source" else name
         raise ArchsearchError(f"--{flag.replace('_', '-')}: {rest}") from None
+    if settings.task != "lm":  # the task's sizes follow --seq-len: one that cannot hold them is refused before training
+        try:
+            settings.task_spec()
+        except TaskError as e:
+            setting = e.key.rpartition(".")[2]
+            raise ArchsearchError(f"--task {settings.task} --seq-len {settings.seq_len}: {setting}: {e.message}") from None
+    return settings
 
 
 def _check_output(path: str | None) -> None:

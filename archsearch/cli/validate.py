@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     v.add_argument("--out", help="run directory without --from-run (default: the study's out, else runs/NAME)")
     v.add_argument("--seed", type=int, default=0, help="seed of the architectures drawn from the space (default 0)")
     v.add_argument("--top-k", type=positive, default=DEFAULT_TOP_K, metavar="K", help=f"size of the top-k overlap (default {DEFAULT_TOP_K})")
+    v.add_argument("--jobs", type=positive, default=1, metavar="J", help="trainings at once, each in its own process (default 1; small proxies leave a GPU mostly idle)")
 
 
 def _archs(text: str) -> int:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         archs = draw_architectures(study, args.archs, args.seed)
     if len(archs) < args.archs:
         print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
-    report = validate(study, run_dir, archs, args.factor, args.top_k)
+    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs)
     print("\n".join(describe(report)))
     print(f"written: {run_dir.validation_file}")
     return 0

@@ -1,9 +1,11 @@
 """The synthetic suite: one architecture trained on each task of a suite; each task's accuracy and their mean.
 
-One call per trial: `run_suite(arch, settings)` trains a fresh model per task (and per learning rate of an optional
-MAD-style sweep, the best counting) through the proxy's training function, with `settings`' budget, optimiser and
-device, and each task's own sizes (MAD's defaults, Zoology's for mqar, or the `TaskSpec`s given). The metrics are
-`<task>_accuracy` for each task and `suite_score`, their mean (MAD's score for the six MAD tasks).
+A `Suite` is one proxy run per task (`ProxySettings` naming the task, its sizes and its budget) and an optional
+MAD-style learning-rate sweep (the best accuracy counts); `Suite.run(arch)` trains a fresh model per task and
+learning rate through the proxy's training function. `run_suite(arch, settings, tasks)` is the same with one set of
+training settings for every task, each at its own sizes (MAD's defaults, Zoology's for mqar, or the `TaskSpec`s
+given). The metrics are `<task>_accuracy` for each task and `suite_score`, their mean (MAD's score for the six MAD
+tasks); `suite_metrics()` declares them, one per registered task, for the metric registry.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._metric import Metric, Requirement
 from ..architecture import Architecture
 from .tasks import TASKS, TaskError, TaskSpec
 from .train import Metrics, ProxySettings, run_proxy
@@ -24,6 +27,10 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_SUITE = "all"
 SCORE = "suite_score"
+# the training settings a suite (or one of its tasks) may set apart from the proxy's; the rest (data, device,
+# inference) are the proxy's, and the sizes (seq_len among them) each task's own
+TRAINING = ("tokens", "seconds", "lr", "schedule", "decay", "batch_size", "min_lr_ratio", "warmup_tokens", "weight_decay", "grad_clip", "evals",
+            "eval_tokens", "seed", "compile", "timing_steps")
 
 
 def metric_name(task: str) -> str:
@@ -58,6 +65,24 @@ def metric_names(tasks: str | Sequence[str | TaskSpec] = DEFAULT_SUITE) -> list[
     return [metric_name(s.name) for s in suite_specs(tasks)] + [SCORE]
 
 
+def suite_metrics() -> list[Metric]:
+    """The suite's entries in the metric registry: `<task>_accuracy` for every registered task, then `suite_score`.
+    Their requirement is met by a `Suite` (or None: no suite) that holds the task."""
+    out = [Metric(metric_name(name), "maximize", "ratio", "suite", f"share of the answers right on {name} ({task.doc})",
+                  label=f"{name} accuracy", detail="{:.3f}", objective=True,
+                  requires=Requirement(lambda suite, name=name: suite is not None and name in suite.tasks,
+                                       f"{name} among the suite's tasks, where the study lists them (proxy.task, suite.tasks)"))
+           for name, task in TASKS.items()]
+    out.append(Metric(SCORE, "maximize", "ratio", "suite", "mean of the suite's task accuracies", label="suite score",
+                      detail="{:.3f}", objective=True, requires=Requirement(lambda suite: suite is not None, "the synthetic suite")))
+    return out
+
+
+def task_settings(settings: ProxySettings, spec: TaskSpec) -> ProxySettings:
+    """`settings` training `spec`'s task at its sizes."""
+    return dataclasses.replace(settings, task=spec.name, synthetic=spec, seq_len=spec.seq_len)
+
+
 @dataclass
 class SuiteResult:
     """A suite's metrics (`<task>_accuracy`, `suite_score`) and every proxy run behind them. status is ok unless a
@@ -75,30 +100,62 @@ class SuiteResult:
                 "runs": {task: [m.to_dict() for m in ms] for task, ms in self.runs.items()}}
 
 
+@dataclass(frozen=True)
+class Suite:
+    """A suite as a study runs it: one proxy run per task (each `ProxySettings` with its task, its `TaskSpec` and
+    its budget) and the learning rates each is trained at (empty: its own lr alone; the best accuracy counts)."""
+
+    runs: tuple[ProxySettings, ...]
+    lrs: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, tasks: str | Sequence[str | TaskSpec] = DEFAULT_SUITE, settings: ProxySettings | None = None,
+           lrs: Sequence[float] = ()) -> Suite:
+        """The tasks (a suite name, or task names and specs) trained with one set of settings, each at its sizes."""
+        return cls(tuple(task_settings(settings or ProxySettings(), spec) for spec in suite_specs(tasks)), tuple(lrs))
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(r.task for r in self.runs)
+
+    def metric_names(self) -> list[str]:
+        return [metric_name(t) for t in self.tasks] + [SCORE]
+
+    def to_data(self) -> dict[str, Any]:
+        """The suite as a study's `suite:` section that reads back to it: each task's sizes and training settings."""
+        training = [k for k in TRAINING if not (self.lrs and k == "lr")]  # a sweep sets the learning rates
+        tasks = {r.task: {**{k: v for k, v in r.synthetic.settings().items() if k != "name"}, **{k: getattr(r, k) for k in training}}
+                 for r in self.runs}
+        return {"tasks": tasks, **({"lrs": list(self.lrs)} if self.lrs else {})}
+
+    def run(self, arch: Architecture, report: Callable[[dict[str, Any]], None] | None = None) -> SuiteResult:
+        """Train `arch` on each task at each learning rate and score it. `report` receives each intermediate
+        evaluation with its "task" and "lr" added."""
+        result = SuiteResult(metrics={})
+        for settings in self.runs:
+            task, runs, best, failure = settings.task, [], None, None
+            for lr in self.lrs or (settings.lr,):
+                forward = None if report is None else (lambda point, task=task, lr=lr: report({"task": task, "lr": lr, **point}))
+                m = run_proxy(arch, dataclasses.replace(settings, lr=lr), report=forward)
+                runs.append(m)
+                result.wall_seconds += m.wall_seconds
+                if m.status == "ok":
+                    best = m.accuracy if best is None else max(best, m.accuracy)
+                elif m.status == "diverged":
+                    best = 0.0 if best is None else best
+                else:
+                    failure = f"{task} at lr {lr:g}: {m.status}: {m.reason}"
+            result.runs[task] = runs
+            if best is None:
+                result.status, result.reason = runs[-1].status, failure or ""
+            result.metrics[metric_name(task)] = best
+        scores = [result.metrics[metric_name(t)] for t in self.tasks]
+        result.metrics[SCORE] = None if None in scores else sum(scores) / len(scores)
+        return result
+
+
 def run_suite(arch: Architecture, settings: ProxySettings | None = None, tasks: str | Sequence[str | TaskSpec] = DEFAULT_SUITE,
               lrs: Sequence[float] | None = None, report: Callable[[dict[str, Any]], None] | None = None) -> SuiteResult:
     """Train `arch` on each task (per learning rate of `lrs`, default settings.lr alone; the best accuracy counts)
     and score it. `report` receives each intermediate evaluation with its "task" and "lr" added."""
-    settings = settings or ProxySettings()
-    specs = suite_specs(tasks)
-    result = SuiteResult(metrics={})
-    for spec in specs:
-        runs, best, failure = [], None, None
-        for lr in lrs or (settings.lr,):
-            forward = None if report is None else (lambda point, task=spec.name, lr=lr: report({"task": task, "lr": lr, **point}))
-            m = run_proxy(arch, dataclasses.replace(settings, task=spec.name, synthetic=spec, lr=lr), report=forward)
-            runs.append(m)
-            result.wall_seconds += m.wall_seconds
-            if m.status == "ok":
-                best = m.accuracy if best is None else max(best, m.accuracy)
-            elif m.status == "diverged":
-                best = 0.0 if best is None else best
-            else:
-                failure = f"{spec.name} at lr {lr:g}: {m.status}: {m.reason}"
-        result.runs[spec.name] = runs
-        if best is None:
-            result.status, result.reason = runs[-1].status, failure or ""
-        result.metrics[metric_name(spec.name)] = best
-    scores = [result.metrics[metric_name(s.name)] for s in specs]
-    result.metrics[SCORE] = None if None in scores else sum(scores) / len(scores)
-    return result
+    return Suite.of(tasks, settings, lrs or ()).run(arch, report)

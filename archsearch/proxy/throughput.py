@@ -30,7 +30,8 @@ class TimingWindows:
     """`count` windows of `size` consecutive training steps each, from step `first` (steps count from 1).
 
     The training loop asks `starts(step)` / `ends(step)` around each step, calls `start()` after synchronising the
-    device at a window's start and `stop()` after synchronising at its end; `rate(tokens_per_step)` gives the median
+    device at a window's start and `stop()` after synchronising at its end (`pause()` and `resume()` around an
+    evaluation inside a window); `rate(tokens_per_step)` gives the median
     tokens/s over the finished windows and their spread. A window cut short (a wall-clock budget, an error) is never
     counted. `clock` is injectable for tests.
     """
@@ -41,6 +42,7 @@ class TimingWindows:
         self.first, self.size, self.count, self.clock = first, size, count, clock
         self.seconds: list[float] = []
         self._started: float | None = None
+        self._paused = 0.0  # seconds the current window spent paused
 
     @classmethod
     def plan(cls, steps: int, size: int, count: int = WINDOWS, clock: Callable[[], float] = time.perf_counter) -> TimingWindows | None:
@@ -65,12 +67,21 @@ class TimingWindows:
         return self.inside(step) and (step - self.first + 1) % self.size == 0
 
     def start(self) -> None:
-        self._started = self.clock()
+        self._started, self._paused = self.clock(), 0.0
+
+    def pause(self) -> None:
+        """Stop the clock inside a window (an evaluation that falls in it), after synchronising the device."""
+        if self._started is None:
+            raise RuntimeError("TimingWindows.pause outside a window")
+        self._paused -= self.clock()
+
+    def resume(self) -> None:
+        self._paused += self.clock()
 
     def stop(self) -> None:
         if self._started is None:
             raise RuntimeError("TimingWindows.stop without start")
-        self.seconds.append(self.clock() - self._started)
+        self.seconds.append(self.clock() - self._started - self._paused)
         self._started = None
 
     def rate(self, tokens_per_step: int) -> tuple[float, float] | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import json
 import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,9 +18,11 @@ import torch
 
 from .._metric import Requirement, metric
 from ..architecture import MAX_CONTEXT, Architecture
+from ..curves import predicted_bits_per_byte
 from ..errors import ArchsearchError
 from ..model import HybridLM, build_model
 from .data import Corpus, DataSpec, load_corpus
+from .schedule import SCHEDULES, Schedule
 from .tasks import TASKS, TaskSpec, accuracy
 from .throughput import WINDOWS, DeviceLock, TimingWindows, inference_speed, synchronize
 
@@ -37,16 +41,19 @@ class ProxySettings:
     tokens: int = field(default=1_000_000, metadata={"help": "training budget in tokens"})
     seconds: float | None = field(default=None, metadata={"help": "wall-clock budget as well"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    schedule: Literal["wsd", "cosine", "constant"] = field(default="wsd", metadata={"help": "wsd (warm-up, stable, decay: runs of different budgets share a prefix), cosine or constant"})
+    decay: float = field(default=0.2, metadata={"help": "wsd: share of the budget (of each rung's) spent decaying"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a share of the peak"})
-    warmup: float = field(default=0.05, metadata={"help": "warm-up as a share of the steps"})
+    warmup_tokens: int = field(default=131_072, metadata={"help": "warm-up in tokens, the same whatever the budget (at most a quarter of the first rung)"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
     evals: int = field(default=8, metadata={"help": "intermediate evaluations (for early stopping), the last one final"})
-    eval_tokens: int = field(default=131_072, metadata={"help": "tokens of the final evaluation; intermediate ones use its first quarter (capped at half the budget)"})
+    eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s"})
+    predict_tokens: int | None = field(default=None, metadata={"help": "extrapolate bits_per_byte to this budget (predicted_bits_per_byte)"})
     inference: bool = field(default=False, metadata={"help": "also measure prefill and decode tokens/s"})
     decode_tokens: int = field(default=64, metadata={"help": "tokens decoded when measuring decode tokens/s"})
 
@@ -57,8 +64,12 @@ class ProxySettings:
         object.__setattr__(self, "compile", compile_)
         if self.task != "lm" and self.task not in TASKS:
             raise ArchsearchError(f"task: unknown proxy task {self.task!r}; expected lm, {', '.join(TASKS)}")
+        if self.schedule not in SCHEDULES:
+            raise ArchsearchError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name, top in _INT_RANGES.items():
             value = getattr(self, name)
+            if value is None and name == "predict_tokens":
+                continue
             if not 1 <= value <= top:
                 raise ArchsearchError(f"{name}: expected a positive integer of at most {top:,}, got {value:,}")
         for name, (low, high, low_open) in _FLOAT_RANGES.items():
@@ -74,9 +85,9 @@ class ProxySettings:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
 
-_INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000,
-               "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT}
-_FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "warmup": (0.0, 1.0, False),  # (low, high, low open)
+_INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
+               "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
+_FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
@@ -85,6 +96,7 @@ LM_TASK = Requirement(lambda s: s.task == "lm", "the language-modelling proxy (p
 SYNTHETIC_TASK = Requirement(lambda s: s.task != "lm", "a synthetic proxy task (proxy.task: mqar, selective_copy or induction)")
 INFERENCE = Requirement(lambda s: s.inference, "proxy.inference: true")
 CUDA = Requirement(lambda s: s.device != "cpu", "a CUDA device (peak memory is measured on CUDA only)")
+PREDICTS = Requirement(lambda s: s.task == "lm" and s.predict_tokens is not None, "proxy.predict_tokens (the budget to extrapolate to) and the language-modelling proxy")
 
 
 @dataclass
@@ -128,6 +140,14 @@ class Metrics:
         detail="{:.1f} s", objective=False))
     compile_error: str = field(default="", metadata=metric(
         None, "text", "why a compile asked for fell back to eager", objective=False))
+    rung: int | None = field(default=None, metadata=metric(
+        "maximize", "count", "the fidelity ladder's rung the figures are from (0: the first; a run without a ladder is at 0)",
+        objective=False))
+    cut: bool = field(default=False, metadata=metric(
+        None, "text", "stopped by the wall-clock budget before its last step (its learning rate never decayed)", objective=False))
+    predicted_bits_per_byte: float | None = field(default=None, metadata=metric(
+        "minimize", "bits/byte", "bits per byte at proxy.predict_tokens, from a power law fitted to the run's evaluations",
+        label="predicted bits/byte", detail="{:.4f}", requires=PREDICTS))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,17 +161,26 @@ Report = Callable[[dict[str, float]], None]
 
 
 def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
-             on_step: Callable[[int, float], None] | None = None, weights_path: str | None = None) -> Metrics:
+              on_step: Callable[[int, float], None] | None = None, weights_path: str | None = None, *,
+              rungs: Sequence[int] = (), checkpoint: str | None = None) -> Metrics:
     """Train `arch` for the settings' budget and measure it. `report` receives each intermediate evaluation
     (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). With `weights_path`, the
     trained weights are saved there as safetensors. Never raises for a trial's own failure (divergence, out of
-    memory): those come back as the status."""
+    memory): those come back as the status.
+
+    `rungs` (token budgets below the settings' budget) make the run a fidelity ladder: at each rung it is evaluated
+    on the whole held-out set as a run of that budget would be (under wsd, on a decay branch off the stable phase,
+    after which it goes on from the stable state), and `report` gets the point with its `rung` index; if `report`
+    returns False there, the run stops and its metrics are that rung's. With `checkpoint` (a file path), the state at
+    each rung is saved there, and a run that finds a checkpoint of the same architecture and settings goes on from
+    its last rung (reporting that rung's point again, so whoever decides promotion can decide again).
+    """
     settings = settings or ProxySettings()
     start = time.perf_counter()
     device = _device(settings.device)
     metrics = Metrics(device=_device_name(device))
     try:
-        _run(arch, settings, device, metrics, report, on_step, weights_path)
+        _run(arch, settings, device, metrics, report, on_step, weights_path, tuple(rungs), checkpoint)
     except Diverged as e:
         metrics.status, metrics.reason = "diverged", str(e)
     except torch.cuda.OutOfMemoryError as e:
@@ -163,86 +192,13 @@ def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report:
     return metrics
 
 
-def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None:
-    torch.manual_seed(settings.seed)
-    g = torch.Generator().manual_seed(settings.seed)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    corpus, task = None, None
-    if settings.task == "lm":
-        corpus = load_corpus(settings.data)
-        metrics.corpus_digest = corpus.digest
-        vocab = corpus.vocab_size
-    else:
-        task = settings.task_spec()
-        vocab = task.vocab_size
-    if arch.vocab_size != vocab:  # the data decides the vocabulary; everything else is the architecture's
-        arch = dataclasses.replace(arch, vocab_size=vocab)
-    model = build_model(arch).to(device)
-    metrics.params = sum(p.numel() for p in model.parameters())
-    opt = _optimizer(model, settings, device)
-    seq_len = task.seq_len if task else settings.seq_len
-    tokens_per_step = settings.batch_size * seq_len
-    steps = max(1, settings.tokens // tokens_per_step)
-    eval_at = {max(1, round(steps * (i + 1) / settings.evals)) for i in range(settings.evals)}
-    windows = TimingWindows.plan(steps, settings.timing_steps)
-    lock = DeviceLock(device)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    eval_batches = _eval_batches(settings, corpus, task, seq_len)
-    step_fn = _Steps(model, opt, settings, autocast, compiled=_compiles(settings, device))
-
-    def batch():
-        x, y = corpus.batch("train", settings.batch_size, seq_len, g) if corpus else TASKS[task.name](task, settings.batch_size, g)
-        if device.type == "cuda":  # a copy from pageable memory would wait for the GPU: a host sync every step
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-    wall_start = time.perf_counter()
-    pending_eval = False
+def _run(arch, settings, device, metrics, report, on_step, weights_path, rungs, checkpoint) -> None:
+    run = _Training(arch, settings, device, metrics, rungs)
     try:
-        # the exclusive lock of a timed window lives on this stack: released at the window's end, and on every
-        # way out of the loop (a wall-clock cut inside a window, divergence, any error)
-        with contextlib.ExitStack() as timing:
-            for step in range(1, steps + 1):
-                for group in opt.param_groups:
-                    group["lr"] = settings.lr * _schedule(step, steps, settings)
-                timed = windows is not None and windows.inside(step)
-                if windows is not None and windows.starts(step):
-                    timing.enter_context(lock.exclusive())  # drains this process's queue too
-                    windows.start()
-                with contextlib.nullcontext() if timed else lock.shared():
-                    out = step_fn(*batch())
-                if windows is not None and windows.ends(step):
-                    synchronize(device)
-                    windows.stop()
-                    timing.close()
-                metrics.tokens_trained = step * tokens_per_step
-                pending_eval |= step in eval_at
-                over_time = settings.seconds is not None and time.perf_counter() - wall_start > settings.seconds
-                last = step == steps or over_time
-                if timed and not last:  # no host syncs and no evaluation inside the timed windows
-                    continue
-                timing.close()  # a run cut inside a window gives the lock back before its last evaluation
-                loss = out.ce_loss.item() if step % 10 == 0 or pending_eval or last else None
-                if loss is not None and not math.isfinite(loss):
-                    raise Diverged(f"training loss became {loss} at step {step} of {steps}")
-                if on_step is not None and loss is not None:
-                    on_step(metrics.tokens_trained, loss)
-                if pending_eval or last:
-                    with lock.shared():
-                        part = eval_batches if last else eval_batches[: max(1, len(eval_batches) // 4)]
-                        point = _validation_point(model, part, corpus, task, device, autocast)
-                    point["tokens"] = metrics.tokens_trained
-                    metrics.history.append(point)
-                    pending_eval = False
-                    if report is not None:
-                        report(dict(point))
-                if over_time:
-                    break
+        run.resume(checkpoint)
+        run.train(report, on_step, checkpoint)
     finally:
-        step_fn.record(metrics)
-        lock.close()
+        run.close()
     final = metrics.history[-1]
     metrics.val_loss = final["val_loss"]
     if not math.isfinite(metrics.val_loss):
@@ -250,32 +206,250 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path) -> None
     metrics.perplexity = final.get("perplexity")
     metrics.bits_per_byte = final.get("bits_per_byte")
     metrics.accuracy = final.get("accuracy")
-    _record_rate(metrics, windows, steps, settings, tokens_per_step)
+    metrics.rung = final.get("rung", 0)
+    if settings.predict_tokens is not None and run.corpus is not None:
+        metrics.predicted_bits_per_byte = predicted_bits_per_byte(metrics.history, settings.predict_tokens)
+    _record_rate(metrics, run.windows, run.plan_steps, settings.timing_steps, run.tokens_per_step)
     if device.type == "cuda":
         metrics.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
     if weights_path is not None:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, weights_path)
+        save_file({k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}, weights_path)
     if settings.inference:
         lock = DeviceLock(device)
         try:
-            metrics.__dict__.update(inference_speed(model, settings.batch_size, seq_len, settings.decode_tokens, vocab, device, dtype, lock))
+            metrics.__dict__.update(inference_speed(run.model, settings.batch_size, run.seq_len, settings.decode_tokens, run.vocab, device, run.dtype, lock))
         finally:
             lock.close()
+
+
+@dataclass(frozen=True)
+class _Rung:
+    """One rung of a ladder: its budget in steps and its own schedule (under wsd, its decay branch)."""
+
+    index: int
+    schedule: Schedule
+
+    @property
+    def branch_at(self) -> int:
+        """The step after which the rung's figures are taken off the run: where its decay branch starts (wsd), or
+        the rung's last step (no branch: the run itself is evaluated)."""
+        return self.schedule.stable_end
+
+
+class _Training:
+    """One proxy run's state: model, optimizer, batches, the step reached, evaluations and timing; the steps,
+    evaluations, rung branches and checkpoints that move it on."""
+
+    def __init__(self, arch: Architecture, settings: ProxySettings, device: torch.device, metrics: Metrics, rungs: tuple[int, ...]) -> None:
+        self.settings, self.device, self.metrics = settings, device, metrics
+        torch.manual_seed(settings.seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.corpus, self.task = None, None
+        if settings.task == "lm":
+            self.corpus = load_corpus(settings.data)
+            metrics.corpus_digest = self.corpus.digest
+            self.vocab = self.corpus.vocab_size
+        else:
+            self.task = settings.task_spec()
+            self.vocab = self.task.vocab_size
+        if arch.vocab_size != self.vocab:  # the data decides the vocabulary; everything else is the architecture's
+            arch = dataclasses.replace(arch, vocab_size=self.vocab)
+        self.identity = f"{arch.digest}:{json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)}:{list(rungs)}"
+        self.model = build_model(arch).to(device)
+        metrics.params = sum(p.numel() for p in self.model.parameters())
+        self.opt = _optimizer(self.model, settings, device)
+        self.seq_len = self.task.seq_len if self.task else settings.seq_len
+        self.tokens_per_step = settings.batch_size * self.seq_len
+        self.steps = max(1, settings.tokens // self.tokens_per_step)
+        rung_steps = sorted({max(1, t // self.tokens_per_step) for t in rungs if t // self.tokens_per_step < self.steps})
+        if len(rungs) and len(rung_steps) != len(rungs):
+            raise ArchsearchError(f"rungs: expected distinct budgets of at least one step ({self.tokens_per_step:,} tokens) below the "
+                                  f"budget of {settings.tokens:,} tokens, got {list(rungs)}")
+        first = rung_steps[0] if rung_steps else self.steps
+        # the warm-up is fixed in tokens, so runs of different budgets (and every rung) share it
+        warmup = max(1, min(settings.warmup_tokens // self.tokens_per_step, first // 4))
+        plan = lambda steps: Schedule.plan(settings.schedule, steps, warmup, settings.decay, settings.min_lr_ratio)  # noqa: E731
+        self.schedule = plan(self.steps)
+        self.rungs = [_Rung(i, plan(s)) for i, s in enumerate(rung_steps)]
+        self.final_rung = len(self.rungs)
+        self.eval_at = {max(1, round(self.steps * (i + 1) / settings.evals)) for i in range(settings.evals)}
+        # timed inside the first rung's stable phase, so every rung (and a run stopped at the first) has its rate
+        self.plan_steps = self.rungs[0].branch_at if self.rungs else self.steps
+        self.windows = TimingWindows.plan(self.plan_steps, settings.timing_steps)
+        self.lock = DeviceLock(device)
+        self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self.eval_batches = _eval_batches(settings, self.corpus, self.task, self.seq_len)
+        self.step_fn = _Steps(self.model, self.opt, settings, self.autocast, compiled=_compiles(settings, device))
+        self.step = 0  # steps done on the run's own trajectory
+        self.resumed_point: dict[str, float] | None = None  # the rung point a checkpoint ended at
+        self.resumed_rung = -1
+        self._train_loss = torch.zeros((), device=device)  # summed on the device between evaluations: no host sync
+        self._train_count = 0
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.corpus is not None:
+            x, y = self.corpus.batch("train", self.settings.batch_size, self.seq_len, self.generator)
+        else:
+            x, y = TASKS[self.task.name](self.task, self.settings.batch_size, self.generator)
+        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU: a host sync every step
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _one_step(self, step: int, schedule: Schedule, timed: bool):
+        for group in self.opt.param_groups:
+            group["lr"] = self.settings.lr * schedule(step)
+        with contextlib.nullcontext() if timed else self.lock.shared():
+            out = self.step_fn(*self.batch())
+        self._train_loss += out.ce_loss.detach().float()
+        self._train_count += 1
+        return out
+
+    def train(self, report: Report | None, on_step: Callable[[int, float], None] | None, checkpoint: str | None) -> None:
+        s, windows, metrics = self.settings, self.windows, self.metrics
+        if self.resumed_point is not None and report is not None and report(dict(self.resumed_point)) is False:
+            return  # stopped again at the rung it had reached
+        rungs = [r for r in self.rungs if r.index > self.resumed_rung]
+        wall_start = time.perf_counter()
+        # the exclusive lock of a timed window lives on this stack: released at the window's end, and on every
+        # way out of the loop (a wall-clock cut inside a window, divergence, any error)
+        with contextlib.ExitStack() as timing:
+            for step in range(self.step + 1, self.steps + 1):
+                timed = windows is not None and windows.inside(step)
+                if windows is not None and windows.starts(step):
+                    timing.enter_context(self.lock.exclusive())  # drains this process's queue too
+                    windows.start()
+                out = self._one_step(step, self.schedule, timed)
+                self.step = step
+                metrics.tokens_trained = step * self.tokens_per_step
+                if windows is not None and windows.ends(step):
+                    synchronize(self.device)
+                    windows.stop()
+                    timing.close()
+                    timed = False
+                over_time = s.seconds is not None and time.perf_counter() - wall_start > s.seconds
+                last = step == self.steps or over_time
+                evaluate = step in self.eval_at or last
+                rung = rungs.pop(0) if rungs and rungs[0].branch_at == step and not last else None
+                if not (evaluate or rung or (step % 10 == 0 and not timed)):
+                    continue  # a host sync every 10 steps for the loss, none inside the timed windows
+                if timed:  # an evaluation inside a timed window: the clock skips it
+                    synchronize(self.device)
+                    windows.pause()
+                loss = out.ce_loss.item()
+                if not math.isfinite(loss):
+                    raise Diverged(f"training loss became {loss} at step {step} of {self.steps}")
+                if on_step is not None:
+                    on_step(metrics.tokens_trained, loss)
+                if evaluate:
+                    point = self._evaluate(full=last, rung=self.final_rung if last and self.rungs else None)
+                    metrics.history.append(point)
+                    if report is not None:
+                        report(dict(point))
+                if rung is not None and not self._rung(rung, report, checkpoint):
+                    return
+                if timed:
+                    windows.resume()
+                if over_time:
+                    metrics.cut = step < self.steps
+                    break
+
+    def _rung(self, rung: _Rung, report: Report | None, checkpoint: str | None) -> bool:
+        """The rung's figures: under wsd a decay branch off the stable state, evaluated, after which the run goes
+        on from the stable state; otherwise the run itself, evaluated. False when `report` stops the run here."""
+        stable = self._state() if rung.schedule.decay else None
+        kept = self._train_loss.clone(), self._train_count  # the branch's losses are the rung's, not the run's
+        self._train_loss.zero_()
+        self._train_count = 0
+        for step in range(rung.branch_at + 1, rung.schedule.steps + 1):
+            self._one_step(step, rung.schedule, timed=False)
+        point = self._evaluate(full=True, rung=rung.index, tokens=rung.schedule.steps * self.tokens_per_step)
+        self.metrics.history.append(point)
+        if checkpoint is not None:
+            self._save(checkpoint, stable or self._state())
+        if report is not None and report(dict(point)) is False:
+            self.metrics.tokens_trained = int(point["tokens"])
+            return False
+        if stable is not None:
+            self._load_state(stable)
+        self._train_loss.copy_(kept[0])
+        self._train_count = kept[1]
+        return True
+
+    def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None) -> dict[str, float]:
+        with self.lock.shared():
+            batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
+            point = _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast)
+        point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
+        if self._train_count:
+            point["train_loss"] = float(self._train_loss) / self._train_count
+            self._train_loss.zero_()
+            self._train_count = 0
+        if rung is not None:
+            point["rung"] = rung
+        return point
+
+    # --- state: rung branches and checkpoints ---------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        with self.lock.shared():
+            return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                    "opt": copy.deepcopy(self.opt.state_dict()), "generator": self.generator.get_state(), "step": self.step}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        with self.lock.shared():
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+        self.generator.set_state(state["generator"])
+        self.step = state["step"]
+
+    def _save(self, path: str, state: dict[str, Any]) -> None:
+        """The stable state and what the run measured so far, atomically (a temporary file, then a rename)."""
+        data = {"identity": self.identity, "state": state, "history": self.metrics.history,
+                "timing": list(self.windows.seconds) if self.windows else [], "compiled": self.step_fn.compiled}
+        tmp = f"{path}.tmp"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+
+    def resume(self, path: str | None) -> None:
+        """Go on from the checkpoint at `path` when it is this run's (same architecture, settings and rungs)."""
+        if path is None or not os.path.exists(path):
+            return
+        try:
+            data = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception:  # noqa: BLE001 - a torn or foreign file is no checkpoint: the run starts over
+            return
+        if not isinstance(data, dict) or data.get("identity") != self.identity:
+            return
+        self._load_state(data["state"])
+        self.metrics.history = list(data["history"])
+        if self.windows is not None:
+            self.windows.seconds = list(data["timing"])
+        self.resumed_point = self.metrics.history[-1]
+        self.resumed_rung = int(self.resumed_point["rung"])
+        self.metrics.tokens_trained = int(self.resumed_point["tokens"])
+
+    def close(self) -> None:
+        self.step_fn.record(self.metrics)
+        self.lock.close()
 
 
 def _compiles(settings: ProxySettings, device: torch.device) -> bool:
     return settings.compile is True or (settings.compile == "auto" and device.type == "cuda")
 
 
-def _record_rate(metrics: Metrics, windows: TimingWindows | None, steps: int, settings: ProxySettings, tokens_per_step: int) -> None:
+def _record_rate(metrics: Metrics, windows: TimingWindows | None, plan_steps: int, timing_steps: int, tokens_per_step: int) -> None:
     """train_tokens_per_s from the timed windows; None with the reason when they did not all run (never a
     whole-run rate, which would count compilation and warm-up)."""
     if windows is None:
         metrics.timing_note = (
-            f"too short to time: {steps} steps cannot hold the warm-up and {WINDOWS} windows of "
-            f"{settings.timing_steps} steps (lower timing_steps or raise tokens)"
+            f"too short to time: {plan_steps} steps cannot hold the warm-up and {WINDOWS} windows of "
+            f"{timing_steps} steps (lower timing_steps or raise tokens)"
         )
         return
     rate = windows.rate(tokens_per_step)
@@ -378,18 +552,10 @@ def _optimizer(model: HybridLM, settings: ProxySettings, device: torch.device) -
     return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
-def _schedule(step: int, steps: int, s: ProxySettings) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio: the multiplier of the peak learning rate."""
-    warmup = max(1, round(s.warmup * steps))
-    if step <= warmup:
-        return step / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec | None, seq_len: int) -> list:
-    """The held-out batches, the same for every trial with these settings (so their losses compare)."""
-    tokens = min(settings.eval_tokens, max(settings.tokens // 2, settings.batch_size * seq_len))
+    """The held-out batches: the same for every trial with these settings, whatever their budget (so their losses
+    compare, across budgets too)."""
+    tokens = max(settings.eval_tokens, settings.batch_size * seq_len)
     if corpus is not None:
         return list(corpus.val_batches(settings.batch_size, seq_len, tokens))
     g = torch.Generator().manual_seed(10_000 + settings.seed)

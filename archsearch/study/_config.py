@@ -23,11 +23,14 @@ from ..errors import ArchsearchError, ConfigError
 from ..loading import check_feasible, read_space_text
 from ..metrics import DIRECTIONS, METRICS, OBJECTIVES
 from ..proxy import DataSpec, ProxySettings
+from ..proxy.suite import Suite, metric_name
+from ..proxy.train import LM_TASK
 from ..space import Constraints, SearchSpace, parse_constraints, parse_quantity, parse_space
 from ._baselines import Baseline, read_baselines
 from ._samplers import GRID, SAMPLERS, check_option
+from ._synthetic import SUITE, objective_names, read_suite, read_synthetic, read_task, refuse_synthetic
 
-TOP_KEYS = {"name", "description", "space", "proxy", "fidelity", "objectives", "constraints", "search", "baselines", "out", "plugins"}
+TOP_KEYS = {"name", "description", "space", "proxy", "fidelity", "suite", "objectives", "constraints", "search", "baselines", "out", "plugins"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,9 @@ class SearchSettings:
     retries: int = 1  # Ray restarts of a trial whose process died (a raised error is recorded, not retried)
     save_weights: bool = False
     count_infeasible: bool = False  # false: an infeasible draw is redrawn and does not use up a trial
-    max_draws: int = 100  # draws per trial before a study of nearly all infeasible draws stops with one line
+    max_draws: int = 100  # draws per trial before a study stops with one line: nearly all infeasible, or all measured
+    repeats: int = 1  # seeds per architecture (proxy.seed, +1, ...): its objectives are their means
+    remeasure: bool = False  # true: a re-drawn architecture is a new trial, trained again with new seeds
     # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
     sampler_settings: tuple[tuple[str, Any], ...] = ()
 
@@ -104,6 +109,8 @@ class Study:
     plugins: tuple[str, ...]
     frozen: dict[str, Any]  # the study as data, with the space inlined: what a run directory keeps
     baselines: tuple[Baseline, ...] = ()  # architectures enqueued before the sampler's own trials
+    suite: Suite | None = None  # the synthetic suite each trial runs too (or alone: suite_only)
+    suite_only: bool = False  # proxy.task: suite: the suite is the study's proxy, and `proxy` its first task's run
     fidelity: Fidelity | None = None  # the multi-fidelity ladder, when the study has one
 
     @classmethod
@@ -115,7 +122,10 @@ class Study:
     @property
     def proxy_key(self) -> str:
         """A digest of the proxy settings: results are reused only between equal settings."""
-        text = json.dumps(dataclasses.asdict(self.proxy), sort_keys=True, default=str)
+        data = dataclasses.asdict(self.proxy)
+        if self.suite is not None:
+            data = {"proxy": data, "suite": self.suite.to_data(), "suite_only": self.suite_only}
+        text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def violations(self, arch) -> list[str]:
@@ -140,11 +150,15 @@ def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
             _import_plugin(plugin, node)
 
     space, space_data = _space(top["space"], path)
-    proxy = _proxy(top["proxy"], path.parent) if "proxy" in top else ProxySettings()
-    fidelity = _fidelity(top["fidelity"], top.get("proxy"), proxy) if "fidelity" in top else None
+    proxy, listed = _proxy(top["proxy"], path.parent) if "proxy" in top else (ProxySettings(), None)
+    suite = read_suite(top.get("suite"), proxy, listed, objective_names(top["objectives"]))
+    suite_only = listed is not None
+    if suite_only:  # the row's proxy figures (validation loss, throughput) are the suite's first run's
+        proxy = suite.runs[0]
+    fidelity = _fidelity(top["fidelity"], top.get("proxy"), proxy, suite_only) if "fidelity" in top else None
     if fidelity:
         proxy = dataclasses.replace(proxy, tokens=fidelity.rungs[-1])  # the top rung is the proxy's budget
-    objectives = _objectives(top["objectives"], proxy)
+    objectives = _objectives(top["objectives"], proxy, suite, suite_only)
     if fidelity:
         _check_ladder_objectives(top["objectives"], objectives)
     constraints = space.constraints
@@ -152,13 +166,20 @@ def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
         constraints = constraints.joined(parse_constraints(top["constraints"], ConfigError))
     check_feasible(space, constraints)
     search = _search(top["search"]) if "search" in top else SearchSettings()
+    _check_repeats(top, search)
+    if suite_only and "search" in top:
+        _check_suite_search(top["search"], search)
     baselines = read_baselines(top["baselines"], path.parent, space, constraints) if "baselines" in top else ()
     out = read_value(str, top["out"], "out") if "out" in top else f"runs/{name}"
     frozen = {k: v.plain() for k, v in top.items() if k not in ("space", "out", "baselines")}
     frozen.update(name=name, space=space_data, proxy=dataclasses.asdict(proxy), plugins=list(plugins))
+    if suite is not None:  # resolved, like the proxy: reads back to the same runs
+        frozen["suite"] = suite.to_data()
+    if suite_only:
+        frozen["proxy"] = {**{k: v for k, v in frozen["proxy"].items() if k not in ("synthetic", "seq_len")}, "task": SUITE}
     if baselines:  # inlined, like the space: a resumed run needs no baseline files
         frozen["baselines"] = [{"name": b.name, "arch": b.arch.to_dict()} for b in baselines]
-    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen, baselines, fidelity)
+    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen, baselines, suite, suite_only, fidelity)
 
 
 def _space(node: _yaml.Node, path: Path) -> tuple[SearchSpace, dict[str, Any]]:
@@ -216,7 +237,9 @@ def import_plugins(plugins: tuple[str, ...]) -> None:
             importlib.import_module(plugin)
 
 
-def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
+def _proxy(node: _yaml.Node, folder: Path) -> tuple[ProxySettings, str | tuple[str, ...] | None]:
+    """The proxy settings, and the suite's tasks when proxy.task is `suite` or a list of tasks (else None): then
+    the settings are the suite's training settings, with no task of their own."""
     def data(sub: _yaml.Node, key: str) -> DataSpec:
         try:
             if isinstance(sub.value, dict):
@@ -229,9 +252,19 @@ def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
 
     if not isinstance(node.value, dict):
         raise fail(node, "proxy", "expected a mapping of proxy settings")
-    kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting", parsers={"data": data, "tokens": token_count, "eval_tokens": token_count})
-    if kwargs.get("synthetic") is not None and "task" not in kwargs:
-        kwargs["task"] = kwargs["synthetic"].name
+    kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting",
+                         parsers={"data": data, "task": read_task, "synthetic": lambda sub, key: None if sub.value is None else sub,
+                                  "tokens": token_count, "eval_tokens": token_count})
+    task, synthetic, listed = kwargs.pop("task", "lm"), kwargs.pop("synthetic", None), None
+    if synthetic is not None and (task == "lm" or task == SUITE or isinstance(task, tuple)):
+        raise refuse_synthetic(task, synthetic)
+    if task == SUITE or isinstance(task, tuple):
+        if "seq_len" in kwargs:
+            raise fail(node.value["seq_len"], "proxy.seq_len", "the suite's tasks train at their own sizes: set suite.tasks.TASK.seq_len")
+        listed = task
+    elif task != "lm":
+        spec = read_synthetic(task, synthetic, node)
+        kwargs.update(task=task, synthetic=spec, seq_len=spec.seq_len)
     if "data" in kwargs:  # relative paths are relative to the study file, like its space
         resolve = lambda p: p if p is None or p == "builtin" or Path(p).is_absolute() else str((folder / p).resolve())  # noqa: E731
         kwargs["data"] = dataclasses.replace(kwargs["data"], source=resolve(kwargs["data"].source), tokenizer=resolve(kwargs["data"].tokenizer))
@@ -239,7 +272,7 @@ def _proxy(node: _yaml.Node, folder: Path) -> ProxySettings:
         if unreadable:
             raise _setting_error(node.value["data"], "proxy.data", unreadable)
     try:
-        return ProxySettings(**kwargs)
+        return ProxySettings(**kwargs), listed
     except ArchsearchError as e:
         raise _setting_error(node, "proxy", str(e)) from None
 
@@ -253,7 +286,7 @@ def _setting_error(node: _yaml.Node, key: str, message: str) -> ConfigError:
     return fail(node, key, message)
 
 
-def _objectives(node: _yaml.Node, proxy: ProxySettings) -> tuple[Objective, ...]:
+def _objectives(node: _yaml.Node, proxy: ProxySettings, suite: Suite | None = None, suite_only: bool = False) -> tuple[Objective, ...]:
     if not isinstance(node.value, list) or not node.value:
         raise fail(node, "objectives", "expected a non-empty list like [bits_per_byte: min, train_tokens_per_s: max]")
     out: list[Objective] = []
@@ -270,13 +303,38 @@ def _objectives(node: _yaml.Node, proxy: ProxySettings) -> tuple[Objective, ...]
             raise fail(item, key, "expected METRIC or {METRIC: min|max}")
         if name not in OBJECTIVES:
             raise fail(item, key, f"unknown metric {name!r}; expected one of {', '.join(OBJECTIVES)}")
-        problem = METRICS[name].problem(proxy)
+        problem = _objective_problem(name, proxy, suite, suite_only)
         if problem:
             raise fail(item, key, problem)
         if name in (o.metric for o in out):
             raise fail(item, key, f"{name} is listed twice")
         out.append(Objective(name, DIRECTIONS[direction] if direction else METRICS[name].direction))
     return tuple(out)
+
+
+def _objective_problem(name: str, proxy: ProxySettings, suite: Suite | None, suite_only: bool) -> str | None:
+    """Why the proxies this study trains cannot measure the metric `name`: a suite metric asks the suite, the others
+    the proxy; with a hint where a synthetic task and language modelling are mixed up."""
+    m = METRICS[name]
+    if m.source == "suite" and not suite_only and name == metric_name(proxy.task):
+        return f"{name} would train {proxy.task} a second time, in the suite: the proxy's own task reports it as accuracy"
+    if m.source == "suite":
+        return m.problem(suite)
+    if suite_only and name == "accuracy":
+        return "accuracy is a single task's (proxy.task: TASK); a suite reports each task's as TASK_accuracy, and suite_score"
+    problem = m.problem(proxy)
+    if problem and m.requires is LM_TASK:
+        return f"{problem}; to measure {proxy.task} beside language modelling, keep proxy.task: lm and add the objective {metric_name(proxy.task)}"
+    if problem and name == "accuracy":
+        return f"{problem}; beside language modelling, a synthetic task is an objective of its own: {metric_name('mqar')} and the like"
+    return problem
+
+
+def _check_suite_search(node: _yaml.Node, search: SearchSettings) -> None:
+    """What a study whose proxy is the suite cannot do: its trials train one model per task."""
+    if search.save_weights:
+        raise fail(node.value["save_weights"], "search.save_weights", "keeps the proxy's weights; with proxy.task: suite each "
+                   "trial trains one model per task, and none is kept")
 
 
 def _search(node: _yaml.Node) -> SearchSettings:
@@ -308,7 +366,7 @@ def _search(node: _yaml.Node) -> SearchSettings:
         raise fail(node.value["early_stopping"], "search.early_stopping",
                    "replaced by the fidelity ladder, which promotes on all objectives: use fidelity: {rungs: [1M, 4M, 16M], keep: 0.33} at the top of the study")
     parsers = {"sampler": sampler, "resources": resources,
-               "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int,
+               "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int, "repeats": _repeats,
                "sampler_settings": not_here, **dict.fromkeys(SAMPLERS, settings)}
     kwargs = read_fields(SearchSettings, node, "search", parsers=parsers)
     kwargs.update(kwargs.pop("resources", {}))
@@ -328,9 +386,29 @@ def _search(node: _yaml.Node) -> SearchSettings:
     return SearchSettings(**kwargs)
 
 
-def _fidelity(node: _yaml.Node, proxy_node: _yaml.Node | None, proxy: ProxySettings) -> Fidelity:
+MAX_REPEATS = 16
+
+
+def _repeats(node: _yaml.Node, key: str) -> int:
+    v = node.value
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_REPEATS:
+        raise fail(node, key, f"expected a number of seeds from 1 to {MAX_REPEATS}, got {v!r}")
+    return v
+
+
+def _check_repeats(top: dict[str, _yaml.Node], search: SearchSettings) -> None:
+    """Repeats that the rest of the study cannot combine with, in one line."""
+    if search.repeats > 1 and "fidelity" in top:
+        raise fail(top["search"].value["repeats"], "search.repeats", "repeats above 1 with a fidelity ladder are not supported yet; "
+                   "expected search.repeats: 1 or no fidelity section")
+
+
+def _fidelity(node: _yaml.Node, proxy_node: _yaml.Node | None, proxy: ProxySettings, suite_only: bool) -> Fidelity:
     """The ladder: 2 to MAX_RUNGS token counts (1M, 4M or plain numbers), each at least a training step past the
     one before; its top rung is the proxy's budget, so a proxy.tokens that says otherwise is refused."""
+    if suite_only:
+        raise fail(node, "fidelity", "a ladder promotes one proxy's run at its rungs; with proxy.task: suite each trial trains "
+                                     "one model per task (keep proxy.task: lm for a ladder)")
     def rungs(sub: _yaml.Node, key: str) -> tuple[int, ...]:
         if not isinstance(sub.value, list) or not 2 <= len(sub.value) <= MAX_RUNGS:
             raise fail(sub, key, f"expected a list of 2 to {MAX_RUNGS} ascending token counts, e.g. [1M, 4M, 16M]")

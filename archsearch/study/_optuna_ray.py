@@ -6,7 +6,6 @@ Ray Tune runs them; the Optuna storage in the run directory is the source of tru
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -18,14 +17,15 @@ from typing import Any
 import numpy as np
 import optuna
 from ray.tune import Callback
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from ..errors import ArchsearchError
 from ._config import Study
 from ._progress import Progress
-from ._rundir import ROW_ATTR, RunDir, TrialsTable, result_of, trial_row
-from ._samplers import REDRAWN, SAMPLERS, ask_feasible, draw
+from ._rundir import ROW_ATTR, RunDir, TrialsTable, trial_row
+from ._samplers import KNOWN, REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
 from ._trial import run_trial
 
 CHECKPOINT_ATTR = "checkpoint_of"  # the Optuna user attribute naming the trial whose checkpoint a trial resumes from
@@ -33,29 +33,45 @@ CHECKPOINT_ATTR = "checkpoint_of"  # the Optuna user attribute naming the trial 
 
 class DefineByRun:
     """The space as Optuna sees it: the walk asks the trial for each value; the architecture travels in the config,
-    with the result of an earlier ok trial of the same architecture (`known`, which the driver keeps from the
-    storage's rows) so that the trial reuses it instead of training."""
+    with the proxy seed its first repeat trains with. It keeps, from the storage's rows, what is known of each
+    architecture measured already (`known`: what Optuna was told of it), so that a draw of one is not a trial."""
 
     def __init__(self, study: Study, rows: list[dict[str, Any]]) -> None:
         self.study = study
-        self.known: dict[str, dict[str, Any]] = {}
+        self.known: dict[str, tuple[optuna.trial.TrialState, list[float] | None]] = {}
+        self.next_seed: dict[str, int] = {}  # by digest: the first seed not trained yet (search.remeasure)
+        self.seeds: dict[int, int] = {}  # by trial number: the first seed given to the trial
         for row in rows:
             self.learn(row)
 
     def learn(self, row: dict[str, Any]) -> None:
-        # a trial the fidelity ladder stopped below its top rung measured less than the budget: never reused
-        if row["status"] == "ok" and row.get("digest") and not row.get("cached") and not below_top(row, self.study):
-            self.known.setdefault(row["digest"], result_of(row))
+        digest = row.get("digest")
+        if not digest:
+            return
+        if row["status"] in ("ok", "infeasible"):  # what a new draw would measure again (errors may not recur)
+            self.known.setdefault(digest, outcome(row, self.study))  # pruned where the ladder stopped it: not trained again
+        if isinstance(row.get("seed"), int):
+            self.next_seed[digest] = max(self.next_seed.get(digest, 0), row["seed"] + self.study.search.repeats)
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         config = draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
-        known = self.known.get(config["digest"])
-        config["cached"] = json.dumps(known) if known and not config["reason"] else ""
+        config["seed"] = self.seed(trial.number, config["digest"])
         if self.study.fidelity:  # whose checkpoint the trial resumes from: its own, or the cut-off trial's it runs again
             if CHECKPOINT_ATTR not in trial.user_attrs:  # `recover` copies it into the trial that runs this one again
                 trial.set_user_attr(CHECKPOINT_ATTR, trial.number)
             config["checkpoint_of"] = trial.user_attrs[CHECKPOINT_ATTR]
         return config
+
+    def seed(self, number: int, digest: str) -> int:
+        """The proxy seed of a trial's first repeat: the study's, or with search.remeasure the first one that no
+        earlier trial of the architecture trained with (a re-measurement is new seeds, not the same run again)."""
+        base = self.study.proxy.seed
+        if not self.study.search.remeasure or not digest:
+            return base
+        if number not in self.seeds:
+            self.seeds[number] = max(base, self.next_seed.get(digest, base))
+            self.next_seed[digest] = self.seeds[number] + self.study.search.repeats
+        return self.seeds[number]
 
 
 def below_top(row: dict[str, Any], study: Study) -> bool:
@@ -89,13 +105,37 @@ class ArchSearch(OptunaSearch):
     """OptunaSearch that tells Optuna a trial's true outcome (complete, pruned or failed) from its table row, which
     it stores first: the `Recorder` calls `finish` once the row is made (Ray calls the searcher before the
     callbacks, and only the callbacks see a failed trial's error). It asks Optuna for feasible architectures only,
-    unless the study counts infeasible draws."""
+    unless the study counts infeasible draws, and for ones not measured yet (`known`), unless it remeasures."""
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.measuring: dict[str, str] = {}  # Ray trial id -> the digest a running trial measures
+        self.exhausted: str | None = None  # why the search ended before its trials: no new architecture in max_draws draws
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.exhausted:
+            return Searcher.FINISHED
         if trial_id not in self._ot_trials:
             s = self._space.study.search
-            self._ot_trials[trial_id], _ = ask_feasible(self._ot_study, self._space, s.counts_infeasible, s.max_draws)
+            try:
+                trial, config = ask_feasible(self._ot_study, self._space, s.counts_infeasible, s.max_draws, self.known)
+            except SpaceExhausted as e:
+                self.exhausted = str(e)
+                return Searcher.FINISHED  # Ray Tune lets the running trials finish, then ends the run
+            self._ot_trials[trial_id] = trial
+            self.measuring[trial_id] = config["digest"]
         return super().suggest(trial_id)
+
+    def known(self, digest: str) -> tuple[optuna.trial.TrialState, list[float] | None] | None:
+        """What Optuna is told of a draw of `digest` instead of training it: its stored result; a failure (which
+        the samplers ignore) while a running trial measures it; None for a new one, or always with remeasure."""
+        if self._space.study.search.remeasure:
+            return None
+        if digest in self._space.known:
+            return self._space.known[digest]
+        if digest in self.measuring.values():
+            return optuna.trial.TrialState.FAIL, None
+        return None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         return None  # `finish` tells Optuna, with the row
@@ -105,6 +145,7 @@ class ArchSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         self._completed_trials.add(trial_id)
+        self.measuring.pop(trial_id, None)
         storage = self._ot_study._storage
         if storage.get_trial(ot_trial._trial_id).state.is_finished():
             return  # the sampler closed it already (a grid that ran out of points)
@@ -138,8 +179,8 @@ def open_storage(study: Study, run_dir: RunDir) -> tuple[optuna.storages.BaseSto
 
 def recover(ostudy: optuna.Study, study: Study) -> int:
     """Close trials cut off by an interrupted run and return the finished count: one that stored its row is
-    finished with it; one that did not is closed as interrupted and its parameters queued again. Infeasible draws
-    that were asked again (status `redrawn`) are not trials of the study."""
+    finished with it; one that did not is closed as interrupted and its parameters queued again. Draws that were
+    asked again (status `redrawn`: infeasible; `known`: measured already) are not trials of the study."""
     storage = ostudy._storage
     finished = 0
     for t in ostudy.get_trials(deepcopy=False):
@@ -152,7 +193,7 @@ def recover(ostudy: optuna.Study, study: Study) -> int:
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             kept = {k: v for k, v in t.user_attrs.items() if k not in ("status", "reason", ROW_ATTR)}  # a baseline stays one
             ostudy.enqueue_trial(t.params, user_attrs={**kept, "rerun_of": t.number}, skip_if_exists=False)
-        elif t.state.is_finished() and t.user_attrs.get("status") not in ("interrupted", REDRAWN):
+        elif t.state.is_finished() and t.user_attrs.get("status") not in ("interrupted", REDRAWN, KNOWN):
             finished += 1
     return finished
 
@@ -316,3 +357,5 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
         run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
+    if searcher.exhausted:
+        print(f"study {study.name}: stopped after {len(table.rows)} of {progress.total} trials: {searcher.exhausted}", flush=True)

@@ -25,7 +25,7 @@ import optuna
 from ..errors import ArchsearchError
 from ..pareto import default_reference, hypervolume
 from ._config import Study
-from ._samplers import SAMPLERS, ask_feasible, draw
+from ._samplers import REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
 
 TABLE_KEYS = ("digest", "summary", "arch")  # the columns before the metrics
 
@@ -95,7 +95,8 @@ class Replay:
 
 def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
            settings: Mapping[str, Any] | None = None) -> Replay:
-    """Replay `sampler` (a name in SAMPLERS) for `trials` trials on `table`, as `archsearch run` would ask them."""
+    """Replay `sampler` (a name in SAMPLERS) for `trials` trials on `table`, as `archsearch run` would ask them: a
+    re-drawn architecture is told its value and is not a trial; once every architecture is found the curve stays."""
     metrics = [o.metric for o in study.objectives]
     directions = [o.direction for o in study.objectives]
     all_values = table.values(metrics)
@@ -108,10 +109,15 @@ def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
         ostudy = optuna.create_study(directions=directions, sampler=SAMPLERS[sampler].build(seed, trials, settings))
     found: list[list[float]] = []
     curve, digests = [], []
+    told: dict[str, tuple[optuna.trial.TrialState, list[float] | None]] = {}  # what a re-draw is told, as in a run
     for _ in range(trials):
-        trial, config = ask_feasible(ostudy, lambda t: draw(study, t), s.counts_infeasible, s.max_draws)
+        try:
+            trial, config = ask_feasible(ostudy, lambda t: draw(study, t), s.counts_infeasible, s.max_draws, told.get)
+        except SpaceExhausted:
+            break  # every architecture is found: the curve stays where it is
         if config["reason"]:
             ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
+            told[config["digest"]] = (optuna.trial.TrialState.FAIL, None)
         else:
             row = table.rows.get(config["digest"])
             if row is None:
@@ -121,12 +127,14 @@ def replay(study: Study, table: Table, sampler: str, seed: int, trials: int,
             if all(np.isfinite(values)):
                 ostudy.tell(trial, values)
                 found.append(values)
+                told[config["digest"]] = (optuna.trial.TrialState.COMPLETE, values)
             else:  # the architecture's run failed (out of memory, diverged): a failed trial, as in a study
                 ostudy.tell(trial, state=optuna.trial.TrialState.FAIL)
         digests.append(config["digest"])
         volume = hypervolume(np.array(found), reference, directions) if found else 0.0
         curve.append(volume / true_volume)
-    redrawn = sum(t.state == optuna.trial.TrialState.PRUNED for t in ostudy.get_trials(deepcopy=False))
+    curve += [curve[-1] if curve else 0.0] * (trials - len(curve))
+    redrawn = sum(t.user_attrs.get("status") == REDRAWN for t in ostudy.get_trials(deepcopy=False))
     return Replay(sampler, seed, np.array(curve), tuple(digests), redrawn)
 
 

@@ -12,7 +12,8 @@
                              the one it runs again after a kill, so that it resumes); deleted as the trial finishes
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
-Only the driver writes here (trials save weights, each its own file); results are reused from the storage's rows.
+Only the driver writes here (trials save weights, each its own file); what is known of each architecture comes from
+the storage's rows.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ import yaml
 
 from ..architecture import Architecture
 from ..errors import ArchsearchError, ConfigError
-from ..metrics import METRICS
+from ..metrics import METRICS, OBJECTIVES
 from ._config import Study
+from ._samplers import KNOWN, REDRAWN
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "cached", "rung"]
-CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "cached", "baseline", "checkpoint_of")  # what a config carries besides parameters
+TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "seed"]
+# with search.repeats > 1: each objective's standard deviation over the seeds and the seeds it is the mean of
+SPREAD_COLUMNS = [f"{m}_{s}" for m in OBJECTIVES for s in ("std", "n")]
+CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "seed", "baseline", "checkpoint_of")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
 
@@ -116,13 +120,17 @@ class RunDir:
         return rows_of(trials)
 
     def optuna_study(self, name: str):  # -> optuna.Study | None
-        """The run's Optuna study, or None when the run has no storage."""
+        """The run's trials as an in-memory Optuna study (draws that were no trials, infeasible or measured
+        already, left out: a known draw repeats a trial's values), or None when the run has no storage."""
         import optuna
 
         if not (self.path / "optuna.db").exists():
             return None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.load_study(study_name=name, storage=self.optuna_url)
+        stored = optuna.load_study(study_name=name, storage=self.optuna_url)
+        study = optuna.create_study(study_name=name, directions=stored.directions)
+        study.add_trials([t for t in stored.get_trials(deepcopy=False) if t.user_attrs.get("status") not in (REDRAWN, KNOWN)])
+        return study
 
     def learning_curves(self) -> dict[int, list[dict[str, float]]]:
         """Each trial's intermediate evaluations ({tokens, val_loss}, by tokens) by trial number, from the results
@@ -240,19 +248,12 @@ def rows_of(trials: list) -> list[dict[str, Any]]:
                   key=lambda r: r["trial"])
 
 
-def result_of(row: dict[str, Any]) -> dict[str, Any]:
-    """What an ok row measured, as a trial reports it: what a later trial of the same architecture reuses."""
-    kept = {m: row[m] for m in METRICS if isinstance(row.get(m), (int, float)) and row[m] == row[m]}
-    if isinstance(row.get("rung"), int):
-        kept["rung"] = row["rung"]
-    return {**kept, "status": "ok", "tokens": kept.get("tokens_trained", 0)}
-
-
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(sorted(rows, key=lambda r: r["trial"]))
-    return frame.reindex(columns=TABLE_COLUMNS + sorted(c for c in frame.columns if c not in TABLE_COLUMNS))
+    spreads = [c for c in SPREAD_COLUMNS if c in frame.columns]
+    return frame.reindex(columns=TABLE_COLUMNS + spreads + sorted(c for c in frame.columns if c not in TABLE_COLUMNS + spreads))
 
 
 def _write(path: Path, text: str) -> None:
@@ -291,7 +292,8 @@ def trial_row(config: dict[str, Any], result: dict[str, Any] | None, error: str 
     result.setdefault("tokens_trained", result.get("tokens"))  # a pruned trial's last report says how far it got
     row = {c: result.get(c) for c in TABLE_COLUMNS}
     row.update(trial=config["trial_number"], status=status, baseline=config.get("baseline", ""), reason=result.get("reason") or config.get("reason") or "",
-               summary=summary, digest=config.get("digest", ""), arch=arch or "", cached=bool(result.get("cached", False)))
+               summary=summary, digest=config.get("digest", ""), arch=arch or "", seed=config.get("seed"))
+    row.update({c: result[c] for c in SPREAD_COLUMNS if c in result})
     row.update({f"p:{k}": v for k, v in config.items() if k not in CONFIG_KEYS})
     return row
 
@@ -313,8 +315,8 @@ class Run:
         return RunDir(self.path).weights_file(trial)
 
     def find_weights(self, trial: int, digest: str) -> Path | None:
-        """The trial's saved proxy weights, or those of an ok trial of the same architecture (whose result it
-        reused); None when the run kept none."""
+        """The trial's saved proxy weights, or those of another ok trial of the same architecture (a re-measurement,
+        or a result that a run of an older version reused); None when the run kept none."""
         if self.weights_file(trial).exists():
             return self.weights_file(trial)
         same = self.trials[(self.trials["digest"] == digest) & (self.trials["status"] == "ok")]

@@ -8,7 +8,8 @@ Constraints reach the model-based samplers through the trial: the define-by-run 
 constraint values (<= 0 feasible) with `record_constraints` (Optuna 5's `Trial.set_constraint`, or Optuna 4's
 `constraints_func` reading them back), and `ask_feasible`
 redraws an infeasible architecture (told to Optuna as a pruned trial with its violations, so TPE and GP learn the
-infeasible region) instead of spending a trial on it.
+infeasible region) instead of spending a trial on it, and an architecture measured already (told its known result,
+so the sampler learns it again, without training it again).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 CONSTRAINTS_ATTR = "constraints"  # a trial's constraint values: [family rules, then one per bound], <= 0 feasible
 REDRAWN = "redrawn"  # the `status` user attribute of an infeasible draw that did not use up a trial
+KNOWN = "known"  # the `status` user attribute of a draw of an architecture measured already: told its result, not a trial
 
 
 class _Grid(optuna.samplers.BruteForceSampler):
@@ -171,22 +173,42 @@ def draw(study: Study, trial: optuna.Trial) -> dict[str, Any]:
             "reason": "; ".join(study.violations(arch)), "baseline": baseline}
 
 
+class SpaceExhausted(ArchsearchError):
+    """Every one of a trial's bounded draws was an architecture measured already (or an infeasible one)."""
+
+
+# What is known of an architecture (by digest): the state and values Optuna is told of a draw of it, or None when
+# it is new and its draw becomes a trial.
+Known = Callable[[str], "tuple[optuna.trial.TrialState, list[float] | None] | None"]
+
+
 def ask_feasible(ostudy: optuna.Study, walk: Callable[[optuna.Trial], dict[str, Any]], count_infeasible: bool,
-                 max_draws: int) -> tuple[optuna.Trial, dict[str, Any]]:
+                 max_draws: int, known: Known = lambda digest: None) -> tuple[optuna.Trial, dict[str, Any]]:
     """Ask Optuna for a trial whose architecture `walk` (`draw` for a study, returning a config with an empty
-    `reason` when feasible) accepts. Unless `count_infeasible`, an infeasible draw is told as pruned (its
-    constraint values recorded, status `redrawn`) and Optuna is asked again, at most `max_draws` times; then
-    InfeasibleSpace, one line."""
+    `reason` when feasible) accepts and `known` does not know. Unless `count_infeasible`, an infeasible draw is told
+    as pruned (its constraint values recorded, status `redrawn`); a draw of a known architecture is told what is
+    known of it (status `known`); either way Optuna is asked again, at most `max_draws` times; then one line:
+    InfeasibleSpace when every draw was infeasible, else SpaceExhausted."""
     reasons: dict[str, int] = {}
+    repeated = 0
     for _ in range(max_draws):
         trial = ostudy.ask()
         config = walk(trial)
-        if count_infeasible or not config.get("reason"):
+        if config.get("reason") and not count_infeasible:
+            reasons[config["reason"]] = reasons.get(config["reason"], 0) + 1
+            trial.set_user_attr("status", REDRAWN)
+            trial.set_user_attr("reason", str(config["reason"])[:500])
+            ostudy.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        told = known(config["digest"]) if config.get("digest") else None
+        if told is None:
             return trial, config
-        reasons[config["reason"]] = reasons.get(config["reason"], 0) + 1
-        trial.set_user_attr("status", REDRAWN)
-        trial.set_user_attr("reason", str(config["reason"])[:500])
-        ostudy.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        repeated += 1
+        trial.set_user_attr("status", KNOWN)
+        ostudy.tell(trial, told[1], state=told[0])
+    if repeated:
+        raise SpaceExhausted(f"{max_draws} draws in a row gave architectures measured already ({repeated}) or infeasible "
+                             f"({max_draws - repeated}): the space looks exhausted; raise search.max_draws to look further")
     common = max(reasons, key=reasons.get)
     raise InfeasibleSpace(f"{max_draws} draws in a row were infeasible (most often: {common}); loosen the constraints "
                           "or the space, raise search.max_draws, or set search.count_infeasible: true")

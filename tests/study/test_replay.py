@@ -73,3 +73,11 @@ def test_the_tabular_benchmark_space_is_small_finite_and_feasible():
     assert 50 <= len(archs) <= 100
     families = {layer.mixer.family for a in enumerate_space(study.space) if isinstance(a, Architecture) for layer in a.layers}
     assert families == {"deltanet", "h3", "hyena", "attn", "swa"}
+
+
+def test_a_replay_spends_no_trial_on_a_repeat_and_ends_when_the_table_is_exhausted(study_and_table):
+    study, table = study_and_table
+    r = replay(study, table, "nsga2", 1, len(table.rows) + 5)
+    assert sorted(r.digests) == sorted(table.rows)  # each architecture once, then no new one is left
+    assert len(r.hypervolume) == len(table.rows) + 5 and r.hypervolume[-1] == pytest.approx(1.0)
+    assert np.all(r.hypervolume[len(table.rows) - 1:] == r.hypervolume[-1])

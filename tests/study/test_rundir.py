@@ -25,7 +25,7 @@ def test_the_trials_table_records_a_cut_off_trial_as_pruned_with_its_parameters(
     from archsearch.study._rundir import TrialsTable, trial_row
 
     run_dir = RunDir(tmp_path)
-    config = {"trial_number": 3, "arch": None, "digest": "", "reason": "", "cached": "", "d_model": 64}
+    config = {"trial_number": 3, "arch": None, "digest": "", "reason": "", "seed": 0, "d_model": 64}
     row = trial_row(config, {"status": "running", "tokens": 512, "val_loss": 2.0})
     assert row["status"] == "pruned" and row["tokens_trained"] == 512
     TrialsTable(run_dir, []).add(row)

@@ -6,7 +6,7 @@ import pytest
 from archsearch import Architecture
 from archsearch.errors import ConfigError
 from archsearch.study import SAMPLERS, InfeasibleSpace, Study
-from archsearch.study._samplers import CONSTRAINTS_ATTR, REDRAWN, ask_feasible, draw
+from archsearch.study._samplers import CONSTRAINTS_ATTR, KNOWN, REDRAWN, SpaceExhausted, ask_feasible, draw
 
 # two depths x four mixers per layer; the bound keeps the one-layer architectures and a few two-layer ones
 CONSTRAINED = "constraints: {params: {max: 40K}}\n"
@@ -78,3 +78,88 @@ def test_a_space_of_infeasible_draws_stops_after_the_bound_with_one_line(write_s
     with pytest.raises(InfeasibleSpace, match=r"^7 draws in a row were infeasible \(most often: params too many\)") as info:
         ask_feasible(ostudy, always, count_infeasible=False, max_draws=7)
     assert "\n" not in str(info.value) and len(ostudy.get_trials()) == 7
+
+
+def test_a_measured_architecture_is_told_its_result_and_asked_again_until_the_space_is_exhausted(write_study):
+    from archsearch.sampling import enumerate_space
+
+    study = Study.load(write_study())  # 4 mixers at depth 1, 16 at depth 2: 20 architectures
+    size = len({a.digest for a in enumerate_space(study.space)})
+    ostudy = _ostudy(study)
+    known = {}
+    with pytest.raises(SpaceExhausted) as info:
+        for _ in range(size + 1):
+            trial, config = ask_feasible(ostudy, lambda t: draw(study, t), False, 200, known.get)
+            assert config["digest"] not in known
+            known[config["digest"]] = (optuna.trial.TrialState.COMPLETE, [1.0 + len(known), 2.0])
+            ostudy.tell(trial, known[config["digest"]][1])
+    assert len(known) == size == 20 and "\n" not in str(info.value)
+    assert str(info.value).startswith("200 draws in a row gave architectures measured already (200) or infeasible (0): the space looks exhausted")
+    told = [t for t in ostudy.get_trials() if t.user_attrs.get("status") == KNOWN]
+    assert len(told) >= 200  # every re-draw was told, with the values its architecture was measured at
+    for t in told:
+        arch = draw(study, t)  # the walk again, on the trial's own parameters
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.values == known[arch["digest"]][1]
+
+
+def test_re_asks_of_measured_architectures_are_bounded_and_a_running_one_is_told_failed(write_study):
+    study = Study.load(write_study())
+    ostudy = _ostudy(study)
+    running = lambda digest: (optuna.trial.TrialState.FAIL, None)  # every architecture is being measured  # noqa: E731
+    with pytest.raises(SpaceExhausted, match=r"^5 draws in a row gave architectures measured already \(5\)"):
+        ask_feasible(ostudy, lambda t: draw(study, t), False, 5, running)
+    assert [t.state for t in ostudy.get_trials()] == [optuna.trial.TrialState.FAIL] * 5
+
+
+def test_known_and_redrawn_draws_are_not_counted_as_finished_trials_on_resume(write_study):
+    from archsearch.study._optuna_ray import recover
+
+    study = Study.load(write_study(extra=CONSTRAINED))
+    ostudy = _ostudy(study)
+    trial, _ = ask_feasible(ostudy, lambda t: draw(study, t), False, 50)
+    ostudy.tell(trial, [1.0, 2.0])  # the one trial
+    everything = lambda digest: (optuna.trial.TrialState.COMPLETE, [1.0, 2.0])  # noqa: E731
+    with pytest.raises(SpaceExhausted):
+        ask_feasible(ostudy, lambda t: draw(study, t), False, 10, everything)
+    statuses = [t.user_attrs.get("status") for t in ostudy.get_trials()]
+    assert statuses.count(None) == 1 and KNOWN in statuses and len(statuses) >= 11
+    assert recover(ostudy, study.objectives) == 1
+
+
+TWO = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet]}, channel: glu, heads: 2}\n"
+
+
+def _searcher(study):
+    from archsearch.study._optuna_ray import ArchSearch, DefineByRun
+
+    return ArchSearch(space=DefineByRun(study, []), metric=["bits_per_byte", "train_tokens_per_s"], mode=["min", "max"],
+                      sampler=SAMPLERS["random"].build(0, study.search.trials))
+
+
+def test_the_searcher_skips_architectures_running_or_measured_and_finishes_when_none_is_new(write_study):
+    from ray.tune.search import Searcher
+
+    study = Study.load(write_study(space=TWO, extra=""))
+    searcher = _searcher(study)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first["digest"] != second["digest"]  # the second draw skipped the architecture the first is measuring
+    row = {"trial": first["trial_number"], "status": "ok", "digest": first["digest"], "bits_per_byte": 2.0, "train_tokens_per_s": 9.0}
+    searcher.finish("a", row, study.objectives)
+    searcher._space.learn(row)
+    assert searcher.suggest("c") == Searcher.FINISHED and searcher.exhausted.startswith("100 draws in a row gave architectures measured already (100)")
+    told = [t for t in searcher._ot_study.get_trials() if t.user_attrs.get("status") == KNOWN]
+    states = {t.state for t in told}
+    assert len(told) == 100 and states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    assert all(t.values == [2.0, 9.0] for t in told if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def test_with_remeasure_a_redrawn_architecture_is_a_trial_with_new_seeds(write_study):
+    path = write_study(space=TWO)
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 2, remeasure: true}"))
+    searcher = _searcher(Study.load(path))
+    configs = [searcher.suggest(str(i)) for i in range(5)]  # five trials of a two-architecture space
+    seeds: dict[str, list[int]] = {}
+    for c in configs:
+        seeds.setdefault(c["digest"], []).append(c["seed"])
+    assert len(seeds) == 2 and all(s == [0, 2, 4, 6, 8][:len(s)] for s in seeds.values())
+    assert not any(t.user_attrs.get("status") == KNOWN for t in searcher._ot_study.get_trials())

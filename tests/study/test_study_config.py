@@ -77,7 +77,7 @@ def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokenz: 5}\n", "proxy.tokenz", "unknown proxy setting"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {task: poetry}\n", "proxy.task", "unknown proxy task"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {lr: -1}\n", "proxy.lr", "above 0"),
-        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {warmup: 2}\n", "proxy.warmup", "from 0 to 1"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {decay: 2}\n", "proxy.decay", "from 0 to 1"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {device: tpu}\n", "proxy.device", "unknown device"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {seq_len: 100000000}\n", "proxy.seq_len", "at most 1,048,576"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {data: no/such/corpus}\n", "proxy.data", "no such file or folder"),

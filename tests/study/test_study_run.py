@@ -23,7 +23,7 @@ def ray_shutdown():
 
 def finished_in_optuna(run_dir):
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{run_dir / 'optuna.db'}")
-    return [t for t in study.get_trials() if t.state.is_finished() and t.user_attrs.get("status") != "interrupted"]
+    return [t for t in study.get_trials() if t.state.is_finished() and t.user_attrs.get("status") not in ("interrupted", "redrawn", "known")]
 
 
 def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdown, capsys):
@@ -40,6 +40,29 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
     # running again finds every trial done, trains nothing and keeps the table
     run(str(tmp_path / "study.yaml"), out=str(run_dir))
     assert pd.read_csv(run_dir / "trials.csv").equals(table)
+
+
+def test_a_redrawn_architecture_is_no_trial_and_an_exhausted_space_ends_in_one_line_with_repeats(write_study, tmp_path, ray_shutdown, capsys):
+    from archsearch.study import run
+
+    space = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet, hyena, swa]}, channel: glu, heads: 2, window: 8}\nblocks: {hyena: {filter_width: 8}}\n"
+    path = write_study(trials=10, concurrency=2, space=space)
+    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, max_draws: 30, repeats: 2}"))
+    run_dir = run(str(path), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert len(table) == 4 and table["digest"].is_unique and set(table["status"]) == {"ok"}  # the space's 4, once each
+    assert (table["seed"] == 0).all() and (table["bits_per_byte_n"] == 2).all() and (table["bits_per_byte_std"] >= 0).all()
+    exhausted = "study t: stopped after 4 of 10 trials: 30 draws in a row gave architectures measured already"
+    assert exhausted in capsys.readouterr().out
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    told = [t for t in study.get_trials() if t.user_attrs.get("status") == "known"]
+    assert len(told) >= 30 and all("row" not in t.user_attrs for t in told)
+    values = {r["digest"]: [r["bits_per_byte"], r["train_tokens_per_s"]] for _, r in table.iterrows()}
+    assert {tuple(t.values) for t in told if t.state == optuna.trial.TrialState.COMPLETE} <= {tuple(v) for v in values.values()}
+    assert len(finished_in_optuna(run_dir)) == 4
+    # resuming finds the same: no trial trained again, the table kept, the same line
+    run(str(path), out=str(run_dir))
+    assert pd.read_csv(run_dir / "trials.csv").equals(table) and exhausted in capsys.readouterr().out
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(write_study, tmp_path, ray_shutdown):
@@ -172,4 +195,5 @@ def test_a_full_disk_ends_in_one_line_and_loses_no_finished_trial(write_study, t
     ray.shutdown()
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
     table = pd.read_csv(tmp_path / "run" / "trials.csv")
-    assert sorted(table["trial"]) == [0, 1, 2] and len(finished_in_optuna(tmp_path / "run")) == 3
+    # three trials (numbers may skip draws that were not trials: architectures measured already)
+    assert sorted(table["trial"]) == sorted(t.number for t in finished_in_optuna(tmp_path / "run")) and len(table) == 3
