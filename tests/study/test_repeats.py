@@ -12,7 +12,7 @@ from archsearch.cli.front import describe
 from archsearch.errors import ConfigError
 from archsearch.front import compute_front, plot_front
 from archsearch.proxy import Metrics
-from archsearch.study import TABLE_COLUMNS, Study, _repeats, load_run
+from archsearch.study import TABLE_COLUMNS, Study, _trial, load_run
 from archsearch.study import _config as study_config
 from archsearch.study._rundir import RunDir, TrialsTable, trial_row
 from archsearch.study._trial import run_trial
@@ -51,7 +51,7 @@ def trial(study, tmp_path, monkeypatch, proxy, seed=0, number=0):
     """Run one trial of the study's first architecture on `proxy`; returns its row and its reports."""
     from archsearch import sample
 
-    monkeypatch.setattr(_repeats, "run_proxy", proxy)
+    monkeypatch.setattr(_trial, "run_proxy", proxy)
     arch = sample(study.space, 0)
     config = {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "seed": seed, "baseline": ""}
     reports = []
