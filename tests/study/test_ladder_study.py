@@ -69,7 +69,7 @@ def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(la
     assert not list((run_dir / "checkpoints").glob("*"))  # every trial's checkpoint is deleted as it finishes
     assert "ok (stopped at rung " in capsys.readouterr().out
     starts = [line.split()[1] for line in (run_dir / "fake_runs.txt").read_text().splitlines()]
-    assert len(starts) == len(table) - table["cached"].sum() and set(starts) == {"fresh"}
+    assert len(starts) == len(table) and set(starts) == {"fresh"}
 
 
 def test_a_trial_passes_its_checkpoint_and_resumes_past_the_rungs_it_saved(ladder_study, tmp_path):
@@ -130,3 +130,19 @@ def test_a_trial_queued_again_after_a_kill_resumes_from_the_cut_off_trials_check
         config = define(rerun)
         assert rerun.user_attrs["rerun_of"] == rerun.number - 1 and config["checkpoint_of"] == 0
         assert config["digest"] == digest
+
+
+def test_a_real_tiny_ladder_study_trains_on_from_each_rung_and_fronts_the_top(write_study, tmp_path, ray_shutdown):
+    from archsearch.front import compute_front
+    from archsearch.study import load_run, run
+
+    path = write_study(trials=4, tokens=8192, extra="fidelity: {rungs: [2048, 4096, 8192], keep: 0.5}\n")
+    path.write_text(path.read_text().replace("{train_tokens_per_s: max}", "{params: min}"))
+    run_dir = run(str(path), out=str(tmp_path / "run"))
+    table = pd.read_csv(run_dir / "trials.csv")
+    assert len(table) == 4 and set(table["status"]) == {"ok"} and (table["rung"] == 2).any()
+    assert (table["tokens_trained"] == table["rung"].map({0: 2048, 1: 4096, 2: 8192})).all()
+    states = {t.number: t.state for t in storage_trials(run_dir)}
+    assert all((states[t] == optuna.trial.TrialState.COMPLETE) == (r == 2) for t, r in zip(table["trial"], table["rung"], strict=True))
+    assert set(compute_front(load_run(run_dir)).candidates["rung"]) == {2}
+    assert not list((run_dir / "checkpoints").glob("*"))
