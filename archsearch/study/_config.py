@@ -65,9 +65,10 @@ class Fidelity:
 
 MAX_RUNGS = 8
 MAX_TOKENS = 1 << 50  # ProxySettings' own bound on a token budget
-# what a rung point carries besides the cost model's figures (the proxy's rung evaluation and its timed windows);
-# prefill, decode and peak memory are measured at the end of a run only, so a ladder cannot rank on them
-RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy", "train_tokens_per_s")
+# what the proxy's rung points carry besides the cost model's figures: its evaluation at the rung. Throughput,
+# prefill, decode, peak memory, the extrapolation and the suite are measured at the end of a run only, so a ladder
+# cannot rank on them (train_tokens_per_s belongs here once the rung points carry the first rung's timing)
+RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -448,5 +449,5 @@ def _check_ladder_objectives(node: _yaml.Node, objectives: tuple[Objective, ...]
     """Every objective must be measured at every rung, or no trial could be promoted on it."""
     for i, o in enumerate(objectives):
         if o.metric not in RUNG_METRICS and METRICS[o.metric].source != "cost":
-            raise fail(node.value[i], f"objectives[{i}]", f"{o.metric} is measured only at the end of a run, so the fidelity ladder cannot "
-                                                         f"rank trials on it at its rungs; expected {', '.join(RUNG_METRICS)} or a cost metric")
+            raise fail(node.value[i], f"objectives[{i}]", f"{o.metric} is not measured at the fidelity ladder's rungs (only at the end of a "
+                                                         f"run), so no trial could be promoted on it; expected {', '.join(RUNG_METRICS)} or a cost metric")

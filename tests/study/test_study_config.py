@@ -14,12 +14,14 @@ def test_a_study_loads_with_its_space_objectives_and_search(write_study):
 
 
 def test_a_fidelity_ladder_takes_token_counts_and_its_top_rung_is_the_proxy_budget(write_study):
-    study = Study.load(write_study(tokens="128K", extra="fidelity: {rungs: [8K, 32K, 128K], keep: 0.25}\n"))
+    ladder = "fidelity: {rungs: [8K, 32K, 128K], keep: 0.25}\n"
+    path = write_study(tokens="128K", extra=ladder)
+    path.write_text(path.read_text().replace("{train_tokens_per_s: max}", "{params: min}"))  # what every rung measures
+    study = Study.load(path)
     assert study.fidelity.rungs == (8000, 32000, 128000) and study.fidelity.keep == 0.25
     assert study.proxy.tokens == 128000 and study.fidelity.lower == (8000, 32000) and study.fidelity.top == 2
     assert study.frozen["proxy"]["tokens"] == 128000  # the frozen study (what a resume compares) reloads the same
-    path = write_study(extra="fidelity: {rungs: [8K, 32K, 128K], keep: 0.25}\n")  # without proxy.tokens, the top rung sets it
-    path.write_text(path.read_text().replace("tokens: 2048, ", ""))
+    path.write_text(path.read_text().replace("tokens: 128K, ", ""))  # without proxy.tokens, the top rung sets it
     assert Study.load(path).proxy.tokens == 128000
     assert Study.load(write_study()).fidelity is None
 
@@ -70,7 +72,8 @@ def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key
         ("space: space.yaml\nobjectives: [val_loss]\nfidelity: [1M, 4M]\n", "fidelity", "mapping of rungs, keep"),
         ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 4M], promote: 2}\n", "fidelity.promote", "unknown setting"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 2M}\nfidelity: {rungs: [1M, 4M]}\n", "fidelity.rungs", "proxy.tokens says 2,000,000 (line 3)"),
-        ("space: space.yaml\nobjectives: [val_loss, decode_tokens_per_s]\nproxy: {inference: true}\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "measured only at the end"),
+        ("space: space.yaml\nobjectives: [val_loss, decode_tokens_per_s]\nproxy: {inference: true}\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
+        ("space: space.yaml\nobjectives: [val_loss, train_tokens_per_s]\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 1.5}\n", "proxy.tokens", "whole number of tokens"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: lots}\n", "proxy.tokens", "whole number of tokens"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {lr: fast}\n", "proxy.lr", "number"),
