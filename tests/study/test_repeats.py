@@ -180,7 +180,8 @@ def test_bad_repeats_are_one_line(write_study, setting, fragment):
 
 def test_repeats_with_a_fidelity_ladder_are_refused_in_one_line(write_study, monkeypatch):
     path = write_study(tokens=4000, extra="fidelity: {rungs: [1K, 4K]}\n")
-    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 3}"))
+    text = path.read_text().replace("{train_tokens_per_s: max}", "{params: min}")  # what every rung measures
+    path.write_text(text.replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 3}"))
     with pytest.raises(ConfigError) as info:
         Study.load(path)
     assert info.value.key == "search.repeats" and info.value.line == 5 and "fidelity ladder" in info.value.message
