@@ -43,7 +43,7 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
     result = measure(lambda seed, report, weights: train_proxies(arch, study, seed, report, weights, rungs if report else None),
                      range(first, first + study.search.repeats), [o.metric for o in study.objectives],
                      report=intermediate, weights_path=weights)
-    result.update(costs, trial=config["trial_number"], tokens=result["tokens_trained"])
+    result.update(costs, trial=config["trial_number"], tokens=result.get("tokens_trained", 0))  # a crashed trial trained none
     report(result)
 
 
