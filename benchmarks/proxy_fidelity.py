@@ -24,7 +24,7 @@ import torch
 
 from archsearch.architecture import Architecture
 from archsearch.fidelity import rank_agreement
-from archsearch.proxy.suite import SCORE, Suite, metric_name
+from archsearch.proxy.suite import SCORE, SUITES, Suite, metric_name
 from archsearch.study import RunDir, Study
 from archsearch.validate import long_settings, quality_objective, train_parallel
 
@@ -53,7 +53,7 @@ def main() -> int:
     ap.add_argument("study")
     ap.add_argument("--run", required=True, help="the run directory of an archsearch validate of this study")
     ap.add_argument("--jobs", type=int, default=4)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    ap.add_argument("--variants", default=";".join(VARIANTS), help="names of VARIANTS, separated by semicolons")
     ap.add_argument("--suite", action="store_true", help="also the synthetic suite's score against the long runs")
     ap.add_argument("--suite-tokens", type=int, default=300_000)
     ap.add_argument("--suite-tasks", default="all")
@@ -74,17 +74,18 @@ def main() -> int:
     truth = [long[a.digest]["metrics"][metric] for a in archs]
     short = {r["digest"]: r for r in run.validation_records() if r["settings"] == report["settings"]["proxy"] and r["metrics"]["status"] == "ok"}
     rows = [("study proxy", study.proxy, [short.get(a.digest, {}).get("metrics", {}).get(metric) for a in archs], None)]
-    for name in [v for v in args.variants.split(",") if v]:
+    for name in [v for v in args.variants.split(";") if v]:
         settings = variant_settings(study.proxy, VARIANTS[name])
         results = dict(train_parallel([(a, settings) for a in archs], args.jobs, study.plugins))
         rows.append((name, settings, [results[i].get(metric) if results[i]["status"] == "ok" else None for i in range(len(archs))],
                      sum(results[i]["wall_seconds"] for i in range(len(archs)))))
     if args.suite:
-        suite = Suite.of(args.suite_tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2))
+        tasks = args.suite_tasks if args.suite_tasks in SUITES else args.suite_tasks.split(",")
+        suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2))
         jobs = [(a, s) for a in archs for s in suite.runs]
         results = dict(train_parallel(jobs, args.jobs, study.plugins))
         scores, per_task = [], {t: [] for t in suite.tasks}
-        for i, a in enumerate(archs):
+        for i in range(len(archs)):
             accs = [results[i * len(suite.runs) + j].get("accuracy") for j in range(len(suite.runs))]
             for t, acc in zip(suite.tasks, accs, strict=True):
                 per_task[t].append(acc)

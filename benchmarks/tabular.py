@@ -2,7 +2,7 @@
 once, then replay each sampler on the table, over many seeds, on CPU.
 
     # GPU: one proxy run per architecture of search_spaces/tabular.yaml (68), resumable: done rows are kept
-    PYTHONUNBUFFERED=1 python benchmarks/tabular.py --build --out benchmarks/tabular.h100.csv
+    PYTHONUNBUFFERED=1 python benchmarks/tabular.py --build --jobs 8 --out benchmarks/tabular.h200.csv
 
     # CPU: every sampler over 20 seeds; trials to 95% of the true front's hypervolume, and the curves as a plot
     python benchmarks/tabular.py --replay benchmarks/tabular.h100.csv --plot benchmarks/tabular.h100.png
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from archsearch import Architecture
 from archsearch.metrics import cost_values
-from archsearch.proxy import run_proxy
 from archsearch.sampling import enumerate_space
 from archsearch.study import Study, Table, plot_replays, replay_all, summarise
+from archsearch.validate import train_parallel
 
 STUDY = Path(__file__).with_name("tabular_study.yaml")
 
@@ -39,17 +39,17 @@ def architectures(study: Study) -> list[Architecture]:
     return list(out.values())
 
 
-def build(study: Study, out: Path, limit: int | None) -> None:
-    """Train each architecture once; the table is rewritten after each, so an interrupted build resumes."""
+def build(study: Study, out: Path, limit: int | None, jobs: int = 1) -> None:
+    """Train each architecture once, `jobs` at a time (each in its own process; throughput is timed under the
+    exclusive device lock all the same); the table is rewritten after each, so an interrupted build resumes."""
     settings = study.proxy
     table = Table.read(out) if out.exists() else Table({}, {})
     archs = architectures(study)[:limit]
     rows = dict(table.rows)
-    for i, arch in enumerate(archs):
-        if arch.digest in rows and rows[arch.digest].get("status") == "ok":
-            continue
-        metrics = run_proxy(arch, settings)
-        result = {k: v for k, v in metrics.to_dict().items() if k != "history"}
+    todo = [a for a in archs if not (a.digest in rows and rows[a.digest].get("status") == "ok")]
+    for done, (i, result) in enumerate(train_parallel([(a, settings) for a in todo], jobs, study.plugins, progress=False), 1):
+        arch = todo[i]
+        result = {k: v for k, v in result.items() if k != "history"}
         rows[arch.digest] = {"digest": arch.digest, "summary": arch.summary(), "arch": json.dumps(json.loads(arch.to_json())),
                              **result, **cost_values(arch.cost(study.constraints.context, study.constraints.dtype_bytes))}
         header = {"device": result.get("device", ""), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -57,7 +57,7 @@ def build(study: Study, out: Path, limit: int | None) -> None:
                   "space": study.space.name, "architectures": str(len(archs)),
                   "settings": json.dumps(dataclasses.asdict(settings), default=str, sort_keys=True)}
         Table(header, rows).write(out)
-        print(f"[{i + 1}/{len(archs)}] {arch.summary():28s} {result['status']:8s} "
+        print(f"[{done}/{len(todo)}] {arch.summary():28s} {result['status']:8s} "
               f"bpb {result.get('bits_per_byte')} tok/s {result.get('train_tokens_per_s')}", flush=True)
 
 
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, help="override the study's proxy token budget")
     ap.add_argument("--device", help="override the study's proxy device")
     ap.add_argument("--limit", type=int, help="build only the first N architectures (a smoke test)")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings at once while building, each in its own process")
     ap.add_argument("--replay", type=Path, metavar="TABLE", help="replay the samplers on this table")
     ap.add_argument("--samplers", default="nsga2,tpe,gp,random", help="samplers, each NAME or NAME:KEY=VALUE;KEY=VALUE")
     ap.add_argument("--seeds", type=int, default=20)
@@ -90,7 +91,7 @@ def main() -> None:
     if overrides:
         study = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, **overrides))
     if args.build:
-        build(study, args.out, args.limit)
+        build(study, args.out, args.limit, args.jobs)
     if args.replay:
         table = Table.read(args.replay)
         trials = args.trials or len(table.rows)
