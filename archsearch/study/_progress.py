@@ -48,7 +48,6 @@ class Progress:
         print(f"{head}[{duration(elapsed)}] {len(rows)}/{self.total} finished, {running} running, {failed} failed{eta}"
               f"{'; best ' + ', '.join(best) if best else ''}; front {front}", flush=True)
 
-
     def stopped(self, row: dict[str, Any]) -> bool:
         """Whether the fidelity ladder stopped this trial below its top rung."""
         return self.fidelity is not None and self.fidelity.stopped(row)

@@ -50,9 +50,10 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
 def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | None, weights: str | None,
                   rungs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the proxies the study needs and return their metrics as one result: its proxy first (each evaluation
-    goes to `report`, for the fidelity ladder; the weights are its), then its synthetic suite (`<task>_accuracy`,
-    `suite_score`), and the wall time of both; `rungs`: the proxy's fidelity ladder arguments (see `ladder`). With proxy.task: suite, the suite alone: the proxy's figures are
-    its first task's first run, tokens and wall time those of all its runs. A trial's own crash is its result."""
+    goes to `report`, for the fidelity ladder; the weights are its; `rungs`: its ladder arguments, see `ladder`),
+    then its synthetic suite (`<task>_accuracy`, `suite_score`), and the wall time of both. With proxy.task: suite,
+    the suite alone: the proxy's figures are its first task's first run, tokens and wall time those of all its runs.
+    A trial's own crash is its result."""
     result: dict[str, Any] = {"status": "ok"}
     try:
         if not study.suite_only:
