@@ -3,7 +3,7 @@
 A trial reports a rung point (a result with "rung") at each rung below its budget. The scheduler records the
 trial's objective values there and lets it go on only if it is among the best `keep` share of the trials that
 reached that rung so far, by `archsearch.fidelity.promote` (non-dominated sorting, then crowding distance); the
-first trial at a rung always goes on, as in ASHA. Any other result goes on. Throughput is measured once, inside
+first trial at a rung always goes on (as in ASHA; unless it lacks a value). Any other result goes on. Throughput is measured once, inside
 the first rung, so a trial's throughput objectives keep the value its first rung point carried.
 
 A trial is known by the trial whose checkpoint it trains from (`checkpoint_of` in its config): a trial queued again
