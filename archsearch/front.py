@@ -53,11 +53,13 @@ class Front:
         return {m: f"{m}_std" for m in self.metrics if f"{m}_std" in c.columns and bool(c[f"{m}_std"].notna().any())}
 
     def table(self) -> pd.DataFrame:
-        """The front: trial, summary, objectives (and the baseline's name, where the study has baselines; each
-        objective's standard deviation over seeds, `<metric>_std`, where the run repeated seeds), best first on
-        the first objective."""
-        extra = ["baseline"] if self.has_baselines else []
+        """The front: trial, summary, objectives (and the baseline's name, where the study has baselines; the rung,
+        where it has a fidelity ladder; each objective's standard deviation over seeds, `<metric>_std`, where the
+        run repeated seeds), best first on the first objective."""
+        extra = (["baseline"] if self.has_baselines else []) + (["rung"] if self.run.study.fidelity else [])
         front = self.candidates[self.mask][["trial", "summary", *self.metrics, *extra, *self.spreads.values()]]
+        if "rung" in extra:
+            front = front.astype({"rung": int})  # read as floats where a failed trial has none
         first = self.objectives[0]
         return front.sort_values([first.metric, "trial"], ascending=[first.direction == "minimize", True]).reset_index(drop=True)
 
@@ -110,7 +112,8 @@ def objectives(run: Run, chosen: str | Sequence[str] | None = None, flag: str = 
 
 
 def candidates(run: Run, objectives: Sequence[Objective]) -> pd.DataFrame:
-    """The ok trials that have a value for every objective."""
+    """The ok trials that have a value for every objective (with a fidelity ladder: those of its top rung, since
+    values at a smaller budget are not comparable)."""
     trials = run.trials
     metrics = [o.metric for o in objectives]
     table = run.trials_file
@@ -118,6 +121,8 @@ def candidates(run: Run, objectives: Sequence[Objective]) -> pd.DataFrame:
         if metric not in trials.columns:
             raise FrontError(f"{table}: no column {metric!r}; expected one of {', '.join(c for c in OBJECTIVES if c in trials.columns)}")
     ok = trials[trials["status"] == "ok"]
+    if run.study.fidelity:
+        ok = ok[ok["rung"] == run.study.fidelity.top]
     if ok.empty:
         counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().items()) or "no trials"
         raise FrontError(f"{table}: no ok trial ({counts}); expected at least one trial with status ok")
@@ -127,6 +132,16 @@ def candidates(run: Run, objectives: Sequence[Objective]) -> pd.DataFrame:
         missing = [m for m in metrics if ok[m].isna().all()]
         raise FrontError(f"{table}: no ok trial has a value for {', '.join(missing or metrics)}; expected objectives this run measured")
     return usable.reset_index(drop=True)
+
+
+def rung_counts(run: Run) -> list[tuple[int, int, int]]:
+    """With a fidelity ladder: each rung's index, budget in tokens, and how many ok trials stopped there (the top
+    rung's: how many trained the whole budget); empty without a ladder."""
+    ladder = run.study.fidelity
+    if ladder is None:
+        return []
+    ok = run.trials[run.trials["status"] == "ok"]
+    return [(r, tokens, int((ok["rung"] == r).sum())) for r, tokens in enumerate(ladder.rungs)]
 
 
 DEFAULT_REFERENCE = f"each objective's worst over the ok trials, pushed {REFERENCE_MARGIN:.0%} of its range further out"

@@ -71,7 +71,7 @@ HOSTILE = [
     "builtin", "/nonexistent/data", "../../../etc/passwd", "nsga2", "grid", "tpe", "random", "min", "max",
     "{cpu: 1000000}", "{gpu: -1}", "{cpu: 1, tpu: 1}", "{grace: 0, reduction_factor: 1}", "[deltanet+glu, attn+glu]",
     "[{repeat: 1000000000000, layers: [attn+glu]}]", "{repeat: 3, layers: [attn+glu]}", "[bits_per_byte: min]",
-    "[accuracy: max]", "[params: up]", "{max: 10K}", "{min: 1G, max: 1K}", "[0, 1, -1]", "[100000]", "{positions: 100000}",
+    "[accuracy: max]", "{rungs: [1M, 4M], keep: 0.33}", "[30K, 10K]", "[params: up]", "{max: 10K}", "{min: 1G, max: 1K}", "[0, 1, -1]", "[100000]", "{positions: 100000}",
     "{every: 100000, mixer: attn}", "{at: [0], mixer: swa, window: 100000}",
 ]
 # Numbers that are valid YAML and may be absurd sizes (depth, width, repeats, budgets): these find the hangs.
@@ -81,7 +81,7 @@ KEYS = [
     "name", "description", "d_model", "n_layers", "vocab_size", "tie_embeddings", "layers", "blocks", "constraints",
     "space", "proxy", "objectives", "search", "out", "plugins", "mixer", "channel", "place", "sequence", "repeat",
     "every", "offset", "at", "heads", "window", "experts", "top_k", "choice", "int", "float", "log", "step",
-    "per_layer", "tokens", "seq_len", "batch_size", "lr", "device", "seed", "trials", "resources", "early_stopping",
+    "per_layer", "tokens", "seq_len", "batch_size", "lr", "device", "seed", "trials", "resources", "early_stopping", "fidelity", "rungs", "keep",
     "params", "state_bytes", "context", "data", "synthetic", "min", "max", "<<", "d_modle", "n_layer", "bogus",
     "ünïcode", "1", "2.5", "null", "true", "'quoted key'", "? complex",
 ]

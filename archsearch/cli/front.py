@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..front import DEFAULT_REFERENCE, Front, FrontError, compute_front, objectives, plot_front, shared_reference
-from ..metrics import format_metric
+from ..front import (
+    DEFAULT_REFERENCE,
+    Front,
+    FrontError,
+    compute_front,
+    objectives,
+    plot_front,
+    rung_counts,
+    shared_reference,
+)
+from ..metrics import format_metric, human
 from ..study import Objective, RunDir, load_run
 from ..validate import front_line
 
@@ -31,8 +40,14 @@ def describe(front: Front) -> list[str]:
     others = ", ".join(f"{n} {s}" for s, n in statuses.items() if s != "ok")
     lines = [f"run {run.path}: {len(trials)} trials, {statuses.get('ok', 0)} ok" + (f" ({others})" if others else "")]
     lines.append("objectives: " + ", ".join(f"{o.metric} ({o.direction[:3]})" for o in front.objectives))
-    if len(front.candidates) < statuses.get("ok", 0):
-        lines.append(f"  ({statuses.get('ok', 0) - len(front.candidates)} ok trials lack a value for an objective and are left out)")
+    eligible = statuses.get("ok", 0)
+    counts = rung_counts(run)
+    if counts:
+        *stopped, (top, tokens, eligible) = counts
+        lines.append(f"fidelity ladder (keep {run.study.fidelity.keep:g}): " + ", ".join(f"{n} ok trials stopped at rung {r} ({human(t)} tokens)" for r, t, n in stopped)
+                     + f"; {eligible} reached the top rung {top} ({human(tokens)} tokens): the front is made of those")
+    if len(front.candidates) < eligible:
+        lines.append(f"  ({eligible - len(front.candidates)} ok trials lack a value for an objective and are left out)")
     table = front.table()
     shown = table.assign(**{o.metric: _right(_values(table, o.metric, front.spreads.get(o.metric)), o.metric) for o in front.objectives})
     shown = shown.drop(columns=list(front.spreads.values()))

@@ -25,12 +25,12 @@ from ..metrics import DIRECTIONS, METRICS, OBJECTIVES
 from ..proxy import DataSpec, ProxySettings
 from ..proxy.suite import Suite, metric_name
 from ..proxy.train import LM_TASK
-from ..space import Constraints, SearchSpace, parse_constraints, parse_space
+from ..space import Constraints, SearchSpace, parse_constraints, parse_quantity, parse_space
 from ._baselines import Baseline, read_baselines
 from ._samplers import GRID, SAMPLERS, check_option
 from ._synthetic import SUITE, objective_names, read_suite, read_synthetic, read_task, refuse_synthetic
 
-TOP_KEYS = {"name", "description", "space", "proxy", "suite", "objectives", "constraints", "search", "baselines", "out", "plugins"}
+TOP_KEYS = {"name", "description", "space", "proxy", "fidelity", "suite", "objectives", "constraints", "search", "baselines", "out", "plugins"}
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,35 @@ class Objective:
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
-    """ASHA on the validation loss: trials are compared at rungs spaced by `reduction_factor`."""
+class Fidelity:
+    """A ladder of token budgets, ascending, the last the proxy's own: at each lower rung a trial goes on only if it
+    is among the best `keep` share of the trials that reached that rung, ranked on all the study's objectives
+    (MO-ASHA: non-dominated sorting, then crowding distance; see `archsearch.fidelity.promote`)."""
 
-    grace: float = 0.25  # the first rung, as a share of the token budget
-    reduction_factor: int = 3
+    rungs: tuple[int, ...]
+    keep: float = 0.33
+
+    @property
+    def top(self) -> int:
+        """The top rung's index: the rung of a trial that trained the whole budget."""
+        return len(self.rungs) - 1
+
+    @property
+    def lower(self) -> tuple[int, ...]:
+        """The rungs below the budget (what the proxy evaluates and reports on the way)."""
+        return self.rungs[:-1]
+
+    def stopped(self, row: dict[str, Any]) -> bool:
+        """Whether a trial's row is of a rung below the top: the ladder stopped it there, at a smaller budget."""
+        return isinstance(row.get("rung"), int) and row["rung"] < self.top
+
+
+MAX_RUNGS = 8
+MAX_TOKENS = 1 << 50  # ProxySettings' own bound on a token budget
+# what the proxy's rung points carry besides the cost model's figures: its evaluation at the rung. Throughput,
+# prefill, decode, peak memory, the extrapolation and the suite are measured at the end of a run only, so a ladder
+# cannot rank on them (train_tokens_per_s belongs here once the rung points carry the first rung's timing)
+RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,6 @@ class SearchSettings:
     concurrency: int = 1
     cpu: float = 1.0
     gpu: float = 0.0  # fractions let several small proxies share one GPU
-    early_stopping: EarlyStopping | None = None
     retries: int = 1  # Ray restarts of a trial whose process died (a raised error is recorded, not retried)
     save_weights: bool = False
     count_infeasible: bool = False  # false: an infeasible draw is redrawn and does not use up a trial
@@ -89,6 +112,7 @@ class Study:
     baselines: tuple[Baseline, ...] = ()  # architectures enqueued before the sampler's own trials
     suite: Suite | None = None  # the synthetic suite each trial runs too (or alone: suite_only)
     suite_only: bool = False  # proxy.task: suite: the suite is the study's proxy, and `proxy` its first task's run
+    fidelity: Fidelity | None = None  # the multi-fidelity ladder, when the study has one
 
     @classmethod
     def load(cls, path: str | Path, plugins: bool = True) -> Study:
@@ -132,7 +156,12 @@ def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
     suite_only = listed is not None
     if suite_only:  # the row's proxy figures (validation loss, throughput) are the suite's first run's
         proxy = suite.runs[0]
+    fidelity = _fidelity(top["fidelity"], top.get("proxy"), proxy, suite_only) if "fidelity" in top else None
+    if fidelity:
+        proxy = dataclasses.replace(proxy, tokens=fidelity.rungs[-1])  # the top rung is the proxy's budget
     objectives = _objectives(top["objectives"], proxy, suite, suite_only)
+    if fidelity:
+        _check_ladder_objectives(top["objectives"], objectives)
     constraints = space.constraints
     if "constraints" in top:
         constraints = constraints.joined(parse_constraints(top["constraints"], ConfigError))
@@ -151,7 +180,7 @@ def _load(root: _yaml.Node, path: Path, trust_plugins: bool = True) -> Study:
         frozen["proxy"] = {**{k: v for k, v in frozen["proxy"].items() if k not in ("synthetic", "seq_len")}, "task": SUITE}
     if baselines:  # inlined, like the space: a resumed run needs no baseline files
         frozen["baselines"] = [{"name": b.name, "arch": b.arch.to_dict()} for b in baselines]
-    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen, baselines, suite, suite_only)
+    return Study(name, root.file, space, proxy, objectives, constraints, search, out, plugins, frozen, baselines, suite, suite_only, fidelity)
 
 
 def _space(node: _yaml.Node, path: Path) -> tuple[SearchSpace, dict[str, Any]]:
@@ -225,7 +254,8 @@ def _proxy(node: _yaml.Node, folder: Path) -> tuple[ProxySettings, str | tuple[s
     if not isinstance(node.value, dict):
         raise fail(node, "proxy", "expected a mapping of proxy settings")
     kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting",
-                         parsers={"data": data, "task": read_task, "synthetic": lambda sub, key: None if sub.value is None else sub})
+                         parsers={"data": data, "task": read_task, "synthetic": lambda sub, key: None if sub.value is None else sub,
+                                  "tokens": token_count, "eval_tokens": token_count})
     task, synthetic, listed = kwargs.pop("task", "lm"), kwargs.pop("synthetic", None), None
     if synthetic is not None and (task == "lm" or task == SUITE or isinstance(task, tuple)):
         raise refuse_synthetic(task, synthetic)
@@ -303,9 +333,6 @@ def _objective_problem(name: str, proxy: ProxySettings, suite: Suite | None, sui
 
 def _check_suite_search(node: _yaml.Node, search: SearchSettings) -> None:
     """What a study whose proxy is the suite cannot do: its trials train one model per task."""
-    if search.early_stopping is not None:
-        raise fail(node.value["early_stopping"], "search.early_stopping", "compares one proxy's validation loss as it trains; "
-                   "with proxy.task: suite each trial trains one model per task (keep proxy.task: lm to stop on its loss)")
     if search.save_weights:
         raise fail(node.value["save_weights"], "search.save_weights", "keeps the proxy's weights; with proxy.task: suite each "
                    "trial trains one model per task, and none is kept")
@@ -326,16 +353,6 @@ def _search(node: _yaml.Node) -> SearchSettings:
                 raise fail(rnode, f"{key}.{r}", "expected a non-negative number")
         return out
 
-    def early_stopping(sub: _yaml.Node, key: str) -> EarlyStopping | None:
-        if sub.value is False or sub.value is None:
-            return None
-        if sub.value is True:
-            return EarlyStopping()
-        es = read_dataclass(EarlyStopping, sub, key)
-        if not 0 < es.grace <= 1 or es.reduction_factor < 2:
-            raise fail(sub, key, "expected 0 < grace <= 1 and reduction_factor >= 2")
-        return es
-
     def settings(sub: _yaml.Node, key: str) -> dict[str, Any]:
         if not isinstance(sub.value, dict):
             raise fail(sub, key, "expected a mapping of the sampler's constructor keywords")
@@ -346,7 +363,10 @@ def _search(node: _yaml.Node) -> SearchSettings:
 
     if not isinstance(node.value, dict):
         raise fail(node, "search", "expected a mapping of search settings")
-    parsers = {"sampler": sampler, "resources": resources, "early_stopping": early_stopping,
+    if "early_stopping" in node.value:  # ASHA on the validation loss alone gave way to the ladder on all objectives
+        raise fail(node.value["early_stopping"], "search.early_stopping",
+                   "replaced by the fidelity ladder, which promotes on all objectives: use fidelity: {rungs: [1M, 4M, 16M], keep: 0.33} at the top of the study")
+    parsers = {"sampler": sampler, "resources": resources,
                "trials": positive_int, "concurrency": positive_int, "max_draws": positive_int, "repeats": _repeats,
                "sampler_settings": not_here, **dict.fromkeys(SAMPLERS, settings)}
     kwargs = read_fields(SearchSettings, node, "search", parsers=parsers)
@@ -382,3 +402,52 @@ def _check_repeats(top: dict[str, _yaml.Node], search: SearchSettings) -> None:
     if search.repeats > 1 and "fidelity" in top:
         raise fail(top["search"].value["repeats"], "search.repeats", "repeats above 1 with a fidelity ladder are not supported yet; "
                    "expected search.repeats: 1 or no fidelity section")
+
+
+def _fidelity(node: _yaml.Node, proxy_node: _yaml.Node | None, proxy: ProxySettings, suite_only: bool) -> Fidelity:
+    """The ladder: 2 to MAX_RUNGS token counts (1M, 4M or plain numbers), each at least a training step past the
+    one before; its top rung is the proxy's budget, so a proxy.tokens that says otherwise is refused."""
+    if suite_only:
+        raise fail(node, "fidelity", "a ladder promotes one proxy's run at its rungs; with proxy.task: suite each trial trains "
+                                     "one model per task (keep proxy.task: lm for a ladder)")
+    def rungs(sub: _yaml.Node, key: str) -> tuple[int, ...]:
+        if not isinstance(sub.value, list) or not 2 <= len(sub.value) <= MAX_RUNGS:
+            raise fail(sub, key, f"expected a list of 2 to {MAX_RUNGS} ascending token counts, e.g. [1M, 4M, 16M]")
+        step = proxy.batch_size * (proxy.seq_len if proxy.task == "lm" else proxy.task_spec().seq_len)
+        out: list[int] = []
+        for i, item in enumerate(sub.value):
+            tokens = token_count(item, f"{key}[{i}]")
+            if tokens < step or (out and tokens // step <= out[-1] // step):
+                raise fail(item, f"{key}[{i}]", f"expected a budget at least one training step ({step:,} tokens: batch_size x seq_len) "
+                                                f"above {f'the rung before ({out[-1]:,})' if out else 'zero'}, got {tokens:,}")
+            out.append(tokens)
+        return tuple(out)
+
+    def keep(sub: _yaml.Node, key: str) -> float:
+        value = read_value(float, sub, key)
+        if not 0 < value < 1:
+            raise fail(sub, key, f"expected the share of each rung's trials that go on, between 0 and 1 (e.g. 0.33), got {value:g}")
+        return value
+
+    ladder = read_dataclass(Fidelity, node, "fidelity", parsers={"rungs": rungs, "keep": keep})
+    given = proxy_node.value.get("tokens") if proxy_node is not None and isinstance(proxy_node.value, dict) else None
+    if given is not None and proxy.tokens != ladder.rungs[-1]:
+        raise fail(node.value["rungs"], "fidelity.rungs", f"the top rung ({ladder.rungs[-1]:,}) is the proxy's budget, but proxy.tokens "
+                                                          f"says {proxy.tokens:,} (line {given.line}); drop proxy.tokens or make them equal")
+    return ladder
+
+
+def token_count(node: _yaml.Node, key: str) -> int:
+    """A whole number of tokens: 1000000, 1M, 1.5M, 64K (what proxy.tokens and the ladder's rungs take)."""
+    tokens = parse_quantity(node.value)
+    if tokens is None or tokens != int(tokens) or not 0 <= tokens <= MAX_TOKENS:
+        raise fail(node, key, f"expected a whole number of tokens like 1000000, 1M or 64K (at most {MAX_TOKENS:,}), got {node.plain()!r}")
+    return int(tokens)
+
+
+def _check_ladder_objectives(node: _yaml.Node, objectives: tuple[Objective, ...]) -> None:
+    """Every objective must be measured at every rung, or no trial could be promoted on it."""
+    for i, o in enumerate(objectives):
+        if o.metric not in RUNG_METRICS and METRICS[o.metric].source != "cost":
+            raise fail(node.value[i], f"objectives[{i}]", f"{o.metric} is not measured at the fidelity ladder's rungs (only at the end of a "
+                                                         f"run), so no trial could be promoted on it; expected {', '.join(RUNG_METRICS)} or a cost metric")

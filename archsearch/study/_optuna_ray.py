@@ -28,6 +28,8 @@ from ._rundir import ROW_ATTR, RunDir, TrialsTable, trial_row
 from ._samplers import KNOWN, REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
 from ._trial import run_trial
 
+CHECKPOINT_ATTR = "checkpoint_of"  # the Optuna user attribute naming the trial whose checkpoint a trial resumes from
+
 
 class DefineByRun:
     """The space as Optuna sees it: the walk asks the trial for each value; the architecture travels in the config,
@@ -47,13 +49,17 @@ class DefineByRun:
         if not digest:
             return
         if row["status"] in ("ok", "infeasible"):  # what a new draw would measure again (errors may not recur)
-            self.known.setdefault(digest, outcome(row, self.study.objectives))
+            self.known.setdefault(digest, outcome(row, self.study))  # pruned where the ladder stopped it: not trained again
         if isinstance(row.get("seed"), int):
             self.next_seed[digest] = max(self.next_seed.get(digest, 0), row["seed"] + self.study.search.repeats)
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         config = draw(self.study, trial)  # the walk lives with the samplers, so the tabular replay shares it
         config["seed"] = self.seed(trial.number, config["digest"])
+        if self.study.fidelity:  # whose checkpoint the trial resumes from: its own, or the cut-off trial's it runs again
+            if CHECKPOINT_ATTR not in trial.user_attrs:  # `recover` copies it into the trial that runs this one again
+                trial.set_user_attr(CHECKPOINT_ATTR, trial.number)
+            config["checkpoint_of"] = trial.user_attrs[CHECKPOINT_ATTR]
         return config
 
     def seed(self, number: int, digest: str) -> int:
@@ -68,9 +74,17 @@ class DefineByRun:
         return self.seeds[number]
 
 
-def outcome(row: dict[str, Any], objectives) -> tuple[optuna.trial.TrialState, list[float] | None]:
-    """What Optuna is told of a finished trial, from its row: complete with the objectives' values, pruned or failed."""
-    values = [row.get(o.metric) for o in objectives]
+def below_top(row: dict[str, Any], study: Study) -> bool:
+    """Whether the fidelity ladder stopped this trial below its top rung (its values are of a smaller budget)."""
+    return study.fidelity is not None and study.fidelity.stopped(row)
+
+
+def outcome(row: dict[str, Any], study: Study) -> tuple[optuna.trial.TrialState, list[float] | None]:
+    """What Optuna is told of a finished trial, from its row: complete with the objectives' values, pruned (also a
+    trial the fidelity ladder stopped below its top rung: its values are not comparable) or failed."""
+    values = [row.get(o.metric) for o in study.objectives]
+    if row["status"] == "ok" and below_top(row, study):
+        return optuna.trial.TrialState.PRUNED, None
     if row["status"] == "ok" and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         return optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
     if row["status"] == "pruned":
@@ -126,7 +140,7 @@ class ArchSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         return None  # `finish` tells Optuna, with the row
 
-    def finish(self, trial_id: str, row: dict[str, Any], objectives) -> None:
+    def finish(self, trial_id: str, row: dict[str, Any]) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
@@ -136,7 +150,12 @@ class ArchSearch(OptunaSearch):
         if storage.get_trial(ot_trial._trial_id).state.is_finished():
             return  # the sampler closed it already (a grid that ran out of points)
         _store(storage, ot_trial._trial_id, row)
-        state, values = outcome(row, objectives)
+        study = self._space.study
+        state, values = outcome(row, study)
+        if state == optuna.trial.TrialState.PRUNED and below_top(row, study) and len(study.objectives) == 1:
+            value = row.get(study.objectives[0].metric)  # a pruned trial's last intermediate value is what TPE learns from
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                storage.set_trial_intermediate_value(ot_trial._trial_id, int(row.get("tokens_trained") or 0), float(value))
         self._ot_study.tell(ot_trial, values, state=state)
 
 
@@ -158,7 +177,7 @@ def open_storage(study: Study, run_dir: RunDir) -> tuple[optuna.storages.BaseSto
     return storage, ostudy
 
 
-def recover(ostudy: optuna.Study, objectives) -> int:
+def recover(ostudy: optuna.Study, study: Study) -> int:
     """Close trials cut off by an interrupted run and return the finished count: one that stored its row is
     finished with it; one that did not is closed as interrupted and its parameters queued again. Draws that were
     asked again (status `redrawn`: infeasible; `known`: measured already) are not trials of the study."""
@@ -166,7 +185,7 @@ def recover(ostudy: optuna.Study, objectives) -> int:
     finished = 0
     for t in ostudy.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING and isinstance(t.user_attrs.get(ROW_ATTR), dict):
-            state, values = outcome(t.user_attrs[ROW_ATTR], objectives)
+            state, values = outcome(t.user_attrs[ROW_ATTR], study)
             storage.set_trial_state_values(t._trial_id, state, values)
             finished += 1
         elif t.state == optuna.trial.TrialState.RUNNING:
@@ -206,9 +225,11 @@ class Recorder(Callback):
         import sqlalchemy.exc
 
         try:
-            self.searcher.finish(trial.trial_id, row, self.define.study.objectives)
+            self.searcher.finish(trial.trial_id, row)
             self.define.learn(row)
             self.table.add(row)
+            if "checkpoint_of" in trial.config:
+                self.table.run_dir.remove_checkpoint(trial.config["checkpoint_of"])
         except (OSError, sqlalchemy.exc.OperationalError) as e:
             self.failure = f"{self.table.run_dir.path}: cannot write ({_first_line(e)}); every trial finished before is kept: free space and run again to resume"
             return
@@ -305,8 +326,10 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     """Run `trials` more trials of `study` on Ray Tune, Optuna choosing them (`stored`: the trials the storage held
     at the start); the table records each as it ends. One line when a write fails (disk full)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
+
+    from ._ladder import LadderScheduler, trial_key
 
     s = study.search
     define = DefineByRun(study, list(table.rows.values()))
@@ -315,11 +338,9 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                           sampler=SAMPLERS[s.sampler].build(resumed_seed(s.seed, stored), s.trials, dict(s.sampler_settings)),
                           storage=storage, study_name=study.name)
     recorder = Recorder(table, progress, searcher, define)
-    es, budget = s.early_stopping, study.proxy.tokens
-    # max_t past the budget: ASHA stops a trial that reaches max_t, which would cut off its final report
-    scheduler = (ASHAScheduler(time_attr="tokens", metric="val_loss", mode="min", max_t=budget + 1,
-                               grace_period=max(1, int(es.grace * budget)), reduction_factor=es.reduction_factor)
-                 if es else FIFOScheduler())
+    seen = [(trial_key(point["config"], f"seen:{point['config'].get('trial_number')}"), rung, point) for rung, point in run_dir.rung_points()
+            if rung < study.fidelity.top] if study.fidelity else []
+    scheduler = LadderScheduler(study.objectives, study.fidelity, seen) if study.fidelity else FIFOScheduler()
     trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, run_dir=str(run_dir.path)),
                                     {"cpu": s.cpu, "gpu": s.gpu})
     tuner = tune.Tuner(
@@ -332,6 +353,8 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                                   stop=_StopOnFailure(recorder), callbacks=[recorder], verbose=0),
     )
     tuner.fit()
+    if study.fidelity:
+        run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
     if searcher.exhausted:

@@ -10,14 +10,15 @@ from typing import Any
 import numpy as np
 
 from ..pareto import pareto_mask
-from ._config import Objective
+from ._config import Fidelity, Objective
 
 PRINT_EVERY = 30.0  # seconds between progress lines while no trial finishes
 
 
 class Progress:
-    def __init__(self, objectives: Sequence[Objective], total: int) -> None:
+    def __init__(self, objectives: Sequence[Objective], total: int, fidelity: Fidelity | None = None) -> None:
         self.objectives, self.total = tuple(objectives), total
+        self.fidelity = fidelity  # with a ladder, only its top rung's trials count for the best values and the front
         self.start = time.time()
         self.last_print = 0.0
         self.finished_now = 0
@@ -34,7 +35,7 @@ class Progress:
         elapsed = time.time() - self.start
         left = self.total - len(rows)
         eta = f", about {duration(elapsed / self.finished_now * left)} left" if self.finished_now and left > 0 else ""
-        ok = [r for r in rows if r["status"] == "ok" and all(_number(r.get(o.metric)) for o in self.objectives)]
+        ok = [r for r in rows if r["status"] == "ok" and all(_number(r.get(o.metric)) for o in self.objectives) and not self.stopped(r)]
         best = []
         for o in self.objectives:
             if ok:
@@ -42,9 +43,14 @@ class Progress:
                 best.append(f"{o.metric} {_short(v)} (#{t})")
         values = [[r[o.metric] for o in self.objectives] for r in ok]
         front = int(pareto_mask(np.array(values, dtype=float), [o.direction for o in self.objectives]).sum()) if ok else 0
-        head = f"trial {row['trial']} {row['status']}: {row['summary'] or str(row['reason'])[:80]}\n" if row else ""
+        stop = f" (stopped at rung {row['rung']})" if row and self.stopped(row) else ""
+        head = f"trial {row['trial']} {row['status']}{stop}: {row['summary'] or str(row['reason'])[:80]}\n" if row else ""
         print(f"{head}[{duration(elapsed)}] {len(rows)}/{self.total} finished, {running} running, {failed} failed{eta}"
               f"{'; best ' + ', '.join(best) if best else ''}; front {front}", flush=True)
+
+    def stopped(self, row: dict[str, Any]) -> bool:
+        """Whether the fidelity ladder stopped this trial below its top rung."""
+        return self.fidelity is not None and self.fidelity.stopped(row)
 
 
 def _number(v: Any) -> bool:

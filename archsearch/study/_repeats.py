@@ -1,6 +1,6 @@
 """A trial's proxy measurement over `search.repeats` seeds: each seed's run, and the mean and spread over them.
 
-The first seed reports its intermediate evaluations (what early stopping compares) and saves the weights; the
+The first seed reports its intermediate evaluations (what the fidelity ladder promotes on) and saves the weights; the
 others run silently. The trial's figures are the means over the seeds that finished ok (`fidelity.seed_spread`),
 with each objective's standard deviation and count beside it; when every seed failed, the first failure is the
 trial's.

@@ -8,6 +8,8 @@
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
     weights/trial_N.safetensors   proxy weights, with search.save_weights
+    checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
+                             the one it runs again after a kill, so that it resumes); deleted as the trial finishes
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
 Only the driver writes here (trials save weights, each its own file); what is known of each architecture comes from
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "seed"]
 # with search.repeats > 1: each objective's standard deviation over the seeds and the seeds it is the mean of
 SPREAD_COLUMNS = [f"{m}_{s}" for m in OBJECTIVES for s in ("std", "n")]
-CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "seed", "baseline")  # what a config carries besides parameters
+CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "seed", "baseline", "checkpoint_of")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
 
@@ -70,6 +72,9 @@ class RunDir:
 
     def weights_file(self, trial: int) -> Path:
         return self.path / "weights" / f"trial_{trial}.safetensors"
+
+    def checkpoint_file(self, trial: int) -> Path:
+        return self.path / "checkpoints" / f"trial_{trial}.pt"
 
     # --- the study ----------------------------------------------------------------------------------------------
     def has_study(self) -> bool:
@@ -131,17 +136,12 @@ class RunDir:
         """Each trial's intermediate evaluations ({tokens, val_loss}, by tokens) by trial number, from the results
         Ray Tune recorded in the trials' folders under ray/. A reused result reports once, at the end."""
         curves: dict[int, list[dict[str, float]]] = {}
-        for path in sorted(self.ray_storage.glob("*/*/result.json")):
-            for line in path.read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by an interrupted run
-                number = (row.get("config") or {}).get("trial_number")
-                if number is not None and row.get("val_loss") is not None and row.get("tokens") is not None:
-                    point = {"tokens": row["tokens"], "val_loss": row["val_loss"]}
-                    if point not in curves.setdefault(int(number), []):
-                        curves[int(number)].append(point)
+        for row in self._results():
+            number = (row.get("config") or {}).get("trial_number")
+            if number is not None and row.get("val_loss") is not None and row.get("tokens") is not None:
+                point = {"tokens": row["tokens"], "val_loss": row["val_loss"]}
+                if point not in curves.setdefault(int(number), []):
+                    curves[int(number)].append(point)
         return {n: sorted(points, key=lambda p: p["tokens"]) for n, points in sorted(curves.items())}
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
@@ -154,6 +154,39 @@ class RunDir:
         path = self.weights_file(trial)
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
+
+    def checkpoint_to_write(self, trial: int) -> str:
+        """Where trial `trial` keeps its state at each rung (the folder is made)."""
+        path = self.checkpoint_file(trial)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def remove_checkpoint(self, trial: int) -> None:
+        """Delete a finished trial's checkpoint (one of a model and its optimizer: big)."""
+        self.checkpoint_file(trial).unlink(missing_ok=True)
+
+    def remove_checkpoints(self) -> None:
+        """Delete every checkpoint (no trial is running), also one a stopped trial's process saved late."""
+        folder = self.checkpoint_file(0).parent
+        for path in folder.glob("*.pt*") if folder.is_dir() else ():
+            path.unlink(missing_ok=True)
+
+    def rung_points(self) -> list[tuple[int, dict[str, Any]]]:
+        """The ok results that carry a rung, (rung, result with its trial's config), from those Ray Tune recorded
+        under ray/ (what a resumed study's fidelity ladder ranks new trials against)."""
+        return [(row["rung"], row) for row in self._results()
+                if isinstance(row.get("config"), dict) and isinstance(row.get("rung"), int) and row.get("status") == "ok"]
+
+    def _results(self):
+        """Every result Ray Tune recorded in the trials' folders under ray/, file by file."""
+        for path in sorted(self.ray_storage.glob("*/*/result.json")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by an interrupted run
+                if isinstance(row, dict):
+                    yield row
 
     # --- the proxy's validation (archsearch validate) -------------------------------------------------------------
     #   validation.jsonl   one finished training per line (append-only: a killed validation resumes from it)

@@ -46,7 +46,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         check_resources(study)
         run_dir.freeze(study)
     storage, ostudy = open_storage(study, run_dir)
-    done = recover(ostudy, study.objectives)
+    done = recover(ostudy, study)
     for line in enqueue_baselines(ostudy, study.space, study.baselines):
         print(line)
     stored = ostudy.get_trials(deepcopy=False)
@@ -60,7 +60,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     check_resources(study)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
-    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total), len(stored))
+    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total, study.fidelity), len(stored))
     return run_dir.path
 
 

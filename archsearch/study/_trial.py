@@ -2,8 +2,10 @@
 repeats).
 
 It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver. It
-writes nothing into the run directory but its own weights file: the driver keeps the results (an architecture
-measured already is not a trial: the driver's ask loop draws another).
+writes nothing into the run directory but its own weights file and, with a fidelity ladder, its checkpoint: the
+driver keeps the results (an architecture measured already is not a trial: the driver's ask loop draws another).
+A rung point of the ladder is reported as the trial's result at that rung (status ok), since the driver's
+scheduler may stop the trial there.
 """
 
 from __future__ import annotations
@@ -33,26 +35,29 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
     costs = cost_values(arch.cost(study.space.constraints.context, study.space.constraints.dtype_bytes))
 
     def intermediate(point: dict[str, float]) -> None:
-        report({**base, **point, **costs})
+        report({**base, **point, **costs, **rung_result(point)})
 
     weights = RunDir(run_dir).weights_to_write(config["trial_number"]) if study.search.save_weights else None
     first = config.get("seed", study.proxy.seed)
-    result = measure(lambda seed, report, weights: train_proxies(arch, study, seed, report, weights),
+    rungs = ladder(study, run_dir, config)  # for the seed that reports: the one the ladder's scheduler promotes
+    result = measure(lambda seed, report, weights: train_proxies(arch, study, seed, report, weights, rungs if report else None),
                      range(first, first + study.search.repeats), [o.metric for o in study.objectives],
                      report=intermediate, weights_path=weights)
-    result.update(costs, trial=config["trial_number"], tokens=result["tokens_trained"])
+    result.update(costs, trial=config["trial_number"], tokens=result.get("tokens_trained", 0))  # a crashed trial trained none
     report(result)
 
 
-def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | None, weights: str | None) -> dict[str, Any]:
+def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | None, weights: str | None,
+                  rungs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the proxies the study needs and return their metrics as one result: its proxy first (each evaluation
-    goes to `report`, for early stopping; the weights are its), then its synthetic suite (`<task>_accuracy`,
-    `suite_score`), and the wall time of both. With proxy.task: suite, the suite alone: the proxy's figures are
-    its first task's first run, tokens and wall time those of all its runs. A trial's own crash is its result."""
+    goes to `report`, for the fidelity ladder; the weights are its; `rungs`: its ladder arguments, see `ladder`),
+    then its synthetic suite (`<task>_accuracy`, `suite_score`), and the wall time of both. With proxy.task: suite,
+    the suite alone: the proxy's figures are its first task's first run, tokens and wall time those of all its runs.
+    A trial's own crash is its result."""
     result: dict[str, Any] = {"status": "ok"}
     try:
         if not study.suite_only:
-            result = _without_history(run_proxy(arch, dataclasses.replace(study.proxy, seed=seed), report=report, weights_path=weights))
+            result = _without_history(run_proxy(arch, dataclasses.replace(study.proxy, seed=seed), report=report, weights_path=weights, **(rungs or {})))
         if study.suite is not None and result["status"] == "ok":
             suite = study.suite.run(arch)
             if study.suite_only:
@@ -70,3 +75,15 @@ def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | 
 
 def _without_history(metrics: Metrics) -> dict[str, Any]:
     return {k: v for k, v in metrics.to_dict().items() if k != "history"}
+
+
+def ladder(study: Study, run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+    """run_proxy's ladder arguments: the rungs below the budget and the checkpoint (none without a ladder)."""
+    if study.fidelity is None:
+        return {}
+    return {"rungs": study.fidelity.lower, "checkpoint": RunDir(run_dir).checkpoint_to_write(config["checkpoint_of"])}
+
+
+def rung_result(point: dict[str, Any]) -> dict[str, Any]:
+    """What makes a rung point the trial's result at that rung, should the scheduler stop it there."""
+    return {"status": "ok", "tokens_trained": point["tokens"]} if "rung" in point else {}

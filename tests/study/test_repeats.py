@@ -13,7 +13,6 @@ from archsearch.errors import ConfigError
 from archsearch.front import compute_front, plot_front
 from archsearch.proxy import Metrics
 from archsearch.study import TABLE_COLUMNS, Study, _trial, load_run
-from archsearch.study import _config as study_config
 from archsearch.study._rundir import RunDir, TrialsTable, trial_row
 from archsearch.study._trial import run_trial
 
@@ -180,9 +179,9 @@ def test_bad_repeats_are_one_line(write_study, setting, fragment):
 
 
 def test_repeats_with_a_fidelity_ladder_are_refused_in_one_line(write_study, monkeypatch):
-    monkeypatch.setattr(study_config, "TOP_KEYS", study_config.TOP_KEYS | {"fidelity"})  # the ladder's section
-    path = write_study(extra="fidelity: {rungs: [1K, 4K]}\n")
-    path.write_text(path.read_text().replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 3}"))
+    path = write_study(tokens=4000, extra="fidelity: {rungs: [1K, 4K]}\n")
+    text = path.read_text().replace("{train_tokens_per_s: max}", "{params: min}")  # what every rung measures
+    path.write_text(text.replace("resources: {cpu: 1}}", "resources: {cpu: 1}, repeats: 3}"))
     with pytest.raises(ConfigError) as info:
         Study.load(path)
     assert info.value.key == "search.repeats" and info.value.line == 5 and "fidelity ladder" in info.value.message

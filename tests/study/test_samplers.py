@@ -123,7 +123,7 @@ def test_known_and_redrawn_draws_are_not_counted_as_finished_trials_on_resume(wr
         ask_feasible(ostudy, lambda t: draw(study, t), False, 10, everything)
     statuses = [t.user_attrs.get("status") for t in ostudy.get_trials()]
     assert statuses.count(None) == 1 and KNOWN in statuses and len(statuses) >= 11
-    assert recover(ostudy, study.objectives) == 1
+    assert recover(ostudy, study) == 1
 
 
 TWO = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet]}, channel: glu, heads: 2}\n"
@@ -144,7 +144,7 @@ def test_the_searcher_skips_architectures_running_or_measured_and_finishes_when_
     first, second = searcher.suggest("a"), searcher.suggest("b")
     assert first["digest"] != second["digest"]  # the second draw skipped the architecture the first is measuring
     row = {"trial": first["trial_number"], "status": "ok", "digest": first["digest"], "bits_per_byte": 2.0, "train_tokens_per_s": 9.0}
-    searcher.finish("a", row, study.objectives)
+    searcher.finish("a", row)
     searcher._space.learn(row)
     assert searcher.suggest("c") == Searcher.FINISHED and searcher.exhausted.startswith("100 draws in a row gave architectures measured already (100)")
     told = [t for t in searcher._ot_study.get_trials() if t.user_attrs.get("status") == KNOWN]

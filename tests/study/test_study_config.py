@@ -13,6 +13,19 @@ def test_a_study_loads_with_its_space_objectives_and_search(write_study):
     assert study.proxy.tokens == 2048 and study.proxy.device == "cpu"
 
 
+def test_a_fidelity_ladder_takes_token_counts_and_its_top_rung_is_the_proxy_budget(write_study):
+    ladder = "fidelity: {rungs: [8K, 32K, 128K], keep: 0.25}\n"
+    path = write_study(tokens="128K", extra=ladder)
+    path.write_text(path.read_text().replace("{train_tokens_per_s: max}", "{params: min}"))  # what every rung measures
+    study = Study.load(path)
+    assert study.fidelity.rungs == (8000, 32000, 128000) and study.fidelity.keep == 0.25
+    assert study.proxy.tokens == 128000 and study.fidelity.lower == (8000, 32000) and study.fidelity.top == 2
+    assert study.frozen["proxy"]["tokens"] == 128000  # the frozen study (what a resume compares) reloads the same
+    path.write_text(path.read_text().replace("tokens: 128K, ", ""))  # without proxy.tokens, the top rung sets it
+    assert Study.load(path).proxy.tokens == 128000
+    assert Study.load(write_study()).fidelity is None
+
+
 def test_an_inline_space_works_and_its_errors_name_the_study_file(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("space:\n  d_model: 32\n  n_layers: 2\n  layers: {mixer: attn, channel: glu, heads: 3}\nobjectives: [val_loss]\n")
@@ -47,8 +60,22 @@ def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key
         ("space: space.yaml\nobjectives: [val_loss]\nsearch: {sampler: cmaes}\n", "search.sampler", "nsga2"),
         ("space: space.yaml\nobjectives: [val_loss]\nsearch: {trials: 0}\n", "search.trials", "positive"),
         ("space: space.yaml\nobjectives: [val_loss]\nsearch: {resources: {tpu: 1}}\n", "search.resources", "cpu"),
-        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {early_stopping: {grace: 2}}\n", "search.early_stopping", "grace"),
-        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: lots}\n", "proxy.tokens", "integer"),
+        ("space: space.yaml\nobjectives: [val_loss]\nsearch: {early_stopping: {grace: 2}}\n", "search.early_stopping", "use fidelity"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M]}\n", "fidelity.rungs", "2 to 8 ascending"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [4M, 1M]}\n", "fidelity.rungs[1]", "above the rung before (4,000,000)"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 1M]}\n", "fidelity.rungs[1]", "above the rung before"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, lots]}\n", "fidelity.rungs[1]", "whole number of tokens"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [100, 1M]}\n", "fidelity.rungs[0]", "one training step (4,096 tokens"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 4M], keep: 1}\n", "fidelity.keep", "between 0 and 1"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 4M], keep: 0}\n", "fidelity.keep", "between 0 and 1"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {keep: 0.5}\n", "fidelity.rungs", "missing"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: [1M, 4M]\n", "fidelity", "mapping of rungs, keep"),
+        ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 4M], promote: 2}\n", "fidelity.promote", "unknown setting"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 2M}\nfidelity: {rungs: [1M, 4M]}\n", "fidelity.rungs", "proxy.tokens says 2,000,000 (line 3)"),
+        ("space: space.yaml\nobjectives: [val_loss, decode_tokens_per_s]\nproxy: {inference: true}\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
+        ("space: space.yaml\nobjectives: [val_loss, train_tokens_per_s]\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 1.5}\n", "proxy.tokens", "whole number of tokens"),
+        ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: lots}\n", "proxy.tokens", "whole number of tokens"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {lr: fast}\n", "proxy.lr", "number"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokenz: 5}\n", "proxy.tokenz", "unknown proxy setting"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {task: poetry}\n", "proxy.task", "unknown proxy task"),

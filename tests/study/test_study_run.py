@@ -131,19 +131,6 @@ def test_address_joins_an_existing_multi_node_ray_cluster(write_study, tmp_path)
         cluster.shutdown()
 
 
-def test_early_stopping_prunes_with_asha_and_the_study_completes(write_study, tmp_path, ray_shutdown):
-    from archsearch.study import run
-
-    extra = "search: {sampler: random, seed: 0, trials: 6, concurrency: 2, resources: {cpu: 1}, early_stopping: {grace: 0.25, reduction_factor: 2}}\n"
-    path = write_study(tokens=8192)
-    path.write_text(path.read_text().replace(path.read_text().split("\n")[4] + "\n", "") + extra)
-    run_dir = run(str(path), out=str(tmp_path / "run"))
-    table = pd.read_csv(run_dir / "trials.csv")
-    assert len(table) == 6 and set(table["status"]) <= {"ok", "pruned"} and (table["status"] == "ok").any()
-    pruned = table[table["status"] == "pruned"]
-    assert (pruned["tokens_trained"] < 8192).all()
-
-
 def test_an_unreachable_address_is_one_line_and_exit_code_2(write_study, tmp_path, capsys):
     from archsearch.cli import main
 

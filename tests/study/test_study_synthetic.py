@@ -153,8 +153,8 @@ def test_bad_suites_are_one_line_at_their_key(load, suite, line, key, fragment):
 
 
 def test_a_study_whose_proxy_is_the_suite_refuses_what_follows_one_model(load):
-    e = refused(load, "proxy: {task: suite}\nobjectives: [suite_score]\nsearch:\n  early_stopping: true\n")
-    assert (e.line, e.key) == (5, "search.early_stopping")
+    e = refused(load, "proxy: {task: suite}\nobjectives: [suite_score]\nfidelity: {rungs: [1M, 4M]}\n")
+    assert (e.line, e.key) == (4, "fidelity") and "one model per task" in e.message
     e = refused(load, "proxy: {task: suite}\nobjectives: [suite_score]\nsearch:\n  save_weights: true\n")
     assert (e.line, e.key) == (5, "search.save_weights")
 
