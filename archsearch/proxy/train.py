@@ -47,7 +47,7 @@ class ProxySettings:
     warmup_tokens: int = field(default=131_072, metadata={"help": "warm-up in tokens, the same whatever the budget (at most a quarter of the first rung)"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
-    evals: int = field(default=8, metadata={"help": "intermediate evaluations (for early stopping), the last one final"})
+    evals: int = field(default=8, metadata={"help": "intermediate evaluations (the learning curve), the last one final"})
     eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
@@ -389,8 +389,11 @@ class _Training:
             point["train_loss"] = float(self._train_loss) / self._train_count
             self._train_loss.zero_()
             self._train_count = 0
-        if rung is not None:
+        if rung is not None:  # a rung point carries the run's rate too (timed in the first rung), for promotion
             point["rung"] = rung
+            rate = self.windows.rate(self.tokens_per_step) if self.windows is not None else None
+            if rate is not None:
+                point["train_tokens_per_s"], point["train_tokens_per_s_spread"] = rate
         return point
 
     # --- state: rung branches and checkpoints ---------------------------------------------------------------------

@@ -65,10 +65,10 @@ class Fidelity:
 
 MAX_RUNGS = 8
 MAX_TOKENS = 1 << 50  # ProxySettings' own bound on a token budget
-# what the proxy's rung points carry besides the cost model's figures: its evaluation at the rung. Throughput,
-# prefill, decode, peak memory, the extrapolation and the suite are measured at the end of a run only, so a ladder
-# cannot rank on them (train_tokens_per_s belongs here once the rung points carry the first rung's timing)
-RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy")
+# what the proxy's rung points carry besides the cost model's figures: its evaluation at the rung, and the training
+# rate timed in the first rung. Prefill, decode, peak memory, the extrapolation and the suite are measured at the
+# end of a run only, so a ladder cannot rank on them
+RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy", "train_tokens_per_s")
 
 
 @dataclass(frozen=True)

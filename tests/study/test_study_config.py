@@ -73,7 +73,6 @@ def test_bad_study_sections_are_one_line(write_study, extra_or_change, line, key
         ("space: space.yaml\nobjectives: [val_loss]\nfidelity: {rungs: [1M, 4M], promote: 2}\n", "fidelity.promote", "unknown setting"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 2M}\nfidelity: {rungs: [1M, 4M]}\n", "fidelity.rungs", "proxy.tokens says 2,000,000 (line 3)"),
         ("space: space.yaml\nobjectives: [val_loss, decode_tokens_per_s]\nproxy: {inference: true}\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
-        ("space: space.yaml\nobjectives: [val_loss, train_tokens_per_s]\nfidelity: {rungs: [1M, 4M]}\n", "objectives[1]", "not measured at the fidelity ladder's rungs"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: 1.5}\n", "proxy.tokens", "whole number of tokens"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {tokens: lots}\n", "proxy.tokens", "whole number of tokens"),
         ("space: space.yaml\nobjectives: [val_loss]\nproxy: {lr: fast}\n", "proxy.lr", "number"),
