@@ -2,6 +2,6 @@
 
 from .data import BUILTIN, Corpus, DataError, DataSpec, load_corpus
 from .tasks import TASKS, TaskSpec
-from .train import Metrics, ProxySettings, run_proxy
+from .train import COMPILE_CACHE_ENV, Metrics, ProxySettings, run_proxy
 
-__all__ = ["BUILTIN", "TASKS", "Corpus", "DataError", "DataSpec", "Metrics", "ProxySettings", "TaskSpec", "load_corpus", "run_proxy"]
+__all__ = ["BUILTIN", "COMPILE_CACHE_ENV", "TASKS", "Corpus", "DataError", "DataSpec", "Metrics", "ProxySettings", "TaskSpec", "load_corpus", "run_proxy"]

@@ -520,11 +520,14 @@ class _Steps:
         metrics.compile_error = self.error
 
 
+COMPILE_CACHE_ENV = "ARCHSEARCH_COMPILE_CACHE"  # a folder for Inductor's and Triton's caches, shared by trials
+
+
 def _share_compile_cache() -> None:
     """Point Inductor's and Triton's on-disk caches at ARCHSEARCH_COMPILE_CACHE when it is set (a study points it
     into its run folder), so a model shape is compiled once per study, not once per trial process; caches set
     explicitly (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR) win."""
-    folder = os.environ.get("ARCHSEARCH_COMPILE_CACHE")
+    folder = os.environ.get(COMPILE_CACHE_ENV)
     if not folder:
         return
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, "inductor"))

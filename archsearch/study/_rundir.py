@@ -7,6 +7,7 @@
     trials.csv               one row per finished trial (TABLE_COLUMNS, then p:<parameter> columns), derived from
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
+    compile-cache/           Inductor's and Triton's caches, shared by the trials (a layer kind compiles once)
     weights/trial_N.safetensors   proxy weights, with search.save_weights
     checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
                              the one it runs again after a kill, so that it resumes); deleted as the trial finishes
@@ -69,6 +70,11 @@ class RunDir:
     @property
     def ray_storage(self) -> Path:
         return self.path / "ray"
+
+    @property
+    def compile_cache(self) -> Path:
+        """Inductor's and Triton's caches, shared by the study's trials: a layer kind compiles once per study."""
+        return self.path / "compile-cache"
 
     def weights_file(self, trial: int) -> Path:
         return self.path / "weights" / f"trial_{trial}.safetensors"

@@ -11,12 +11,13 @@ scheduler may stop the trial there.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
 from ..architecture import Architecture
 from ..metrics import cost_values
-from ..proxy import Metrics, run_proxy
+from ..proxy import COMPILE_CACHE_ENV, Metrics, run_proxy
 from ._config import Study, import_plugins
 from ._repeats import measure
 from ._rundir import RunDir
@@ -27,6 +28,7 @@ Report = Callable[[dict[str, Any]], None]
 def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report) -> None:
     """Run the trial that `config` describes (see `DefineByRun`), reporting through `report`."""
     import_plugins(study.plugins)
+    os.environ.setdefault(COMPILE_CACHE_ENV, str(RunDir(run_dir).compile_cache))  # compiled once per study, not per trial
     base = {"trial": config["trial_number"], "status": "running", "tokens": 0}
     if config["arch"] is None or config["reason"]:
         report({**base, "status": "infeasible", "reason": config["reason"]})
