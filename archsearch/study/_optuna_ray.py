@@ -336,9 +336,10 @@ class TensorBoardLogger(TBXLoggerCallback):
 def _wandb_logger(study: Study, run_dir: RunDir) -> Callback:
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    run_dir.wandb.mkdir(parents=True, exist_ok=True)  # wandb.init writes beneath `dir`, which must exist
-    # WANDB_PROJECT and WANDB_MODE (offline: nothing leaves the machine until `wandb sync`) are wandb's own settings
-    return WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", study.name), group=study.name, dir=str(run_dir.wandb))
+    # WANDB_PROJECT and WANDB_MODE (offline: nothing leaves the machine until `wandb sync`) are wandb's own settings;
+    # wandb.init writes into DIR/wandb
+    return WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", study.name), group=study.name,
+                               dir=str(run_dir.wandb.parent))
 
 
 # search.tracking's names -> the Ray Tune logger callback of each
