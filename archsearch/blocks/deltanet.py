@@ -70,7 +70,7 @@ class DeltaNet(Block):
 
     residual_params = ("o_proj.weight",)
 
-    def __init__(self, d_model: int, heads: int, conv_size: int, gate: bool, norm_eps: float = 1e-5) -> None:
+    def __init__(self, d_model: int, heads: int, conv_size: int, gate: bool, norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, d_model // heads
         self.q_proj = nn.Linear(d_model, d_model, bias=False)

@@ -15,7 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import _yaml
 from .._config import fail, positive_int, read_dataclass, read_fields, read_file, read_value
@@ -71,6 +71,12 @@ MAX_TOKENS = 1 << 50  # ProxySettings' own bound on a token budget
 RUNG_METRICS = ("val_loss", "perplexity", "bits_per_byte", "accuracy", "train_tokens_per_s")
 
 
+# where a study can log its trials' results besides the run directory, and the package the Ray Tune logger of each
+# needs (see study._optuna_ray.TRACKERS)
+TRACKING_PACKAGES = {"tensorboard": "tensorboardX", "wandb": "wandb"}
+Tracker = Literal[tuple(TRACKING_PACKAGES)]
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     sampler: str = "nsga2"  # a name in study._samplers.SAMPLERS
@@ -85,6 +91,7 @@ class SearchSettings:
     max_draws: int = 100  # draws per trial before a study stops with one line: nearly all infeasible, or all measured
     repeats: int = 1  # seeds per architecture (proxy.seed, +1, ...): its objectives are their means
     remeasure: bool = False  # true: a re-drawn architecture is a new trial, trained again with new seeds
+    tracking: tuple[Tracker, ...] = ()  # loggers of every trial's reports: tensorboard (RUN/tensorboard), wandb
     # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
     sampler_settings: tuple[tuple[str, Any], ...] = ()
 

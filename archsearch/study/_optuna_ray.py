@@ -6,23 +6,26 @@ Ray Tune runs them; the Optuna storage in the run directory is the source of tru
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from ray.tune import Callback
+from ray.tune.logger import TBXLoggerCallback
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from ..errors import ArchsearchError
-from ._config import Study
+from ._config import TRACKING_PACKAGES, Study
 from ._progress import Progress
 from ._rundir import ROW_ATTR, RunDir, TrialsTable, trial_row
 from ._samplers import KNOWN, REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
@@ -314,6 +317,47 @@ def check_reachable(address: str) -> None:
         raise ArchsearchError(f"--address {address}: no Ray cluster answers there ({e}); expected HOST:PORT of a running head node") from None
 
 
+class TensorBoardLogger(TBXLoggerCallback):
+    """Ray Tune's TensorBoard logger, writing each trial's events to the run directory's TensorBoard folder under
+    the study's trial number (Ray's own would bury them in its session folders, under its trial ids)."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def log_trial_start(self, trial) -> None:
+        if trial in self._trial_writer:
+            self._trial_writer[trial].close()
+        folder = self.run_dir.tensorboard_trial(trial.config["trial_number"])
+        self._trial_writer[trial] = self._summary_writer_cls(str(folder), flush_secs=30)
+        self._trial_result[trial] = {}
+
+
+def _wandb_logger(study: Study, run_dir: RunDir) -> Callback:
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    # WANDB_PROJECT and WANDB_MODE (offline: nothing leaves the machine until `wandb sync`) are wandb's own settings;
+    # wandb.init writes into DIR/wandb
+    return WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", study.name), group=study.name,
+                               dir=str(run_dir.wandb.parent))
+
+
+# search.tracking's names -> the Ray Tune logger callback of each
+TRACKERS: dict[str, Callable[[Study, RunDir], Callback]] = {
+    "tensorboard": lambda study, run_dir: TensorBoardLogger(run_dir),
+    "wandb": _wandb_logger,
+}
+
+
+def check_tracking(study: Study) -> None:
+    """Refuse, in one line, a tracker whose package is not installed (before anything starts)."""
+    for name in study.search.tracking:
+        package = TRACKING_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            raise ArchsearchError(f"{study.file}: search.tracking: {name} needs the {package} package, which is not installed: "
+                                  f"pip install 'archsearch[tracking]'")
+
+
 def _trainable(config: dict[str, Any], study: Study, run_dir: str) -> None:
     """The Ray Tune function trainable: one trial, reporting through Ray Tune."""
     from ray import tune
@@ -350,7 +394,8 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.ray_storage), name=time.strftime("session-%Y%m%d-%H%M%S"),
                                   failure_config=tune.FailureConfig(max_failures=s.retries),
-                                  stop=_StopOnFailure(recorder), callbacks=[recorder], verbose=0),
+                                  stop=_StopOnFailure(recorder), verbose=0,
+                                  callbacks=[recorder, *(TRACKERS[name](study, run_dir) for name in s.tracking)]),
     )
     tuner.fit()
     if study.fidelity:

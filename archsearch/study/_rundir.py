@@ -8,6 +8,8 @@
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
     compile-cache/           Inductor's and Triton's caches, shared by the trials (a layer kind compiles once)
+    tensorboard/trial_N/     TensorBoard event files of trial N's reports, with search.tracking: [tensorboard]
+    wandb/                   Weights & Biases' local files (offline runs to sync), with search.tracking: [wandb]
     weights/trial_N.safetensors   proxy weights, with search.save_weights
     checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
                              the one it runs again after a kill, so that it resumes); deleted as the trial finishes
@@ -75,6 +77,19 @@ class RunDir:
     def compile_cache(self) -> Path:
         """Inductor's and Triton's caches, shared by the study's trials: a layer kind compiles once per study."""
         return self.path / "compile-cache"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's log folder, one sub-folder per trial: `tensorboard --logdir RUN/tensorboard`."""
+        return self.path / "tensorboard"
+
+    def tensorboard_trial(self, trial: int) -> Path:
+        return self.tensorboard / f"trial_{trial}"
+
+    @property
+    def wandb(self) -> Path:
+        """Where Weights & Biases keeps its local files (an offline run is synced from here: `wandb sync`)."""
+        return self.path / "wandb"
 
     def weights_file(self, trial: int) -> Path:
         return self.path / "weights" / f"trial_{trial}.safetensors"

@@ -18,7 +18,7 @@ from ..sampling import space_size
 from ..space import bounds
 from ._baselines import enqueue_baselines
 from ._config import Study
-from ._optuna_ray import check_reachable, check_resources, open_storage, recover, start_ray, tune_trials
+from ._optuna_ray import check_reachable, check_resources, check_tracking, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
 from ._rundir import RunDir, TrialsTable, rows_of
 from ._samplers import GRID
@@ -39,6 +39,7 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
         print(f"resuming {run_dir.path}")
     total = _trial_count(study, trials or study.search.trials)
     _check_memory(study)
+    check_tracking(study)
     if address:
         check_reachable(address)
     if not resuming:  # only once nothing refuses the start: a corrected study then finds no "different study" here
