@@ -424,7 +424,7 @@ class _Training:
         if path is None or not os.path.exists(path):
             return
         try:
-            data = torch.load(path, map_location=self.device, weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True)  # the state dicts load onto the device; the generator stays here
         except Exception:  # noqa: BLE001 - a torn or foreign file is no checkpoint: the run starts over
             return
         if not isinstance(data, dict) or data.get("identity") != self.identity:
