@@ -175,6 +175,8 @@ def test_every_task_repeats_for_a_seed_and_differs_across_seeds(name):
         ({"name": "mqar", "power_a": 0.0}, "power_a", "above 0"),
         ({"name": "mqar", "num_tokens": 4}, "num_tokens", "mqar has no such setting"),
         ({"name": "mqar", "num_kv_pairs": 0}, "num_kv_pairs", "positive integer"),
+        ({"name": "mqar", "vocab_size": 10**12}, "vocab_size", "at most 2,097,152"),  # bounded, never an out-of-memory
+        ({"name": "mqar", "seq_len": 10**9}, "seq_len", "at most 1,048,576"),
         ({"name": "mqar", "random_non_queries": 1}, "random_non_queries", "true or false"),
         ({"name": "noisy_recall", "frac_noise": 1.0}, "frac_noise", "[0, 1)"),
         ({"name": "noisy_recall", "noise_vocab_size": 31}, "noise_vocab_size", "at least 2"),

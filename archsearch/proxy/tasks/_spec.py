@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ...architecture import MAX_CONTEXT, MAX_VOCAB
 from ...errors import ArchsearchError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # x [B, T] token ids; y [B, T] the answer at scored positions, -1 elsewhere
@@ -67,6 +68,7 @@ class TaskSpec:
 
 
 _MAY_BE_ZERO = {"noise_vocab_size", "kv_map_seed"}
+_MOST = {"vocab_size": MAX_VOCAB, "noise_vocab_size": MAX_VOCAB, "kv_map_seed": (1 << 63) - 1}
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -79,8 +81,9 @@ def _check_type(name: str, value: Any, kind: type) -> None:
         expected = "a number"
     else:
         least = 0 if name in _MAY_BE_ZERO else 1
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
-        expected = "a non-negative integer" if least == 0 else "a positive integer"
+        most = _MOST.get(name, MAX_CONTEXT)  # a count never exceeds a sequence; sizes are bounded, never an OOM
+        ok = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
+        expected = f"{'a non-negative' if least == 0 else 'a positive'} integer of at most {most:,}"
     if not ok:
         raise TaskError(f"{KEY}.{name}", f"expected {expected}, got {value!r}")
 
