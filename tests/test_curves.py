@@ -48,3 +48,14 @@ def test_bits_per_byte_are_extrapolated_from_a_proxy_history():
     assert predicted_bits_per_byte(history, 1e7) == pytest.approx(float(truth(1e7)), rel=1e-3)
     assert extrapolate(history, 1e7, "val_loss") == pytest.approx(2 * float(truth(1e7)), rel=1e-3)
     assert predicted_bits_per_byte([{"tokens": 100, "val_loss": 1.0, "accuracy": 0.5}], 1e7) is None  # a synthetic task
+
+
+def test_a_wsd_history_is_fitted_on_its_stable_phase_and_its_decay_gain_added():
+    law = PowerLaw(1.2, 40.0, 0.35, True)
+    stable = [{"tokens": t, "bits_per_byte": float(law(t))} for t in (1e5, 2e5, 3e5, 4e5, 5e5, 6e5, 7e5, 8e5)]
+    end = {"tokens": 1e6, "bits_per_byte": float(law(1e6)) - 0.3, "decayed": True}  # the decay's drop at the end
+    truth = float(law(1e7)) - 0.3  # a 10x run decays as well, and gains about as much
+    predicted = extrapolate([*stable, end], 1e7)
+    assert predicted == pytest.approx(truth, abs=2e-3)
+    unmarked = extrapolate([*stable, {k: v for k, v in end.items() if k != "decayed"}], 1e7)  # read as one curve
+    assert abs(unmarked - truth) > 2 * abs(predicted - truth)

@@ -346,7 +346,8 @@ class _Training:
                 if on_step is not None:
                     on_step(metrics.tokens_trained, loss)
                 if evaluate:
-                    point = self._evaluate(full=last, rung=self.final_rung if last and self.rungs else None)
+                    point = self._evaluate(full=last, rung=self.final_rung if last and self.rungs else None,
+                                           decayed=self.schedule.decay > 0 and step > self.schedule.stable_end)
                     metrics.history.append(point)
                     if report is not None:
                         report(dict(point))
@@ -367,7 +368,7 @@ class _Training:
         self._train_count = 0
         for step in range(rung.branch_at + 1, rung.schedule.steps + 1):
             self._one_step(step, rung.schedule, timed=False)
-        point = self._evaluate(full=True, rung=rung.index, tokens=rung.schedule.steps * self.tokens_per_step)
+        point = self._evaluate(full=True, rung=rung.index, tokens=rung.schedule.steps * self.tokens_per_step, decayed=rung.schedule.decay > 0)
         self.metrics.history.append(point)
         if checkpoint is not None:
             self._save(checkpoint, stable or self._state())
@@ -380,11 +381,13 @@ class _Training:
         self._train_count = kept[1]
         return True
 
-    def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None) -> dict[str, float]:
+    def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None, decayed: bool = False) -> dict[str, float]:
         with self.lock.shared():
             batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
             point = _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast)
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
+        if decayed:  # taken during a wsd decay: the learning curve's extrapolation treats it apart
+            point["decayed"] = True
         if self._train_count:
             point["train_loss"] = float(self._train_loss) / self._train_count
             self._train_loss.zero_()
