@@ -66,7 +66,7 @@ class Front:
     @property
     def has_baselines(self) -> bool:
         c = self.candidates
-        return "baseline" in c.columns and bool((c["baseline"].fillna("").astype(str).str.len() > 0).any())
+        return "baseline" in c.columns and bool(_marked(c["baseline"]).any())
 
     def row(self, trial: int) -> pd.Series:
         return self.candidates[self.candidates["trial"] == trial].iloc[0]
@@ -80,7 +80,7 @@ class Front:
         values = self.candidates[self.metrics].to_numpy(float) * sign
         front = np.flatnonzero(self.mask)
         out = []
-        for i in np.flatnonzero(self.candidates["baseline"].fillna("").astype(str).str.len() > 0):
+        for i in np.flatnonzero(_marked(self.candidates["baseline"])):
             better = [int(self.candidates["trial"].iloc[j]) for j in front
                       if np.all(values[j] <= values[i]) and np.any(values[j] < values[i])]
             out.append((str(self.candidates["baseline"].iloc[i]), int(self.candidates["trial"].iloc[i]), better))
@@ -247,7 +247,12 @@ def _title(fronts: Sequence[Front], labels: Sequence[str]) -> str:
 def _baseline_rows(front: Front) -> pd.DataFrame:
     """The candidates that are study baselines (none when the run has no baseline column)."""
     c = front.candidates
-    return c[c["baseline"].fillna("").astype(str).str.len() > 0] if "baseline" in c.columns else c.iloc[:0]
+    return c[_marked(c["baseline"])] if "baseline" in c.columns else c.iloc[:0]
+
+
+def _marked(column: pd.Series) -> pd.Series:
+    """Which rows a text column marks: not missing and not empty (a column of only NaN reads as floats)."""
+    return column.notna() & (column.astype(str).str.len() > 0)
 
 
 def _spread(front: Front, metric: str) -> np.ndarray | None:

@@ -56,7 +56,7 @@ def describe(front: Front) -> list[str]:
     shown["summary"] = shown["summary"].str.ljust(width)  # architectures read left to right
     shown = shown.rename(columns={"summary": "architecture"})
     if "baseline" in shown.columns:
-        shown["baseline"] = shown["baseline"].fillna("").astype(str)
+        shown["baseline"] = shown["baseline"].astype(object).where(shown["baseline"].notna(), "").astype(str)
     shown.insert(0, "", ["knee" if t == front.knee else "" for t in table["trial"]])
     lines.append(f"\nPareto front: {len(table)} of {len(front.candidates)} trials")
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
