@@ -154,13 +154,12 @@ def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: di
             "summary": arch.summary(), "metrics": metrics}
 
 
-def _progress(todo, settings: dict[str, ProxySettings], progress: bool):
+def _token_bar(show: bool):
+    """The progress bar of a validation's trainings, counted in tokens."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    bar = Progress(*columns, disable=not progress or not todo)
-    return bar, sum(settings[f].tokens for _, _, f in todo)
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not show)
 
 
 def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: int, plugins: tuple[str, ...] = (),
@@ -171,15 +170,11 @@ def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: 
     import multiprocessing
     from multiprocessing.connection import wait
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     context = multiprocessing.get_context("spawn")
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     pending = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].tokens)
     running: dict[Any, tuple[Any, int]] = {}
     try:
-        with Progress(*columns, disable=not progress or not jobs) as bar:
+        with _token_bar(progress and bool(jobs)) as bar:
             task = bar.add_task(f"{at_once} at a time", total=sum(s.tokens for _, s in jobs), status="")
             while pending or running:
                 while pending and len(running) < at_once:
@@ -216,9 +211,8 @@ def _run_pooled(todo, n_archs: int, settings: dict[str, ProxySettings], keys: di
 
 def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool):
     """Train each job in turn, yielding its record as it finishes."""
-    bar, total = _progress(todo, settings, progress)
-    with bar:
-        job = bar.add_task("validation", total=total, status="")
+    with _token_bar(progress and bool(todo)) as bar:
+        job = bar.add_task("validation", total=sum(settings[f].tokens for _, _, f in todo), status="")
         before = 0
         for i, arch, fidelity in todo:
             bar.update(job, description=f"arch {i + 1}/{n_archs} {fidelity}")

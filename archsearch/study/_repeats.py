@@ -13,7 +13,6 @@ from typing import Any
 
 from ..fidelity import seed_spread, seed_spreads
 from ..metrics import METRICS
-from ..proxy import Metrics
 
 SUMMED = ("wall_seconds",)  # a trial's wall time is all its seeds' runs; every other figure is a mean
 
@@ -23,15 +22,9 @@ Train = Callable[[int, Callable[[dict[str, float]], None] | None, str | None], d
 
 def measure(train: Train, seeds: Sequence[int], objectives: Sequence[str],
             report: Callable[[dict[str, float]], None] | None = None, weights_path: str | None = None) -> dict[str, Any]:
-    """Run `train` once per seed in `seeds` (each a result dict without history; a trial's own crash is its result)
-    and return the trial's result."""
-    results = []
-    for i, seed in enumerate(seeds):
-        try:
-            result = train(seed, report if i == 0 else None, weights_path if i == 0 else None)
-        except Exception as e:  # a trial's own crash is its result; the study goes on
-            result = {k: v for k, v in Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500]).to_dict().items() if k != "history"}
-        results.append(result)
+    """Run `train` once per seed in `seeds` (each a result dict without history, a crash among them: `train`
+    returns a trial's own failure as its status) and return the trial's result."""
+    results = [train(seed, report if i == 0 else None, weights_path if i == 0 else None) for i, seed in enumerate(seeds)]
     return results[0] if len(results) == 1 else over_seeds(results, seeds, objectives)
 
 
