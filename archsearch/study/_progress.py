@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,11 @@ PRINT_EVERY = 30.0  # seconds between progress lines while no trial finishes
 
 
 class Progress:
-    def __init__(self, objectives: Sequence[Objective], total: int, fidelity: Fidelity | None = None) -> None:
+    def __init__(self, objectives: Sequence[Objective], total: int, fidelity: Fidelity | None = None,
+                 busy: Callable[[], str] = str) -> None:
         self.objectives, self.total = tuple(objectives), total
         self.fidelity = fidelity  # with a ladder, only its top rung's trials count for the best values and the front
+        self.busy = busy  # the GPUs' busy share so far ("GPU busy 87%"), or "" when it is not measured
         self.start = time.time()
         self.last_print = 0.0
         self.finished_now = 0
@@ -46,7 +48,7 @@ class Progress:
         stop = f" (stopped at rung {row['rung']})" if row and self.stopped(row) else ""
         head = f"trial {row['trial']} {row['status']}{stop}: {row['summary'] or str(row['reason'])[:80]}\n" if row else ""
         print(f"{head}[{duration(elapsed)}] {len(rows)}/{self.total} finished, {running} running, {failed} failed{eta}"
-              f"{'; best ' + ', '.join(best) if best else ''}; front {front}", flush=True)
+              f"{'; best ' + ', '.join(best) if best else ''}; front {front}{'; ' + busy if (busy := self.busy()) else ''}", flush=True)
 
     def stopped(self, row: dict[str, Any]) -> bool:
         """Whether the fidelity ladder stopped this trial below its top rung."""

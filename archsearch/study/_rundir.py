@@ -13,6 +13,8 @@
     weights/trial_N.safetensors   proxy weights, with search.save_weights
     checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
                              the one it runs again after a kill, so that it resumes); deleted as the trial finishes
+    gpu_busy.jsonl           each session's GPU busy share (NVML), for a study on GPUs
+    validation.json(l)       `archsearch validate`'s report and its finished trainings
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
 Only the driver writes here (trials save weights, each its own file); what is known of each architecture comes from
@@ -236,31 +238,54 @@ class RunDir:
 
     def validation_records(self) -> list[dict]:
         """The finished trainings of a validation, in order; a line cut off by a kill is dropped (retrained)."""
-        if not self.validation_records_file.exists():
-            return []
-        out = []
-        with open(self.validation_records_file) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(entry, dict):
-                    out.append(entry)
-        return out
+        return _read_lines(self.validation_records_file)
 
     def add_validation_record(self, record: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.validation_records_file, "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(end - 1)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")  # end a line cut off by a kill, so the new record starts a line of its own
-            f.write((json.dumps(record) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())  # a finished training is hours of GPU time on a real study: on disk before the next
+        _append_line(self.validation_records_file, record)  # a finished training is hours of GPU time on a real study
+
+    # --- how busy the study kept its GPUs (study/_busy.py) ----------------------------------------------------------
+    #   gpu_busy.jsonl     one line per session of the run (a resumed study adds one): wall time, samples, each
+    #                      GPU's busy share
+    @property
+    def busy_file(self) -> Path:
+        return self.path / "gpu_busy.jsonl"
+
+    def busy_records(self) -> list[dict]:
+        return _read_lines(self.busy_file)
+
+    def add_busy_record(self, record: dict) -> None:
+        _append_line(self.busy_file, record)
+
+
+def _read_lines(path: Path) -> list[dict]:
+    """The JSON objects of an append-only file, in order; a line cut off by a kill is dropped."""
+    if not path.exists():
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+    return out
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """Append one JSON line, on disk before this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # end a line cut off by a kill, so the new record starts a line of its own
+        f.write((json.dumps(record) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def rows_of(trials: list) -> list[dict[str, Any]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import ArchsearchError
@@ -17,6 +19,7 @@ from ..metrics import human_bytes
 from ..sampling import space_size
 from ..space import bounds
 from ._baselines import enqueue_baselines
+from ._busy import GpuBusy
 from ._config import Study
 from ._optuna_ray import check_reachable, check_resources, check_tracking, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
@@ -61,8 +64,27 @@ def run(study_path: str, out: str | None = None, address: str | None = None, tri
     check_resources(study)
     print(f"study {study.name}: {remaining} of {total} trials to run, {study.search.concurrency} at a time, "
           f"sampler {study.search.sampler}; run directory {run_dir.path}", flush=True)
-    tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total, study.fidelity), len(stored))
+    with _busy_sampler(study, run_dir) as busy:
+        tune_trials(study, run_dir, storage, remaining, table, Progress(study.objectives, total, study.fidelity, busy.line), len(stored))
     return run_dir.path
+
+
+@contextmanager
+def _busy_sampler(study: Study, run_dir: RunDir) -> Iterator[GpuBusy]:
+    """Sample the GPUs' busy share while a study on GPUs runs; at the end (an interrupted one too) print it and
+    keep it in the run directory."""
+    busy = GpuBusy.of_this_node() if study.search.gpu > 0 else GpuBusy(None)
+    if study.search.gpu > 0 and not busy.measuring:
+        print("GPU busy share: not measured (no NVML here: pip install 'archsearch[gpu]' installs nvidia-ml-py)")
+    busy.start()
+    try:
+        yield busy
+    finally:
+        busy.stop()
+        if busy.measuring:
+            print(f"{busy.line() or 'GPU busy: no sample'} of {busy.seconds:.0f} s wall time", flush=True)
+            with suppress(OSError):  # a full disk already stopped the run with its own line
+                run_dir.add_busy_record(busy.record())
 
 
 def _trial_count(study: Study, total: int) -> int:
