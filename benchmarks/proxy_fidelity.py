@@ -83,9 +83,14 @@ def main() -> int:
         Path(args.out).write_text(json.dumps({**out, "partial": [(r[0], r[2]) for r in rows], "truth": truth}, indent=1, default=str))
     if args.suite:
         tasks = args.suite_tasks if args.suite_tasks in SUITES else args.suite_tasks.split(",")
-        suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2))
+        # not timed: the suite measures accuracy, and a timed window would stall every other training on the GPU
+        suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2, timing_steps=0))
         jobs = [(a, s) for a in archs for s in suite.runs]
-        results = dict(train_parallel(jobs, args.jobs, study.plugins))
+        results = {}
+        for i, m in train_parallel(jobs, args.jobs, study.plugins):
+            results[i] = m
+            print(f"suite {i // len(suite.runs) + 1}/{len(archs)} {jobs[i][1].task}: {m['status']} accuracy {m.get('accuracy')} "
+                  f"({m['wall_seconds']:.0f} s)", flush=True)
         scores, per_task = [], {t: [] for t in suite.tasks}
         for i in range(len(archs)):
             accs = [results[i * len(suite.runs) + j].get("accuracy") for j in range(len(suite.runs))]

@@ -52,7 +52,7 @@ class ProxySettings:
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
-    timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s"})
+    timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s; 0: not timed"})
     predict_tokens: int | None = field(default=None, metadata={"help": "extrapolate bits_per_byte to this budget (predicted_bits_per_byte)"})
     inference: bool = field(default=False, metadata={"help": "also measure prefill and decode tokens/s"})
     decode_tokens: int = field(default=64, metadata={"help": "tokens decoded when measuring decode tokens/s"})
@@ -70,8 +70,8 @@ class ProxySettings:
             value = getattr(self, name)
             if value is None and name == "predict_tokens":
                 continue
-            if not 1 <= value <= top:
-                raise ArchsearchError(f"{name}: expected a positive integer of at most {top:,}, got {value:,}")
+            if not (0 if name == "timing_steps" else 1) <= value <= top:
+                raise ArchsearchError(f"{name}: expected a {'whole number' if name == 'timing_steps' else 'positive integer'} of at most {top:,}, got {value:,}")
         for name, (low, high, low_open) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "seconds":
@@ -278,7 +278,7 @@ class _Training:
         self.eval_at = {max(1, round(self.steps * (i + 1) / settings.evals)) for i in range(settings.evals)}
         # timed inside the first rung's stable phase, so every rung (and a run stopped at the first) has its rate
         self.plan_steps = self.rungs[0].branch_at if self.rungs else self.steps
-        self.windows = TimingWindows.plan(self.plan_steps, settings.timing_steps)
+        self.windows = TimingWindows.plan(self.plan_steps, settings.timing_steps) if settings.timing_steps else None
         self.lock = DeviceLock(device)
         self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         if device.type == "cuda":
@@ -452,6 +452,9 @@ def _compiles(settings: ProxySettings, device: torch.device) -> bool:
 def _record_rate(metrics: Metrics, windows: TimingWindows | None, plan_steps: int, timing_steps: int, tokens_per_step: int) -> None:
     """train_tokens_per_s from the timed windows; None with the reason when they did not all run (never a
     whole-run rate, which would count compilation and warm-up)."""
+    if not timing_steps:
+        metrics.timing_note = "not timed (timing_steps: 0)"
+        return
     if windows is None:
         metrics.timing_note = (
             f"too short to time: {plan_steps} steps cannot hold the warm-up and {WINDOWS} windows of "

@@ -68,6 +68,15 @@ class GpuBusy:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy is a snapshot of the figures, which samples nothing: Ray Tune pickles its callbacks (the progress
+        line holds `line`), and NVML's handles and the thread cannot travel."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("nvml", "handles", "_stop", "_thread")}
+        return {**state, "nvml": None, "handles": {}, "_thread": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _stop=threading.Event())
+
     @classmethod
     def of_this_node(cls) -> GpuBusy:
         return cls(load_nvml(), os.environ.get("CUDA_VISIBLE_DEVICES"))

@@ -150,6 +150,19 @@ def test_a_run_too_short_to_time_reports_no_rate_rather_than_a_whole_run_rate():
     assert "too short" in m.timing_note
 
 
+def test_timing_steps_zero_times_nothing_and_says_so(monkeypatch):
+    from archsearch.proxy import throughput
+
+    def no_exclusive(self):
+        raise AssertionError("a run with timing_steps 0 took the exclusive lock")
+
+    monkeypatch.setattr(throughput.DeviceLock, "exclusive", no_exclusive)
+    m = run_proxy(ARCH, ProxySettings(**{**FAST, "timing_steps": 0}))
+    assert m.status == "ok" and m.train_tokens_per_s is None and m.timing_note == "not timed (timing_steps: 0)"
+    with pytest.raises(ArchsearchError, match="timing_steps: expected a whole number"):
+        ProxySettings(**{**FAST, "timing_steps": -1})
+
+
 def _lock_is_free(folder) -> bool:
     import fcntl
 

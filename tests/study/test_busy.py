@@ -66,6 +66,23 @@ def test_share_is_the_mean_of_the_samples_and_a_failed_reading_is_idle():
     assert one.line() == "GPU busy 85%"
 
 
+def test_a_pickled_sampler_is_a_snapshot(monkeypatch):
+    """Ray Tune pickles the callbacks, and the progress line holds the sampler: NVML's handles are ctypes pointers."""
+    import ctypes
+
+    from ray import cloudpickle  # what Ray Tune pickles the callbacks with
+
+    nvml = FakeNvml({0: [60]})
+    monkeypatch.setattr(nvml, "nvmlDeviceGetHandleByIndex", lambda i: ctypes.pointer(ctypes.c_int(i)))
+    monkeypatch.setattr(nvml, "nvmlDeviceGetUtilizationRates", lambda h: SimpleNamespace(gpu=60))
+    busy = GpuBusy(nvml, "0", interval=0.005).start()
+    time.sleep(0.05)
+    progress = Progress([Objective("bits_per_byte", "minimize")], 4, busy=busy.line)
+    copy = cloudpickle.loads(cloudpickle.dumps(progress))
+    busy.stop()
+    assert copy.busy() == "GPU busy 60%" and not copy.busy.__self__.measuring
+
+
 def test_without_nvml_nothing_is_measured():
     busy = GpuBusy(None).start()
     busy.stop()
