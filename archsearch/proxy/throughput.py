@@ -1,9 +1,9 @@
 """Timing that concurrent trials cannot contaminate, and inference speed.
 
 Several trials may share one GPU. Training steps (and evaluations, and loading their batches) hold a shared lock on
-the physical device, and synchronise the device before they release it, so no kernel of theirs is still running
-when they let go; a trial that times itself takes the exclusive lock, so the others pause between their steps for
-the few seconds it measures, then go on. A turnstile keeps a stream of shared holders from starving the timer. The
+the physical device, kept from step to step until a timer waits, and synchronise the device before they release it,
+so no kernel of theirs is still running when they let go; a trial that times itself takes the exclusive lock, so the
+others pause between their steps for the few seconds it measures, then go on. A turnstile keeps a stream of shared holders from starving the timer. The
 locks are files, so they work across the processes Ray starts; on a crash the kernel releases them.
 
 `TimingWindows` says which training steps are timed: a few windows of consecutive steps after warm-up and
@@ -114,7 +114,13 @@ def physical_device(device: torch.device | str) -> str:
 
 
 class DeviceLock:
-    """A reader-writer lock per device, shared by every process on the machine."""
+    """A reader-writer lock per device, shared by every process on the machine.
+
+    A shared holder keeps its lock from one step to the next (a lease) rather than taking and releasing it around
+    each: it lets go, after synchronising its device, only when a timer waits at the turnstile (probed without
+    blocking after each step), or when the caller says it leaves the device (`release`: before host-side work such
+    as reporting, so no timer waits on it). So trials sharing a GPU queue their kernels asynchronously, and a timer
+    still finds none of their kernels running."""
 
     def __init__(self, device: torch.device | str, folder: str | None = None) -> None:
         self.device = torch.device(device)
@@ -124,26 +130,48 @@ class DeviceLock:
         folder = folder or os.environ.get("ARCHSEARCH_LOCK_DIR", tempfile.gettempdir())
         self._main = open(os.path.join(folder, f"archsearch-{name}.lock"), "a+")  # noqa: SIM115 (held for the lock's life)
         self._turnstile = open(os.path.join(folder, f"archsearch-{name}.turnstile"), "a+")  # noqa: SIM115
+        self.holding = False  # whether this holder keeps the shared lock between its steps
 
     @contextmanager
-    def shared(self):
-        """Around one training step (or an evaluation): many trials may hold it at once. The device is synchronised
-        before the lock is released, so a timer that takes it next finds none of this holder's kernels running."""
-        fcntl.flock(self._turnstile, fcntl.LOCK_SH)
-        fcntl.flock(self._main, fcntl.LOCK_SH)
-        fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+    def shared(self, keep: bool = True):
+        """Around one training step (or an evaluation): many trials may hold it at once. Taken if this holder does
+        not hold it already; afterwards kept (`keep`, for the next step) unless a timer waits: then the device is
+        synchronised and the lock released, so the timer finds none of this holder's kernels running."""
+        if not self.holding:
+            fcntl.flock(self._turnstile, fcntl.LOCK_SH)
+            fcntl.flock(self._main, fcntl.LOCK_SH)
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+            self.holding = True
         try:
             yield
         finally:
-            try:
-                synchronize(self.device)
-            finally:
-                fcntl.flock(self._main, fcntl.LOCK_UN)
+            if not keep or self.timer_waiting():
+                self.release()
+
+    def timer_waiting(self) -> bool:
+        """Whether a timer holds the turnstile (it waits for the shared holders, or times)."""
+        try:
+            fcntl.flock(self._turnstile, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+        return False
+
+    def release(self) -> None:
+        """Let go of the shared lock if held, after synchronising the device (its kernels finish first)."""
+        if not self.holding:
+            return
+        try:
+            synchronize(self.device)
+        finally:
+            fcntl.flock(self._main, fcntl.LOCK_UN)
+            self.holding = False
 
     @contextmanager
     def exclusive(self):
         """Around a timed window: waits for steps in flight, and holds new ones back until it is done. The holder's
-        own queued work is drained on entry, so the window starts idle."""
+        own shared lease is given up and its queued work drained on entry, so the window starts idle."""
+        self.release()
         fcntl.flock(self._turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)
@@ -156,6 +184,7 @@ class DeviceLock:
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        self.release()
         self._main.close()
         self._turnstile.close()
 

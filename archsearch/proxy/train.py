@@ -303,7 +303,12 @@ class _Training:
     def _one_step(self, step: int, schedule: Schedule, timed: bool):
         for group in self.opt.param_groups:
             group["lr"] = self.settings.lr * schedule(step)
-        with contextlib.nullcontext() if timed else self.lock.shared():
+        compiling = self.step_fn.compiling
+        if compiling:
+            # tracing and Inductor are host work that no timer should wait on: the first step runs unlocked (its own
+            # kernels may then overlap another trial's timed window once; the median of three windows absorbs that)
+            self.lock.release()
+        with contextlib.nullcontext() if timed or compiling else self.lock.shared():
             out = self.step_fn(*self.batch())
         self._train_loss += out.ce_loss.detach().float()
         self._train_count += 1
@@ -337,6 +342,7 @@ class _Training:
                 rung = rungs.pop(0) if rungs and rungs[0].branch_at == step and not last else None
                 if not (evaluate or rung or (step % 10 == 0 and not timed)):
                     continue  # a host sync every 10 steps for the loss, none inside the timed windows
+                self.lock.release()  # host-side work follows (reports, checkpoints): no timer may wait on it
                 if timed:  # an evaluation inside a timed window: the clock skips it
                     synchronize(self.device)
                     windows.pause()
@@ -382,7 +388,7 @@ class _Training:
         return True
 
     def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None, decayed: bool = False) -> dict[str, float]:
-        with self.lock.shared():
+        with self.lock.shared(keep=False):
             batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
             point = _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast)
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
@@ -402,12 +408,12 @@ class _Training:
     # --- state: rung branches and checkpoints ---------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        with self.lock.shared():
+        with self.lock.shared(keep=False):
             return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                     "opt": copy.deepcopy(self.opt.state_dict()), "generator": self.generator.get_state(), "step": self.step}
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        with self.lock.shared():
+        with self.lock.shared(keep=False):
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
         self.generator.set_state(state["generator"])
@@ -490,6 +496,11 @@ class _Steps:
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             model.compile_regions(fullgraph=True, dynamic=False)
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the next step compiles (the first of a compiled run)."""
+        return self._first
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         if not self._first:

@@ -70,6 +70,34 @@ def test_the_timing_lock_is_exclusive_across_processes(tmp_path):
     assert (tmp_path / "done").exists()
 
 
+def test_a_shared_holder_keeps_its_lease_until_a_timer_waits(tmp_path):
+    import fcntl
+
+    holder, timer = DeviceLock("cpu", str(tmp_path)), DeviceLock("cpu", str(tmp_path))  # two open files: two holders
+    with holder.shared():
+        pass
+    assert holder.holding and not _lock_is_free(tmp_path)  # kept from one step to the next: no release, no sync
+    assert not holder.timer_waiting()
+    fcntl.flock(timer._turnstile, fcntl.LOCK_EX)  # a timer arrives: it holds the turnstile, then waits for the lock
+    assert holder.timer_waiting()
+    with pytest.raises(BlockingIOError):
+        fcntl.flock(timer._main, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with holder.shared():  # the step in flight ends, and the holder sees the timer
+        pass
+    assert not holder.holding
+    fcntl.flock(timer._main, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the timer has the device
+    fcntl.flock(timer._main, fcntl.LOCK_UN)
+    fcntl.flock(timer._turnstile, fcntl.LOCK_UN)
+    with holder.shared(keep=False):  # an evaluation, before host-side work: released at once
+        pass
+    assert not holder.holding and _lock_is_free(tmp_path)
+    with holder.shared():
+        pass
+    holder.close()
+    assert _lock_is_free(tmp_path)
+    timer.close()
+
+
 def _try_shared(folder, done):
     with DeviceLock("cpu", folder).shared():
         open(done, "w").close()
