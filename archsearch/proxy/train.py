@@ -182,8 +182,9 @@ def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report:
     on the whole held-out set as a run of that budget would be (under wsd, on a decay branch off the stable phase,
     after which it goes on from the stable state), and `report` gets the point with its `rung` index; if `report`
     returns False there, the run stops and its metrics are that rung's. With `checkpoint`, the state at each rung is
-    saved there (before the rung is reported), and a run that finds a checkpoint of the same architecture and settings goes on from
-    its last rung (reporting that rung's point again, so whoever decides promotion can decide again).
+    saved there (before the rung is reported), and a run that finds a checkpoint of the same architecture and
+    settings goes on from its last rung (reporting that rung's point again, so whoever decides promotion can decide
+    again).
     """
     settings = settings or ProxySettings()
     start = time.perf_counter()

@@ -127,3 +127,33 @@ def test_a_worker_killed_mid_trial_costs_that_trial_one_retry_and_is_replaced(wr
     assert retry[2] == killed_digest and retry[0] != killed_pid  # the same trial again, in a new worker
     assert list(table["digest"]).count(killed_digest) == 1
     assert {r[0] for r in rest} == {retry[0]}  # which runs the trials after it, warm
+
+
+def test_each_trial_starts_with_no_graph_compiled_by_the_trials_before_it(write_study, tmp_path, monkeypatch):
+    import torch
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from archsearch import sample
+    from archsearch.proxy import Metrics
+    from archsearch.study import RunDir, Study, _trial
+    from archsearch.study._trial import run_trial
+
+    def double(x):
+        return 2 * x
+
+    compiled = torch.compile(double, backend="eager", dynamic=False)
+    entries = []  # per trial: the graphs Dynamo holds for the code when the trial's proxy starts
+
+    def proxy(arch, settings, report=None, save_weights=None):
+        entries.append(len(_debug_get_cache_entry_list(double.__code__)))
+        for n in range(3):  # a new model's shapes: recompiles of the same code, which Dynamo counts towards a limit
+            compiled(torch.ones(n + 3 * len(entries)))
+        return Metrics(val_loss=1.0, bits_per_byte=1.0, tokens_trained=256)
+
+    monkeypatch.setattr(_trial, "run_proxy", proxy)
+    study = Study.load(write_study())
+    arch = sample(study.space, 0)
+    for number in range(3):
+        config = {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "seed": 0}
+        run_trial(config, study, RunDir(tmp_path / "run"), lambda result: None)
+    assert entries == [0, 0, 0]
