@@ -406,7 +406,7 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     finally:
         files.stop()
     if study.fidelity:
-        run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
+        run_dir.remove_checkpoints()  # no trial runs now; one saved for a stopped trial after its row was made may be left
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
     if searcher.exhausted:
