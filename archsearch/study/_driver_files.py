@@ -36,10 +36,11 @@ class DriverFiles:
 
     @classmethod
     def start(cls, run_dir: RunDir) -> DriverFiles:
-        """Start the writer on this (the driver's) node; it takes no CPU from the trials."""
+        """Start the writer on this (the driver's) node; it takes no CPU from the trials. Each call replaces a
+        whole file, so a writer that died is started again and the call retried."""
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        writer = ray.remote(num_cpus=0, scheduling_strategy=here)(_RunDirWriter).remote(str(run_dir.path))
-        return cls(writer, run_dir.compile_cache)
+        actor = ray.remote(num_cpus=0, scheduling_strategy=here, max_restarts=-1, max_task_retries=-1)(_RunDirWriter)
+        return cls(actor.remote(str(run_dir.path)), run_dir.compile_cache)
 
     def stop(self) -> None:
         ray.kill(self.writer)
