@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import io
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -160,27 +161,37 @@ class Diverged(ArchsearchError):
 Report = Callable[[dict[str, float]], None]
 
 
+class Checkpoint(Protocol):
+    """Where a ladder run keeps its state, as bytes: the caller decides where they live (a study's driver keeps
+    them in its run directory)."""
+
+    def load(self) -> bytes | None: ...
+
+    def save(self, data: bytes) -> None: ...
+
+
 def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report: Report | None = None,
-              on_step: Callable[[int, float], None] | None = None, weights_path: str | None = None, *,
-              rungs: Sequence[int] = (), checkpoint: str | None = None) -> Metrics:
+              on_step: Callable[[int, float], None] | None = None, save_weights: Callable[[bytes], None] | None = None, *,
+              rungs: Sequence[int] = (), checkpoint: Checkpoint | None = None) -> Metrics:
     """Train `arch` for the settings' budget and measure it. `report` receives each intermediate evaluation
-    (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). With `weights_path`, the
-    trained weights are saved there as safetensors. Never raises for a trial's own failure (divergence, out of
+    (tokens, val_loss, ...) as training goes; `on_step` every step's (tokens, loss). With `save_weights`, it
+    receives the trained weights as safetensors bytes. Never raises for a trial's own failure (divergence, out of
     memory): those come back as the status.
 
     `rungs` (token budgets below the settings' budget) make the run a fidelity ladder: at each rung it is evaluated
     on the whole held-out set as a run of that budget would be (under wsd, on a decay branch off the stable phase,
     after which it goes on from the stable state), and `report` gets the point with its `rung` index; if `report`
-    returns False there, the run stops and its metrics are that rung's. With `checkpoint` (a file path), the state at
-    each rung is saved there, and a run that finds a checkpoint of the same architecture and settings goes on from
-    its last rung (reporting that rung's point again, so whoever decides promotion can decide again).
+    returns False there, the run stops and its metrics are that rung's. With `checkpoint`, the state at each rung is
+    saved there (before the rung is reported), and a run that finds a checkpoint of the same architecture and
+    settings goes on from its last rung (reporting that rung's point again, so whoever decides promotion can decide
+    again).
     """
     settings = settings or ProxySettings()
     start = time.perf_counter()
     device = _device(settings.device)
     metrics = Metrics(device=_device_name(device))
     try:
-        _run(arch, settings, device, metrics, report, on_step, weights_path, tuple(rungs), checkpoint)
+        _run(arch, settings, device, metrics, report, on_step, save_weights, tuple(rungs), checkpoint)
     except Diverged as e:
         metrics.status, metrics.reason = "diverged", str(e)
     except torch.cuda.OutOfMemoryError as e:
@@ -192,7 +203,7 @@ def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report:
     return metrics
 
 
-def _run(arch, settings, device, metrics, report, on_step, weights_path, rungs, checkpoint) -> None:
+def _run(arch, settings, device, metrics, report, on_step, save_weights, rungs, checkpoint) -> None:
     run = _Training(arch, settings, device, metrics, rungs)
     try:
         run.resume(checkpoint)
@@ -212,10 +223,10 @@ def _run(arch, settings, device, metrics, report, on_step, weights_path, rungs, 
     _record_rate(metrics, run.windows, run.plan_steps, settings.timing_steps, run.tokens_per_step)
     if device.type == "cuda":
         metrics.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
-    if weights_path is not None:
-        from safetensors.torch import save_file
+    if save_weights is not None:
+        from safetensors.torch import save
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}, weights_path)
+        save_weights(save({k: v.detach().contiguous().cpu() for k, v in run.model.state_dict().items()}))
     if settings.inference:
         lock = DeviceLock(device)
         try:
@@ -314,7 +325,7 @@ class _Training:
         self._train_count += 1
         return out
 
-    def train(self, report: Report | None, on_step: Callable[[int, float], None] | None, checkpoint: str | None) -> None:
+    def train(self, report: Report | None, on_step: Callable[[int, float], None] | None, checkpoint: Checkpoint | None) -> None:
         s, windows, metrics = self.settings, self.windows, self.metrics
         if self.resumed_point is not None and report is not None and report(dict(self.resumed_point)) is False:
             return  # stopped again at the rung it had reached
@@ -365,7 +376,7 @@ class _Training:
                     metrics.cut = step < self.steps
                     break
 
-    def _rung(self, rung: _Rung, report: Report | None, checkpoint: str | None) -> bool:
+    def _rung(self, rung: _Rung, report: Report | None, checkpoint: Checkpoint | None) -> bool:
         """The rung's figures: under wsd a decay branch off the stable state, evaluated, after which the run goes
         on from the stable state; otherwise the run itself, evaluated. False when `report` stops the run here."""
         stable = self._state() if rung.schedule.decay else None
@@ -419,22 +430,22 @@ class _Training:
         self.generator.set_state(state["generator"])
         self.step = state["step"]
 
-    def _save(self, path: str, state: dict[str, Any]) -> None:
-        """The stable state and what the run measured so far, atomically (a temporary file, then a rename)."""
+    def _save(self, checkpoint: Checkpoint, state: dict[str, Any]) -> None:
+        """The stable state and what the run measured so far."""
         data = {"identity": self.identity, "state": state, "history": self.metrics.history,
                 "timing": list(self.windows.seconds) if self.windows else [], "compiled": self.step_fn.compiled}
-        tmp = f"{path}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        torch.save(data, tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        checkpoint.save(buffer.getvalue())
 
-    def resume(self, path: str | None) -> None:
-        """Go on from the checkpoint at `path` when it is this run's (same architecture, settings and rungs)."""
-        if path is None or not os.path.exists(path):
+    def resume(self, checkpoint: Checkpoint | None) -> None:
+        """Go on from the checkpoint when it holds this run's state (same architecture, settings and rungs)."""
+        raw = checkpoint.load() if checkpoint is not None else None
+        if raw is None:
             return
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)  # the state dicts load onto the device; the generator stays here
-        except Exception:  # noqa: BLE001 - a torn or foreign file is no checkpoint: the run starts over
+            data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the state dicts load onto the device; the generator stays here
+        except Exception:  # noqa: BLE001 - torn or foreign bytes are no checkpoint: the run starts over
             return
         if not isinstance(data, dict) or data.get("identity") != self.identity:
             return

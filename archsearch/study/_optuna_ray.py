@@ -26,6 +26,7 @@ from ray.tune.stopper import Stopper
 
 from ..errors import ArchsearchError
 from ._config import TRACKING_PACKAGES, Study
+from ._driver_files import DriverFiles
 from ._progress import Progress
 from ._rundir import ROW_ATTR, RunDir, TrialsTable, trial_row
 from ._samplers import KNOWN, REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
@@ -358,11 +359,11 @@ def check_tracking(study: Study) -> None:
                                   f"pip install 'archsearch[tracking]'")
 
 
-def _trainable(config: dict[str, Any], study: Study, run_dir: str) -> None:
-    """The Ray Tune function trainable: one trial, reporting through Ray Tune."""
+def _trainable(config: dict[str, Any], study: Study, files: DriverFiles) -> None:
+    """The Ray Tune function trainable: one trial, reporting through Ray Tune, its files going to the driver."""
     from ray import tune
 
-    run_trial(config, study, run_dir, tune.report)
+    run_trial(config, study, files, tune.report)
 
 
 def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStorage, trials: int,
@@ -385,21 +386,27 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     seen = [(trial_key(point["config"], f"seen:{point['config'].get('trial_number')}"), rung, point) for rung, point in run_dir.rung_points()
             if rung < study.fidelity.top] if study.fidelity else []
     scheduler = LadderScheduler(study.objectives, study.fidelity, seen) if study.fidelity else FIFOScheduler()
-    trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, run_dir=str(run_dir.path)),
+    run_dir.make_compile_cache()
+    files = DriverFiles.start(run_dir)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, files=files),
                                     {"cpu": s.cpu, "gpu": s.gpu})
+    # reuse_actors: each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.concurrency),
-                                    scheduler=scheduler, num_samples=trials,
+                                    scheduler=scheduler, num_samples=trials, reuse_actors=True,
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.ray_storage), name=time.strftime("session-%Y%m%d-%H%M%S"),
                                   failure_config=tune.FailureConfig(max_failures=s.retries),
                                   stop=_StopOnFailure(recorder), verbose=0,
                                   callbacks=[recorder, *(TRACKERS[name](study, run_dir) for name in s.tracking)]),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        files.stop()
     if study.fidelity:
-        run_dir.remove_checkpoints()  # no trial runs now; a stopped trial's process may have saved one after its stop
+        run_dir.remove_checkpoints()  # no trial runs now; one saved for a stopped trial after its row was made may be left
     if recorder.failure:
         raise ArchsearchError(recorder.failure)
     if searcher.exhausted:

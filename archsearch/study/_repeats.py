@@ -17,14 +17,15 @@ from ..metrics import METRICS
 SUMMED = ("wall_seconds",)  # a trial's wall time is all its seeds' runs; every other figure is a mean
 
 
-Train = Callable[[int, Callable[[dict[str, float]], None] | None, str | None], dict[str, Any]]  # (seed, report, weights) -> result
+SaveWeights = Callable[[bytes], None]
+Train = Callable[[int, Callable[[dict[str, float]], None] | None, SaveWeights | None], dict[str, Any]]  # (seed, report, save_weights) -> result
 
 
 def measure(train: Train, seeds: Sequence[int], objectives: Sequence[str],
-            report: Callable[[dict[str, float]], None] | None = None, weights_path: str | None = None) -> dict[str, Any]:
+            report: Callable[[dict[str, float]], None] | None = None, save_weights: SaveWeights | None = None) -> dict[str, Any]:
     """Run `train` once per seed in `seeds` (each a result dict without history, a crash among them: `train`
     returns a trial's own failure as its status) and return the trial's result."""
-    results = [train(seed, report if i == 0 else None, weights_path if i == 0 else None) for i, seed in enumerate(seeds)]
+    results = [train(seed, report if i == 0 else None, save_weights if i == 0 else None) for i, seed in enumerate(seeds)]
     return results[0] if len(results) == 1 else over_seeds(results, seeds, objectives)
 
 

@@ -7,7 +7,8 @@
     trials.csv               one row per finished trial (TABLE_COLUMNS, then p:<parameter> columns), derived from
                              the storage: rewritten after each trial, rebuilt from the storage on every resume
     ray/                     Ray Tune's experiment state (each trial's reported results: its learning curve)
-    compile-cache/           Inductor's and Triton's caches, shared by the trials (a layer kind compiles once)
+    compile-cache/           Inductor's and Triton's caches, shared by the trials whose node sees this folder (a
+                             layer kind compiles once); made by the driver, never by a trial
     tensorboard/trial_N/     TensorBoard event files of trial N's reports, with search.tracking: [tensorboard]
     wandb/                   Weights & Biases' local files (offline runs to sync), with search.tracking: [wandb]
     weights/trial_N.safetensors   proxy weights, with search.save_weights
@@ -17,8 +18,8 @@
     validation.json(l)       `archsearch validate`'s report and its finished trainings
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
-Only the driver writes here (trials save weights, each its own file); what is known of each architecture comes from
-the storage's rows.
+Only the driver writes here: trials, on whichever node, hand their weights and checkpoints to it as bytes (their
+compile caches aside); what is known of each architecture comes from the storage's rows.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class RunDir:
     def compile_cache(self) -> Path:
         """Inductor's and Triton's caches, shared by the study's trials: a layer kind compiles once per study."""
         return self.path / "compile-cache"
+
+    def make_compile_cache(self) -> None:
+        """Make the compile cache's folder (the driver does, before trials start: a trial uses it where it sees it)."""
+        self.compile_cache.mkdir(parents=True, exist_ok=True)
 
     @property
     def tensorboard(self) -> Path:
@@ -172,17 +177,20 @@ class RunDir:
         _frame(rows).to_csv(tmp, index=False)
         os.replace(tmp, self.trials_file)
 
-    def weights_to_write(self, trial: int) -> str:
-        """Where a trial saves its proxy weights (the folder is made)."""
-        path = self.weights_file(trial)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return str(path)
+    def write_weights(self, trial: int, data: bytes) -> None:
+        """Save a trial's proxy weights (safetensors bytes)."""
+        _write(self.weights_file(trial), data)
 
-    def checkpoint_to_write(self, trial: int) -> str:
-        """Where trial `trial` keeps its state at each rung (the folder is made)."""
-        path = self.checkpoint_file(trial)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return str(path)
+    def save_checkpoint(self, trial: int, data: bytes) -> None:
+        """Keep trial `trial`'s state at its last rung (bytes of torch.save), replacing the one before."""
+        _write(self.checkpoint_file(trial), data)
+
+    def load_checkpoint(self, trial: int) -> bytes | None:
+        """Trial `trial`'s last saved state, or None when it saved none."""
+        try:
+            return self.checkpoint_file(trial).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def remove_checkpoint(self, trial: int) -> None:
         """Delete a finished trial's checkpoint (one of a model and its optimizer: big)."""
@@ -302,9 +310,10 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.reindex(columns=TABLE_COLUMNS + spreads + sorted(c for c in frame.columns if c not in TABLE_COLUMNS + spreads))
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 

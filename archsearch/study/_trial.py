@@ -1,34 +1,60 @@
 """One trial, in its worker process: check the architecture, then train the proxies it needs (over the study's
 repeats).
 
-It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver. It
-writes nothing into the run directory but its own weights file and, with a fidelity ladder, its checkpoint: the
-driver keeps the results (an architecture measured already is not a trial: the driver's ask loop draws another).
-A rung point of the ladder is reported as the trial's result at that rung (status ok), since the driver's
-scheduler may stop the trial there.
+It knows nothing of Ray: `report` sends each intermediate evaluation and the final result to the driver, and
+`files` takes its weights and, with a fidelity ladder, its checkpoints (as bytes: the driver alone writes the run
+directory, so the trial may run on any node). The driver keeps the results (an architecture measured already is
+not a trial: the driver's ask loop draws another). A rung point of the ladder is reported as the trial's result at
+that rung (status ok), since the driver's scheduler may stop the trial there.
+
+A worker process runs trial after trial (imports, corpus and compiled kernels stay warm), so each trial starts by
+dropping what the one before left in the process (see `clear_process_state`): a trial's result does not depend on
+the trials its process ran before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
 import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
 
 from ..architecture import Architecture
 from ..metrics import cost_values
 from ..proxy import COMPILE_CACHE_ENV, Metrics, run_proxy
 from ._config import Study, import_plugins
 from ._repeats import measure
-from ._rundir import RunDir
 
 Report = Callable[[dict[str, Any]], None]
 
 
-def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report) -> None:
+class TrialFiles(Protocol):
+    """What a trial keeps in the run directory, through whoever writes it (`RunDir` in this process; on Ray, an
+    actor on the driver's node). Each call returns once the data is written."""
+
+    @property
+    def compile_cache(self) -> Path:
+        """The study's compile cache: a trial uses it where its node sees the folder, never making it."""
+
+    def write_weights(self, trial: int, data: bytes) -> None: ...
+
+    def save_checkpoint(self, trial: int, data: bytes) -> None: ...
+
+    def load_checkpoint(self, trial: int) -> bytes | None: ...
+
+
+def run_trial(config: dict[str, Any], study: Study, files: TrialFiles, report: Report) -> None:
     """Run the trial that `config` describes (see `DefineByRun`), reporting through `report`."""
+    clear_process_state()
     import_plugins(study.plugins)
-    os.environ.setdefault(COMPILE_CACHE_ENV, str(RunDir(run_dir).compile_cache))  # compiled once per study, not per trial
+    if os.path.isdir(files.compile_cache):  # compiled once per study, not per trial; else torch's cache on this node
+        os.environ.setdefault(COMPILE_CACHE_ENV, str(files.compile_cache))
     base = {"trial": config["trial_number"], "status": "running", "tokens": 0}
     if config["arch"] is None or config["reason"]:
         report({**base, "status": "infeasible", "reason": config["reason"]})
@@ -39,17 +65,28 @@ def run_trial(config: dict[str, Any], study: Study, run_dir: str, report: Report
     def intermediate(point: dict[str, float]) -> None:
         report({**base, **point, **costs, **rung_result(point)})
 
-    weights = RunDir(run_dir).weights_to_write(config["trial_number"]) if study.search.save_weights else None
+    weights = functools.partial(files.write_weights, config["trial_number"]) if study.search.save_weights else None
     first = config.get("seed", study.proxy.seed)
-    rungs = ladder(study, run_dir, config)  # for the seed that reports: the one the ladder's scheduler promotes
+    rungs = ladder(study, files, config)  # for the seed that reports: the one the ladder's scheduler promotes
     result = measure(lambda seed, report, weights: train_proxies(arch, study, seed, report, weights, rungs if report else None),
                      range(first, first + study.search.repeats), [o.metric for o in study.objectives],
-                     report=intermediate, weights_path=weights)
+                     report=intermediate, save_weights=weights)
     result.update(costs, trial=config["trial_number"], tokens=result.get("tokens_trained", 0))  # a crashed trial trained none
     report(result)
 
 
-def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | None, weights: str | None,
+def clear_process_state() -> None:
+    """Drop what an earlier trial left in this process: Dynamo's compiled graphs (it counts recompiles of a code
+    object across models, so a warm worker would reach its limit and fall back to eager) and the CUDA memory
+    cached for freed tensors. The corpus cache stays (keyed by its spec); every run seeds its own generators."""
+    gc.collect()  # the model and optimizer of a trial stopped mid-run may sit in a cycle
+    if "torch._dynamo" in sys.modules:  # never imported: nothing was compiled
+        sys.modules["torch._dynamo"].reset()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | None, weights: Callable[[bytes], None] | None,
                   rungs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the proxies the study needs and return their metrics as one result: its proxy first (each evaluation
     goes to `report`, for the fidelity ladder; the weights are its; `rungs`: its ladder arguments, see `ladder`),
@@ -59,7 +96,7 @@ def train_proxies(arch: Architecture, study: Study, seed: int, report: Report | 
     result: dict[str, Any] = {"status": "ok"}
     try:
         if not study.suite_only:
-            result = _without_history(run_proxy(arch, dataclasses.replace(study.proxy, seed=seed), report=report, weights_path=weights, **(rungs or {})))
+            result = _without_history(run_proxy(arch, dataclasses.replace(study.proxy, seed=seed), report=report, save_weights=weights, **(rungs or {})))
         if study.suite is not None and result["status"] == "ok":
             suite = study.suite.run(arch)
             if study.suite_only:
@@ -79,11 +116,26 @@ def _without_history(metrics: Metrics) -> dict[str, Any]:
     return {k: v for k, v in metrics.to_dict().items() if k != "history"}
 
 
-def ladder(study: Study, run_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+def ladder(study: Study, files: TrialFiles, config: dict[str, Any]) -> dict[str, Any]:
     """run_proxy's ladder arguments: the rungs below the budget and the checkpoint (none without a ladder)."""
     if study.fidelity is None:
         return {}
-    return {"rungs": study.fidelity.lower, "checkpoint": RunDir(run_dir).checkpoint_to_write(config["checkpoint_of"])}
+    return {"rungs": study.fidelity.lower, "checkpoint": TrialCheckpoint(files, config["checkpoint_of"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialCheckpoint:
+    """The checkpoint of trial `trial` (the one a trial resumes from: its own, or the cut-off trial's it runs
+    again), as run_proxy keeps it."""
+
+    files: TrialFiles
+    trial: int
+
+    def load(self) -> bytes | None:
+        return self.files.load_checkpoint(self.trial)
+
+    def save(self, data: bytes) -> None:
+        self.files.save_checkpoint(self.trial, data)
 
 
 def rung_result(point: dict[str, Any]) -> dict[str, Any]:

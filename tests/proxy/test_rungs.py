@@ -17,6 +17,19 @@ FAST = ProxySettings(seq_len=32, batch_size=8, tokens=40 * STEP, eval_tokens=4 *
 RUNGS = (16 * STEP, 28 * STEP)
 
 
+class Kept:
+    """A checkpoint kept in memory (a study keeps its trials' in the run directory, on the driver's side)."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+    def load(self) -> bytes | None:
+        return self.data
+
+    def save(self, data: bytes) -> None:
+        self.data = data
+
+
 def test_wsd_warms_up_holds_then_decays_to_the_floor():
     s = Schedule.plan("wsd", 100, warmup_steps=10, decay_share=0.2, min_ratio=0.1)
     assert s(5) == 0.5 and s(10) == 1.0 and s(50) == s(80) == 1.0 and s.stable_end == 80
@@ -47,8 +60,8 @@ def test_a_ladder_stopped_at_its_first_rung_gives_the_run_of_that_budget():
     assert stopped.train_tokens_per_s > 0  # timed inside the first rung
 
 
-def test_a_ladder_continued_from_its_checkpoint_gives_the_uninterrupted_run(tmp_path):
-    checkpoint = str(tmp_path / "trial.pt")
+def test_a_ladder_continued_from_its_checkpoint_gives_the_uninterrupted_run():
+    checkpoint = Kept()
     first = run_proxy(ARCH, FAST, report=lambda p: "rung" not in p, rungs=RUNGS, checkpoint=checkpoint)
     assert first.rung == 0
     points = []
@@ -61,8 +74,8 @@ def test_a_ladder_continued_from_its_checkpoint_gives_the_uninterrupted_run(tmp_
     assert rung_losses == sorted(rung_losses, reverse=True)
 
 
-def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
-    checkpoint = str(tmp_path / "trial.pt")
+def test_a_checkpoint_of_other_settings_is_not_resumed():
+    checkpoint = Kept()
     run_proxy(ARCH, FAST, report=lambda p: "rung" not in p, rungs=RUNGS, checkpoint=checkpoint)
     other = dataclasses.replace(FAST, lr=1e-3)
     resumed = run_proxy(ARCH, other, rungs=RUNGS, checkpoint=checkpoint)

@@ -5,7 +5,8 @@ and reports that rung again).
 Its figures follow from the architecture alone (a wider or deeper model learns more and trains slower, with a
 digest-seeded term so that some architectures are dominated), so the study side of the ladder is tested in seconds,
 independently of the real trainer and its timing. Each run appends one line to `fake_runs.txt` in the run
-directory: the digest and the checkpoint's rung it resumed from, or "fresh".
+When FAKE_LADDER_LOG names a file (outside the run directory, which trials never write), each run appends one line
+to it: the digest and the checkpoint's rung it resumed from, or "fresh".
 """
 
 import dataclasses
@@ -13,7 +14,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
 from archsearch.proxy import Metrics
 from archsearch.study import _trial
@@ -34,19 +34,18 @@ def figures(arch, tokens: int) -> dict[str, float]:
             "train_tokens_per_s": 1e9 / params * (1.5 - noise)}
 
 
-def fake_run_proxy(arch, settings, report=None, on_step=None, weights_path=None, *, rungs=(), checkpoint=None):
+def fake_run_proxy(arch, settings, report=None, on_step=None, save_weights=None, *, rungs=(), checkpoint=None):
     budgets = [*rungs, settings.tokens]
-    saved = json.loads(Path(checkpoint).read_text())["rung"] if checkpoint and os.path.exists(checkpoint) else None
-    if checkpoint:
-        with open(Path(checkpoint).parent.parent / "fake_runs.txt", "a") as log:
+    data = checkpoint.load() if checkpoint else None
+    saved = json.loads(data)["rung"] if data is not None else None
+    if checkpoint and os.environ.get("FAKE_LADDER_LOG"):
+        with open(os.environ["FAKE_LADDER_LOG"], "a") as log:
             log.write(f"{arch.digest} {'fresh' if saved is None else saved}\n")
     for rung in range(saved or 0, len(rungs)):
         if rung != saved:  # the saved rung's point is reported again without training
             time.sleep(SECONDS_PER_RUNG)
         point = {"rung": rung, "tokens": budgets[rung], **figures(arch, budgets[rung])}
-        tmp = Path(checkpoint).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rung": rung}))
-        os.replace(tmp, checkpoint)
+        checkpoint.save(json.dumps({"rung": rung}).encode())
         if report is not None and report(dict(point)) is False:
             return RungMetrics(tokens_trained=budgets[rung], rung=rung, **figures(arch, budgets[rung]))
     time.sleep(SECONDS_PER_RUNG)

@@ -21,10 +21,11 @@ LADDER = f"fidelity: {{rungs: [1024, 2048, 4096], keep: 0.34}}\nplugins: [{FAKE}
 
 
 @pytest.fixture
-def ladder_study(write_study, monkeypatch):
+def ladder_study(write_study, monkeypatch, tmp_path):
     from archsearch.study import _trial
 
     monkeypatch.setattr(_trial, "run_proxy", _trial.run_proxy)  # loading the study imports the fake, which replaces it
+    monkeypatch.setenv("FAKE_LADDER_LOG", str(tmp_path / "fake_runs.txt"))  # Ray's workers inherit it
     def write(trials, concurrency=2):
         path = write_study(trials=trials, concurrency=concurrency, tokens=4096, extra=LADDER)
         path.write_text(path.read_text().replace("{train_tokens_per_s: max}", "{params: min}"))  # what every rung measures
@@ -73,7 +74,7 @@ def test_a_ladder_study_records_rungs_prunes_below_the_top_and_fronts_the_top(la
     assert f"{n0} ok trials stopped at rung 0 (1.0K tokens), {n1} ok trials stopped at rung 1 (2.0K tokens)" in text
     assert not list((run_dir / "checkpoints").glob("*"))  # every trial's checkpoint is deleted as it finishes
     assert "ok (stopped at rung " in capsys.readouterr().out
-    starts = [line.split()[1] for line in (run_dir / "fake_runs.txt").read_text().splitlines()]
+    starts = [line.split()[1] for line in (tmp_path / "fake_runs.txt").read_text().splitlines()]
     assert len(starts) == len(table) and set(starts) == {"fresh"}
 
 
@@ -89,13 +90,14 @@ def test_a_trial_passes_its_checkpoint_and_resumes_past_the_rungs_it_saved(ladde
     # trial 3 runs again trial 1, which a kill cut off after its rung 0
     config = {"trial_number": 3, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "cached": "", "checkpoint_of": 1}
     run_dir = RunDir(tmp_path / "run")
-    Path(run_dir.checkpoint_to_write(1)).write_text(json.dumps({"rung": 0}))
+    run_dir.save_checkpoint(1, json.dumps({"rung": 0}).encode())
     reports = []
-    run_trial(config, study, str(run_dir.path), reports.append)
+    run_trial(config, study, run_dir, reports.append)
     assert [r.get("rung") for r in reports] == [0, 1, 2]  # rung 0 again (promotion decides again), then on from there
     assert reports[1]["status"] == "ok" and reports[1]["tokens_trained"] == 2048  # a rung point is that rung's result
     assert reports[-1]["status"] == "ok" and reports[-1]["tokens_trained"] == 4096
-    assert (run_dir.path / "fake_runs.txt").read_text().split() == [arch.digest, "0"]
+    assert (tmp_path / "fake_runs.txt").read_text().split() == [arch.digest, "0"]
+    assert json.loads(run_dir.load_checkpoint(1)) == {"rung": 1}  # saved through the run directory at each rung
 
 
 def test_a_killed_ladder_study_resumes_without_losing_a_finished_trial(ladder_study, tmp_path):

@@ -25,9 +25,9 @@ def fake_proxy(diverged=(), timing_missing=()):
     throughput (as on an overloaded machine). Records the seeds and what each got."""
     calls = []
 
-    def run_proxy(arch, settings, report=None, weights_path=None):
+    def run_proxy(arch, settings, report=None, save_weights=None):
         seed = settings.seed
-        calls.append({"seed": seed, "report": report is not None, "weights": weights_path})
+        calls.append({"seed": seed, "report": report is not None, "weights": save_weights})
         if report is not None:
             report({"tokens": 512, "val_loss": BPB[seed] * 0.7})
         if seed in diverged:
@@ -54,7 +54,7 @@ def trial(study, tmp_path, monkeypatch, proxy, seed=0, number=0):
     arch = sample(study.space, 0)
     config = {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "seed": seed, "baseline": ""}
     reports = []
-    run_trial(config, study, str(tmp_path), reports.append)
+    run_trial(config, study, RunDir(tmp_path), reports.append)
     return trial_row(config, reports[-1]), reports
 
 

@@ -185,7 +185,7 @@ def trial(study: Study, tmp_path) -> dict:
     arch = sample(study.space, 0)
     reports = []
     config = {"trial_number": 0, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "cached": ""}
-    run_trial(config, study, str(tmp_path / "run"), reports.append)
+    run_trial(config, study, RunDir(tmp_path / "run"), reports.append)
     return trial_row(config, reports[-1])
 
 
