@@ -19,7 +19,8 @@ class DeltaNetFamily(BlockFamily):
     params = {
         "heads": Param(int, 4, min=1, doc="heads; each keeps a head_dim x head_dim state"),
         "conv_size": Param(int, 4, min=0, max=16, doc="short causal convolution on q, k, v (0: none)"),
-        "qv_conv": Param(bool, True, doc="convolve q and v too (false: k only; MQAR learns several times faster)"),
+        "qv_conv": Param(bool, True, doc="convolve q and v too (false: k only; MQAR learns several times faster)",
+                         omit_default=True),
         "gate": Param(bool, True, doc="output gate: RMSNorm(o) * SiLU(W_g x)"),
     }
 
