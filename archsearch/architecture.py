@@ -56,7 +56,8 @@ class BlockSpec:
         return REGISTRY[self.family]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"block": self.family, **self.p}
+        decl = self.fam.params
+        return {"block": self.family, **{k: v for k, v in self.params if not (decl[k].omit_default and v == decl[k].default)}}
 
     def label(self) -> str:
         return f"{self.family}({', '.join(f'{k}={v}' for k, v in self.params)})"

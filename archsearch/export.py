@@ -227,6 +227,8 @@ def fla_config(arch: Architecture) -> dict[str, Any]:
         kind = FLA_MIXERS.get(mixer.family)
         if kind is None:
             raise ExportError(f"export: fla has no {mixer.family!r} layer (layer {i})")
+        if not mixer.p.get("qv_conv", True):
+            raise ExportError(f"export: fla's DeltaNet convolves q, k and v alike; layer {i} has qv_conv false (k only)")
         if kind.attention:
             specs.setdefault(tuple(mixer.p.get(k) for k in kind.keys), []).append(i)
         else:

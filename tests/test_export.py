@@ -428,6 +428,11 @@ def test_fla_weights_carry_fla_names_and_layouts(run_dir, tmp_path):
      layers:
        - {mixer: deltanet, channel: none}
      """, "layer 0 has none"),
+    ("""
+     d_model: 32
+     layers:
+       - {mixer: {block: deltanet, qv_conv: false}, channel: glu}
+     """, "fla's DeltaNet convolves q, k and v alike; layer 0 has qv_conv false"),
 ])
 def test_fla_export_names_what_fla_lacks(text, expected):
     with pytest.raises(ExportError) as e:

@@ -25,6 +25,9 @@ class Param:
     max: float | None = None  # an int parameter without one is capped at INT_MAX
     options: tuple[str, ...] | None = None
     doc: str = ""
+    # left out of an architecture's normal form (and so of its digest) at its default: a parameter added after
+    # digests were recorded (committed tables, run directories) keeps the earlier architectures' digests
+    omit_default: bool = False
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not acceptable, or None when it is."""

@@ -19,6 +19,8 @@ class DeltaNetFamily(BlockFamily):
     params = {
         "heads": Param(int, 4, min=1, doc="heads; each keeps a head_dim x head_dim state"),
         "conv_size": Param(int, 4, min=0, max=16, doc="short causal convolution on q, k, v (0: none)"),
+        "qv_conv": Param(bool, True, doc="convolve q and v too (false: k only; MQAR learns several times faster)",
+                         omit_default=True),
         "gate": Param(bool, True, doc="output gate: RMSNorm(o) * SiLU(W_g x)"),
     }
 
@@ -30,7 +32,7 @@ class DeltaNetFamily(BlockFamily):
         return (
             4 * d * d  # Wq, Wk, Wv, Wo
             + d * p["heads"]  # W_beta
-            + 3 * d * p["conv_size"]  # depthwise short convolutions on q, k, v
+            + _convs(p) * d * p["conv_size"]  # depthwise short convolutions on k (and q, v)
             + (d * d if p["gate"] else 0)  # W_g
             + head_dim  # output RMSNorm, shared by the heads
         )
@@ -39,15 +41,19 @@ class DeltaNetFamily(BlockFamily):
         d, head_dim = d_model, d_model // p["heads"]
         matmul = 4 * d * d + d * p["heads"] + (d * d if p["gate"] else 0)
         # per head and token: S k, the rank-1 update and S^T q, each head_dim^2 multiply-adds
-        return 2 * matmul + 2 * 3 * d * p["conv_size"] + 6 * d * head_dim
+        return 2 * matmul + 2 * _convs(p) * d * p["conv_size"] + 6 * d * head_dim
 
     def state_bytes(self, p, d_model, context, dtype_bytes):
         head_dim = d_model // p["heads"]
-        conv_cache = 3 * d_model * max(p["conv_size"] - 1, 0)
+        conv_cache = _convs(p) * d_model * max(p["conv_size"] - 1, 0)
         return p["heads"] * head_dim * head_dim * 4 + conv_cache * dtype_bytes  # the state is kept in float32
 
     def build(self, p, d_model):
-        return DeltaNet(d_model, p["heads"], p["conv_size"], p["gate"])
+        return DeltaNet(d_model, p["heads"], p["conv_size"], p["gate"], qv_conv=p["qv_conv"])
+
+
+def _convs(p) -> int:
+    return 3 if p["qv_conv"] else 1
 
 
 FAMILY = DeltaNetFamily()
@@ -57,7 +63,7 @@ class DeltaNetState(NamedTuple):
     """What DeltaNet keeps while decoding: the delta-rule state per head and the short convolutions' caches."""
 
     recurrent: Tensor  # [B, heads, head_dim, head_dim] in float32, key space to value space
-    conv: tuple[Tensor, ...]  # q, k, v caches [B, d_model, conv_size - 1]; empty without convolutions
+    conv: tuple[Tensor | None, ...]  # q, k, v caches [B, d_model, conv_size - 1] (None: not convolved); empty without convolutions
 
 
 class DeltaNet(Block):
@@ -65,12 +71,14 @@ class DeltaNet(Block):
 
     q, k, v = SiLU(ShortConv(W x)), q and k L2-normalised per head, beta = sigmoid(W_beta x) per head;
     the delta rule runs per head (see `archsearch.kernels.delta_rule`), then o = RMSNorm(o) per head,
-    gated by SiLU(W_g x) when `gate`, and projected by W_o.
+    gated by SiLU(W_g x) when `gate`, and projected by W_o. With `qv_conv` false only k is convolved: the key at a
+    value's position then carries the token before it while q and v stay the current token's, which associative
+    recall needs (fla convolves all three).
     """
 
     residual_params = ("o_proj.weight",)
 
-    def __init__(self, d_model: int, heads: int, conv_size: int, gate: bool, norm_eps: float = 1e-6) -> None:
+    def __init__(self, d_model: int, heads: int, conv_size: int, gate: bool, norm_eps: float = 1e-6, qv_conv: bool = True) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, d_model // heads
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
@@ -78,9 +86,9 @@ class DeltaNet(Block):
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.b_proj = nn.Linear(d_model, heads, bias=False)
         # named as fla names them, so an export to fla maps parameters one to one
-        self.q_conv1d = ShortConv(d_model, conv_size) if conv_size else None
+        self.q_conv1d = ShortConv(d_model, conv_size) if conv_size and qv_conv else None
         self.k_conv1d = ShortConv(d_model, conv_size) if conv_size else None
-        self.v_conv1d = ShortConv(d_model, conv_size) if conv_size else None
+        self.v_conv1d = ShortConv(d_model, conv_size) if conv_size and qv_conv else None
         self.g_proj = nn.Linear(d_model, d_model, bias=False) if gate else None
         self.o_norm = RMSNorm(self.head_dim, eps=norm_eps)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
@@ -89,32 +97,32 @@ class DeltaNet(Block):
                 nn.init.normal_(proj.weight, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, d]
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.q_conv1d is not None:
-            q, k, v = self.q_conv1d(q), self.k_conv1d(k), self.v_conv1d(v)
+        q, k, v = (y if conv is None else conv(y) for y, conv in zip(self._projections(x), self._convs(), strict=True))
         q, k, v, beta = self._heads(x, q, k, v)
         o, _ = chunk_delta_rule(q, k, v, beta)
         return self._output(x, o)
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> DeltaNetState:
         recurrent = torch.zeros(batch, self.heads, self.head_dim, self.head_dim, device=device, dtype=torch.float32)
-        convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d) if self.q_conv1d is not None else ()
-        conv = tuple(c.init_state(batch, device, dtype) for c in convs)
+        convs = self._convs() if self.k_conv1d is not None else ()
+        conv = tuple(None if c is None else c.init_state(batch, device, dtype) for c in convs)
         return DeltaNetState(recurrent, conv)
 
     def step(self, x: Tensor, state: DeltaNetState) -> tuple[Tensor, DeltaNetState]:  # x [B, d]
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self._projections(x)
         conv = state.conv
-        if self.q_conv1d is not None:
-            (q, cache_q), (k, cache_k), (v, cache_v) = (
-                self.q_conv1d.step(q, conv[0]),
-                self.k_conv1d.step(k, conv[1]),
-                self.v_conv1d.step(v, conv[2]),
-            )
-            conv = (cache_q, cache_k, cache_v)
+        if self.k_conv1d is not None:
+            steps = [(y, None) if c is None else c.step(y, cache) for y, c, cache in zip((q, k, v), self._convs(), conv, strict=True)]
+            (q, k, v), conv = zip(*steps, strict=True)
         q, k, v, beta = self._heads(x, q, k, v)
         o, recurrent = delta_rule_step(q, k, v, beta, state.recurrent)
         return self._output(x, o), DeltaNetState(recurrent, conv)
+
+    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def _convs(self) -> tuple[ShortConv | None, ShortConv | None, ShortConv | None]:
+        return self.q_conv1d, self.k_conv1d, self.v_conv1d
 
     def _heads(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """SiLU, split into heads, L2-normalise q and k; beta per head. Works on [B, T, d] and on [B, d]."""

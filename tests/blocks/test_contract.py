@@ -21,6 +21,7 @@ SMALL = {
 }
 VARIANTS = [(name, p) for name, p in SMALL.items()] + [
     ("deltanet", {"heads": 4, "conv_size": 0, "gate": False}),
+    ("deltanet", {"heads": 2, "qv_conv": False}),
     ("h3", {"head_dim": 1, "state_size": 4}),
     ("gau", {"qk_dim": 16, "chunk": 4}),
     ("glu", {"kind": "mlp"}),

@@ -48,14 +48,15 @@ def test_ungated_outputs_stay_bounded_whatever_the_input_scale(scale):
     assert (y.norm(dim=-1) <= bound * (1 + 1e-4)).all()
 
 
-@pytest.mark.parametrize(("conv_size", "caches"), [(4, 3), (1, 3), (0, 0)])
-def test_decode_state_is_one_head_dim_square_per_head_and_the_conv_caches(conv_size, caches):
-    spec, block = build(heads=4, conv_size=conv_size)
+@pytest.mark.parametrize(("conv_size", "qv_conv", "caches"), [(4, True, 3), (1, True, 3), (0, True, 0), (4, False, 1)])
+def test_decode_state_is_one_head_dim_square_per_head_and_the_conv_caches(conv_size, qv_conv, caches):
+    spec, block = build(heads=4, conv_size=conv_size, qv_conv=qv_conv)
     state = block.init_state(5, torch.device("cpu"), torch.bfloat16)
     assert state.recurrent.shape == (5, 4, D // 4, D // 4) and state.recurrent.dtype == torch.float32
-    assert len(state.conv) == caches
-    assert all(c.shape == (5, D, conv_size - 1) and c.dtype == torch.bfloat16 for c in state.conv)
-    elements = state.recurrent[0].numel() + sum(c[0].numel() for c in state.conv)
+    kept = [c for c in state.conv if c is not None]
+    assert len(kept) == caches and (not state.conv or state.conv[1] is not None)  # k's cache, whenever any
+    assert all(c.shape == (5, D, conv_size - 1) and c.dtype == torch.bfloat16 for c in kept)
+    elements = state.recurrent[0].numel() + sum(c[0].numel() for c in kept)
     assert elements > 0
     _, state = block.step(torch.randn(5, D), block.init_state(5, torch.device("cpu"), torch.float32))
     assert state.recurrent.abs().sum() > 0
@@ -68,6 +69,23 @@ def test_parameters_are_named_as_in_fla():
     bare = {"q_proj", "k_proj", "v_proj", "b_proj", "o_norm", "o_proj"}
     assert modules(build(heads=4)[1]) == bare | {"q_conv1d", "k_conv1d", "v_conv1d", "g_proj"}
     assert modules(build(heads=4, conv_size=0, gate=False)[1]) == bare
+    assert modules(build(heads=4, qv_conv=False)[1]) == bare | {"k_conv1d", "g_proj"}
+
+
+def test_without_qv_conv_q_and_v_are_the_current_tokens_alone(monkeypatch):
+    # the key convolution mixes earlier tokens into k; q and v at t must not change when only earlier tokens do
+    seen = []
+    monkeypatch.setattr(module, "chunk_delta_rule", lambda q, k, v, beta, **kw: (seen.append((q, k, v)), chunk_delta_rule(q, k, v, beta, **kw))[1])
+    _, block = build(heads=2, qv_conv=False)
+    x = torch.randn(1, 6, D)
+    y = x.clone()
+    y[:, 3] = torch.randn(D)
+    with torch.no_grad():
+        block(x), block(y)
+    (qx, kx, vx), (qy, ky, vy) = seen
+    torch.testing.assert_close(qx[:, 4:], qy[:, 4:])
+    torch.testing.assert_close(vx[:, 4:], vy[:, 4:])
+    assert not torch.allclose(kx[:, 4], ky[:, 4])  # the key at 4 still sees the token at 3
 
 
 def test_bfloat16_block_returns_bfloat16_close_to_float32():
