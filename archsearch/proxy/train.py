@@ -597,7 +597,7 @@ def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, tas
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast:
-            out = model(x, y)
+            out = model(x, y, keep_logits=task is not None)
         n = int((y != -1).sum())
         total += out.ce_loss.item() * n
         count += n
