@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .architecture import Architecture, LayerSpec
 from .blocks._layers import Block, RMSNorm
+from .kernels.linear_cross_entropy import linear_cross_entropy
 
 
 class Layer(nn.Module):
@@ -47,7 +48,7 @@ class Layer(nn.Module):
 
 @dataclass
 class LMOutput:
-    logits: Tensor  # [B, T, vocab]
+    logits: Tensor | None  # [B, T, vocab]; with targets only when asked (keep_logits): training never reads them
     loss: Tensor | None = None  # cross-entropy plus the blocks' auxiliary losses: what to minimise
     ce_loss: Tensor | None = None  # cross-entropy alone: what to report
     aux_loss: Tensor | None = None
@@ -76,22 +77,29 @@ class HybridLM(nn.Module):
     def blocks(self) -> list[Block]:
         return [b for layer in self.layers for b in layer.blocks()]
 
-    def logits(self, h: Tensor) -> Tensor:
-        h = self.norm(h)
-        return h @ self.embed.weight.t() if self.head is None else self.head(h)
+    def head_weight(self) -> Tensor:
+        """[vocab, d]: the head's matrix, the embedding's when they are tied."""
+        return self.embed.weight if self.head is None else self.head.weight
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> LMOutput:
+    def logits(self, h: Tensor) -> Tensor:
+        return F.linear(self.norm(h), self.head_weight())
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None, *, keep_logits: bool = False) -> LMOutput:
         h = self.embed(idx)
         for layer in self.layers:
             h = layer(h)
-        return self.output(h, targets)
+        return self.output(h, targets, keep_logits)
 
-    def output(self, h: Tensor, targets: Tensor | None) -> LMOutput:
-        """The head on the last hidden states: logits, and with targets the losses."""
-        logits = self.logits(h)
+    def output(self, h: Tensor, targets: Tensor | None, keep_logits: bool = False) -> LMOutput:
+        """The head on the last hidden states: logits, or with targets the losses (and the logits if kept). The
+        cross-entropy takes the softmax in float32 without keeping float32 logits for the backward."""
         if targets is None:
-            return LMOutput(logits)
-        ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+            return LMOutput(self.logits(h))
+        if keep_logits:
+            logits = self.logits(h)
+            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        else:
+            logits, ce = None, linear_cross_entropy(self.norm(h).flatten(0, 1), self.head_weight(), targets.flatten(), ignore_index=-1)
         aux = [b.aux_loss for b in self.blocks() if b.aux_loss is not None]
         aux_loss = torch.stack(aux).sum() if aux else None
         return LMOutput(logits, ce + aux_loss if aux else ce, ce, aux_loss)

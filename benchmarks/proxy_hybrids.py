@@ -12,6 +12,8 @@ gradients, and a two-layer copy of the architecture is traced whole (`torch._dyn
 
     PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --out results.json                 # every row
     PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --parts long --out long.json       # the T4096 and T8192 rows
+    PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --parts compiled --only h3 --compile-modes default,reduce-overhead
+                                                     # each compiled row once per torch.compile mode, side by side
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from archsearch import Architecture, BlockSpec, LayerSpec
 from archsearch.model import build_model
 from archsearch.proxy import ProxySettings, run_proxy
+from archsearch.proxy.train import COMPILE_MODES
 
 D, N = 512, 16
 DEVICE = "cuda"
@@ -61,7 +64,7 @@ ARCHS = {
 LONG = ("transformer", "deltanet", "h3", "hyena")
 
 
-def check(arch: Architecture, seq_len: int, batch: int) -> dict:
+def check(arch: Architecture, seq_len: int, batch: int, mode: str) -> dict:
     """Graph breaks of a two-layer copy traced whole, and the compiled model's loss and gradients against the eager
     model's on one batch (bf16 autocast, as the proxy trains)."""
     small = dataclasses.replace(arch, layers=arch.layers[:2])
@@ -81,22 +84,23 @@ def check(arch: Architecture, seq_len: int, batch: int) -> dict:
         return loss.item(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
 
     loss, grads = loss_and_grads()
-    model.compile_regions(fullgraph=True, dynamic=False)
+    model.compile_regions(fullgraph=True, dynamic=False, mode=mode)
     start = time.perf_counter()
+    torch.compiler.cudagraph_mark_step_begin()
     loss_c, grads_c = loss_and_grads()
     seconds = time.perf_counter() - start
     return {"graph_breaks": explained.graph_break_count, "loss_eager": loss, "loss_compiled": loss_c,
             "grad_rel_err": ((grads_c - grads).norm() / grads.norm()).item(), "check_compile_s": seconds}
 
 
-def run(name: str, arch: Architecture, compiled: bool, seq_len: int) -> dict:
+def run(name: str, arch: Architecture, compiled: bool, seq_len: int, mode: str = "default") -> dict:
     batch = TOKENS_PER_BATCH // seq_len
-    row = {"name": name, "summary": arch.summary(), "compiled": compiled, "seq_len": seq_len, "batch": batch}
+    row = {"name": name, "summary": arch.summary(), "compiled": compiled, "seq_len": seq_len, "batch": batch, "compile_mode": mode}
     try:
         if compiled:
-            row.update(check(arch, seq_len, batch))
+            row.update(check(arch, seq_len, batch, mode))
         settings = ProxySettings(tokens=STEPS * TOKENS_PER_BATCH, batch_size=batch, seq_len=seq_len, compile=compiled,
-                                 evals=1, eval_tokens=2 * TOKENS_PER_BATCH, timing_steps=20, device=DEVICE)
+                                 compile_mode=mode, evals=1, eval_tokens=2 * TOKENS_PER_BATCH, timing_steps=20, device=DEVICE)
         m = run_proxy(arch, settings)
         flops = 3 * arch.cost(context=seq_len).flops_per_token
         row.update(status=m.status, reason=m.reason, params=m.params, bpb=m.bits_per_byte, tokens_per_s=m.train_tokens_per_s,
@@ -111,12 +115,14 @@ def run(name: str, arch: Architecture, compiled: bool, seq_len: int) -> dict:
     return row
 
 
-def plan(parts: list[str]) -> list[tuple[str, bool, int]]:
-    """The rows, most wanted first: the compiled Transformer (the reference), every compiled row at T1024, the long
-    rows (each beside the compiled Transformer at its length), then the eager rows."""
+def plan(parts: list[str], modes: list[str] = ("default",)) -> list[tuple[str, bool, int, str]]:
+    """The rows, most wanted first: the compiled Transformer (the reference, in each torch.compile mode), every
+    compiled row at T1024, the long rows (each beside the compiled Transformer at its length), then the eager rows.
+    A compiled row runs once per mode, the modes of one architecture and length next to each other."""
     rows = {"compiled": [(n, True, 1024) for n in ARCHS], "long": [(n, True, t) for t in (4096, 8192) for n in LONG],
             "eager": [(n, False, 1024) for n in ARCHS]}
     todo = list(dict.fromkeys([("transformer", True, 1024)] + [r for part in parts for r in rows[part]]))
+    todo = [(n, c, t, m) for n, c, t in todo for m in (modes if c else ("default",))]
     # the block-recurrent rows last: its compiled form once ended a run with an illegal memory access
     return [r for r in todo if not r[0].startswith("brt")] + [r for r in todo if r[0].startswith("brt")]
 
@@ -129,20 +135,25 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
     ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
+    ap.add_argument("--compile-modes", default="default", help="comma-separated torch.compile modes, each compiled row run in "
+                    f"each: {', '.join(COMPILE_MODES)}")
     args = ap.parse_args()
+    modes = args.compile_modes.split(",")
+    if unknown := [m for m in modes if m not in COMPILE_MODES]:
+        ap.error(f"--compile-modes: expected modes among {', '.join(COMPILE_MODES)}, got {', '.join(unknown)}")
     start = time.perf_counter()
     rows = []
     device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    todo = plan(args.parts.split(","))
-    for name, compiled, t in todo:
-        if args.only and not any(name.startswith(p) for p in args.only.split(",")) and (name, compiled, t) != todo[0]:
+    todo = plan(args.parts.split(","), modes)
+    for name, compiled, t, mode in todo:
+        if args.only and not any(name.startswith(p) for p in args.only.split(",")) and not (name == "transformer" and t == 1024 and compiled):
             continue
         if args.skip and any(name.startswith(p) for p in args.skip.split(",")):
             continue
         if time.perf_counter() - start > args.budget_s:
-            print(f"budget spent: skipped {name} (T{t}, {'compiled' if compiled else 'eager'})", flush=True)
+            print(f"budget spent: skipped {name} (T{t}, {mode if compiled else 'eager'})", flush=True)
             continue
-        rows.append(run(name, ARCHS[name], compiled, t))
+        rows.append(run(name, ARCHS[name], compiled, t, mode))
         print(json.dumps(rows[-1]), flush=True)
         with open(args.out, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
@@ -176,13 +187,14 @@ def profile(arch: Architecture, seq_len: int = 1024) -> str:
 
 
 def table(rows: list[dict], device_name: str) -> str:
-    """Markdown: each row beside the compiled Transformer at its length (and at T1024) from the same run."""
-    ref = {r["seq_len"]: r["tokens_per_s"] for r in rows if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")}
+    """Markdown: each row beside the compiled Transformer (default mode) at its length (and at T1024) from the same run."""
+    ref = {r["seq_len"]: r["tokens_per_s"] for r in rows if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")
+           and r.get("compile_mode", "default") == "default"}
     lines = [f"{device_name}, torch {torch.__version__}; {TOKENS_PER_BATCH:,} tokens per batch",
              "| architecture | T | mode | params | tok/s | spread | vs compiled transformer, same T | vs T1024 | MFU | compile s cold / warm | bits/byte | check |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        mode = "compiled" if r["compiled"] else "eager"
+        mode = ("compiled" if r.get("compile_mode", "default") == "default" else f"compiled, {r['compile_mode']}") if r["compiled"] else "eager"
         if r.get("status") != "ok" or not r.get("tokens_per_s"):
             why = (r.get("reason") or r.get("timing_note") or "")[:120]
             lines.append(f"| {r['name']} | {r['seq_len']} | {mode} | | {r.get('status')}: {why} | | | | | | | |")

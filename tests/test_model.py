@@ -5,6 +5,7 @@ import glob
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from archsearch import Architecture, BlockSpec, Infeasible, LayerSpec, load_space, sample
 from archsearch.model import build_model
@@ -98,6 +99,27 @@ def test_mixture_of_experts_losses_reach_the_total_loss():
 def test_tied_embeddings_share_the_head_and_untied_do_not():
     tied, untied = build_model(tiny("attn", heads=4).__class__(32, tiny("attn", heads=4).layers, 16, True)), build_model(tiny("attn", heads=4))
     assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 16 * 32
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_the_loss_is_the_float32_cross_entropy_of_the_logits_and_has_its_gradients(tied):
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(tiny("attn", heads=4), tie_embeddings=tied))
+    x, y = torch.randint(0, 16, (2, 12)), torch.randint(0, 16, (2, 12))
+    y[:, :3] = -1  # unscored positions
+    out = model(x, y)
+    assert out.logits is None  # training never reads them: they are not made
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    logits = model(x).logits
+    reference = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1)
+    reference.backward()
+    torch.testing.assert_close(out.loss.detach(), reference.detach(), rtol=1e-6, atol=0)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    kept = model(x, y, keep_logits=True)
+    assert torch.equal(kept.logits, logits) and torch.equal(kept.ce_loss, reference)
 
 
 def _loss_and_grads(model, forward, x, y):

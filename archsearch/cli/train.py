@@ -63,8 +63,10 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, f: dataclasses.Field, 
     text = f.metadata.get("help", "")
     dest = f"{group}.{f.name}"
     if choices := literal_choices(hint):
-        words = {"true": True, "false": False, **{str(c): c for c in choices}}
-        parser.add_argument(flag, dest=dest, nargs="?", const=True, default=f.default, type=lambda w: words.get(w.lower(), w),
+        switch = {"true": True, "false": False} if bool in typing.get_args(hint) else {}  # compile: true; schedule: no
+        words = {**switch, **{str(c): c for c in choices}}
+        bare = {"nargs": "?", "const": True} if switch else {}  # a bare --compile means true
+        parser.add_argument(flag, dest=dest, **bare, default=f.default, type=lambda w: words.get(w.lower(), w),
                             choices=list(words.values()), metavar="|".join(words), help=f"{text} (default {f.default})")
     elif hint is bool:
         action = "store_true" if f.default is False else argparse.BooleanOptionalAction

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -51,6 +52,9 @@ class ProxySettings:
     evals: int = field(default=8, metadata={"help": "intermediate evaluations (the learning curve), the last one final"})
     eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
+        default="default", metadata={"help": "torch.compile's mode when compiled; reduce-overhead replays CUDA graphs of the "
+                                             "compiled layers; off CUDA every mode runs as default"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s; 0: not timed"})
@@ -63,6 +67,8 @@ class ProxySettings:
         if compile_ not in (True, False, "auto"):
             raise ArchsearchError(f"compile: expected true, false or auto, got {self.compile!r}")
         object.__setattr__(self, "compile", compile_)
+        if self.compile_mode not in COMPILE_MODES:
+            raise ArchsearchError(f"compile_mode: expected one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.task != "lm" and self.task not in TASKS:
             raise ArchsearchError(f"task: unknown proxy task {self.task!r}; expected lm, {', '.join(TASKS)}")
         if self.schedule not in SCHEDULES:
@@ -86,6 +92,8 @@ class ProxySettings:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
 
+COMPILE_MODES = typing.get_args(typing.get_type_hints(ProxySettings)["compile_mode"])
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
 _FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
@@ -494,11 +502,17 @@ class _Steps:
     the backwards at its first backward, so the first step is attempted compiled: if compiling fails (a block that
     cannot be traced, a backend error), the step is redone eagerly and the run goes on eagerly, with the reason
     recorded. Evaluation runs the same modules.
+
+    Under a CUDA graph mode (`compile_mode: reduce-overhead`), torch's CUDA graph trees record each compiled region's
+    forward and backward and replay them; the optimizer stays eager, outside the graphs. A replay overwrites the
+    outputs of the step before, so each step is marked as a new one and the losses it returns are copies. Off CUDA,
+    Inductor skips the graphs and the step is the default mode's.
     """
 
     def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
         self.model, self.opt, self.settings, self.autocast = model, opt, settings, autocast
         self.compiled = compiled
+        self.graphs = compiled and settings.compile_mode in CUDA_GRAPH_MODES
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
@@ -506,7 +520,7 @@ class _Steps:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            model.compile_regions(fullgraph=True, dynamic=False)
+            model.compile_regions(fullgraph=True, dynamic=False, mode=settings.compile_mode)
 
     @property
     def compiling(self) -> bool:
@@ -526,7 +540,7 @@ class _Steps:
         except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on eagerly
             lines = str(e).strip().splitlines()
             self.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-            self.compiled = False
+            self.compiled = self.graphs = False
             self.model.uncompile_regions()
             self.opt.zero_grad(set_to_none=True)
             return self._step(x, y)
@@ -534,12 +548,16 @@ class _Steps:
         return out
 
     def _step(self, x: torch.Tensor, y: torch.Tensor):
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
             out = self.model(x, y)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if self.graphs:  # the next replay writes over this step's outputs: the loss the run logs is kept apart
+            out = dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
         return out
 
     def record(self, metrics: Metrics) -> None:
@@ -604,7 +622,7 @@ def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, tas
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast:
-            out = model(x, y)
+            out = model(x, y, keep_logits=task is not None)
         n = int((y != -1).sum())
         total += out.ce_loss.item() * n
         count += n

@@ -91,6 +91,33 @@ def test_s4d_kernel_is_the_zoh_formula_and_the_recurrences_impulse_response():
     torch.testing.assert_close(torch.stack(response, -1), k + torch.eye(t)[0] * ssm.D[:, None], atol=ATOL, rtol=RTOL)
 
 
+def complex_kernel(ssm, length):
+    """The S4D kernel in complex arithmetic, as the formula reads: what the real form of `DiagonalSSM.kernel` computes."""
+    a = torch.complex(-torch.exp(ssm.log_A_real), ssm.A_imag)
+    dt_a = torch.exp(ssm.log_dt)[:, None] * a
+    d_b = torch.expm1(dt_a) / a
+    powers = torch.exp(dt_a[..., None] * torch.arange(length, dtype=torch.float32))
+    return 2 * torch.einsum("hn,hnl->hl", torch.view_as_complex(ssm.C) * d_b, powers).real
+
+
+@pytest.mark.parametrize(("heads", "state_size", "length", "seed"), [(3, 8, 300, 0), (5, 16, 64, 1), (2, 2, 129, 2)])
+def test_s4d_real_kernel_equals_the_complex_form_and_its_gradients(heads, state_size, length, seed):
+    ssm = diagonal_ssm(heads, state_size, seed)
+    cotangent = torch.randn(heads, length)
+    results = []
+    for kernel in (ssm.kernel, lambda t: complex_kernel(ssm, t)):
+        ssm.zero_grad(set_to_none=True)
+        k = kernel(length)
+        (k * cotangent).sum().backward()
+        results.append((k.detach(), {n: p.grad.clone() for n, p in ssm.named_parameters() if n != "D"}))
+    (k, grads), (k_ref, grads_ref) = results
+    torch.testing.assert_close(k, k_ref, rtol=1e-5, atol=1e-5 * k_ref.abs().max().item())
+    assert grads.keys() == {"log_dt", "log_A_real", "A_imag", "C"}
+    for name, g in grads.items():
+        ref = grads_ref[name]
+        torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item(), msg=name)
+
+
 def test_s4d_starts_from_s4d_lin():
     ssm = DiagonalSSM(4, 8)
     torch.testing.assert_close(-torch.exp(ssm.log_A_real), torch.full((4, 4), -0.5))

@@ -12,6 +12,7 @@ from archsearch.blocks._family import BlockFamily
 from archsearch.blocks._layers import Block
 from archsearch.cli import main
 from archsearch.errors import ArchsearchError
+from archsearch.model import HybridLM
 from archsearch.proxy import ProxySettings, TaskSpec, run_proxy
 from archsearch.proxy import train as train_module
 from archsearch.proxy.throughput import DeviceLock, TimingWindows, physical_device
@@ -268,6 +269,39 @@ def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason(monkeyp
     assert m.status == "ok" and not m.compiled and m.compile_seconds is None
     assert "data-dependent" in m.compile_error.lower() or "graph break" in m.compile_error.lower(), m.compile_error
     assert m.val_loss < math.log(256)
+
+
+ONE_LAYER = Architecture.from_yaml("d_model: 32\nlayers:\n- {mixer: {block: attn, heads: 4}, channel: glu}\n")
+
+
+def test_a_cuda_graph_mode_marks_each_step_and_trains_as_the_default_mode_off_cuda(monkeypatch):
+    modes, marks = [], []
+    compile_regions = HybridLM.compile_regions
+
+    def on_aot_eager(model, mode, **options):  # Inductor's code generation is minutes on 2 cores; the step's mechanics are not
+        modes.append(mode)
+        compile_regions(model, backend="aot_eager", **options)
+
+    monkeypatch.setattr(HybridLM, "compile_regions", on_aot_eager)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    short = {**FAST, "tokens": 4096, "evals": 2, "eval_tokens": 512}
+    default = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True))
+    assert modes == ["default"] and not marks
+    graphs = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="reduce-overhead"))
+    assert modes == ["default", "reduce-overhead"] and default.compiled and graphs.compiled
+    assert len(marks) == graphs.tokens_trained // (FAST["batch_size"] * FAST["seq_len"])  # one new CUDA graph step per step
+    assert graphs.val_loss == default.val_loss and graphs.history == default.history
+
+
+def test_compile_mode_is_one_of_torchs_and_a_train_flag(capsys):
+    assert ProxySettings().compile_mode == "default"
+    with pytest.raises(ArchsearchError, match="^compile_mode: expected one of default, reduce-overhead, max-autotune, "
+                                              "max-autotune-no-cudagraphs, got 'fast'$"):
+        ProxySettings(compile_mode="fast")
+    with pytest.raises(SystemExit, match="2"):
+        main(["train", "search_spaces/hyena.yaml", "--sample", "0", "--compile-mode", "fast"])
+    err = capsys.readouterr().err
+    assert "--compile-mode: invalid choice: 'fast'" in err and "reduce-overhead" in err and "True" not in err
 
 
 def test_compile_accepts_true_false_and_auto():
