@@ -54,13 +54,15 @@ def run(arch: Architecture, base: ProxySettings, seconds: float, lrs: list[float
     run's tokens sized to its share; the best run counts."""
     start = time.perf_counter()
     step_tokens = base.batch_size * base.task_spec().seq_len
-    calibration = run_proxy(arch, dataclasses.replace(base, tokens=20 * step_tokens, evals=1, eval_tokens=step_tokens))
+    # 40 steps, three timed windows of 4 after a warm-up that holds the compilation
+    calibration = run_proxy(arch, dataclasses.replace(base, tokens=40 * step_tokens, evals=1, eval_tokens=step_tokens, timing_steps=4))
     if calibration.status != "ok":
         return {"status": calibration.status, "reason": calibration.reason}
     calibration_s = time.perf_counter() - start
     share = seconds / len(lrs)
-    # where the 20 steps are too few for the timed windows (the CPU), the calibration's own wall time gives the rate
-    rate = calibration.train_tokens_per_s or calibration.tokens_trained / calibration.wall_seconds
+    if calibration.train_tokens_per_s is None:
+        return {"status": "error", "reason": f"calibration not timed: {calibration.timing_note}"}
+    rate = calibration.train_tokens_per_s
     tokens = max(step_tokens, int(rate * share * 0.8))  # the rest: building, evaluating
     runs = []
     for lr in lrs:
