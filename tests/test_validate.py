@@ -175,11 +175,11 @@ def test_parallel_trainings_give_the_same_report_and_a_dead_process_is_one_error
     import dataclasses
 
     study = Study.load(study_file)
-    archs = draw_architectures(study, 6)
+    archs = draw_architectures(study, 4)  # two of them die with seed 99
     serial = validate(study, open_run_dir(study, tmp_path / "a"), archs, factor=10, progress=False, train=dying_train)
     parallel = validate(study, open_run_dir(study, tmp_path / "b"), archs, factor=10, progress=False, train=dying_train, jobs=3)
     assert parallel["agreement"] == serial["agreement"] and parallel["architectures"] == serial["architectures"]
-    assert len(RunDir(tmp_path / "b").validation_records()) == 12
+    assert len(RunDir(tmp_path / "b").validation_records()) == 8
     dying = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, seed=99))
     report = validate(dying, open_run_dir(dying, tmp_path / "c"), archs, factor=10, progress=False, train=dying_train, jobs=2)
     died = sum(dies(a) for a in archs)

@@ -108,7 +108,7 @@ def test_train_command_prints_metrics_and_writes_json(tmp_path, capsys):
     arch_file = tmp_path / "arch.yaml"
     arch_file.write_text(ARCH.to_yaml())
     out = tmp_path / "m.json"
-    code = main(["train", str(arch_file), "--tokens", "8192", "--seq-len", "32", "--batch-size", "8", "--device", "cpu", "--json", str(out)])
+    code = main(["train", str(arch_file), "--tokens", "8192", "--seq-len", "32", "--batch-size", "8", "--eval-tokens", "1024", "--device", "cpu", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "perplexity" in text
@@ -118,7 +118,7 @@ def test_train_command_prints_metrics_and_writes_json(tmp_path, capsys):
 
 
 def test_train_command_samples_from_a_space(capsys):
-    assert main(["train", "search_spaces/hyena.yaml", "--sample", "1", "--tokens", "2048", "--seq-len", "16", "--batch-size", "4", "--device", "cpu"]) == 0
+    assert main(["train", "search_spaces/hyena.yaml", "--sample", "1", "--tokens", "2048", "--seq-len", "16", "--batch-size", "4", "--eval-tokens", "256", "--evals", "1", "--device", "cpu"]) == 0
     assert "YYYY" in capsys.readouterr().out
 
 
