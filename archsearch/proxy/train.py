@@ -77,8 +77,9 @@ class ProxySettings:
             value = getattr(self, name)
             if value is None and name == "predict_tokens":
                 continue
-            if not (0 if name == "timing_steps" else 1) <= value <= top:
-                raise ArchsearchError(f"{name}: expected a {'whole number' if name == 'timing_steps' else 'positive integer'} of at most {top:,}, got {value:,}")
+            low = _INT_LEAST.get(name, 1)
+            if not low <= value <= top:
+                raise ArchsearchError(f"{name}: expected a {'positive integer' if low else 'whole number'} of at most {top:,}, got {value:,}")
         for name, (low, high, low_open) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "seconds":
@@ -96,6 +97,7 @@ COMPILE_MODES = typing.get_args(typing.get_type_hints(ProxySettings)["compile_mo
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
+_INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
 _FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
@@ -512,7 +514,6 @@ class _Steps:
     def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
         self.model, self.opt, self.settings, self.autocast = model, opt, settings, autocast
         self.compiled = compiled
-        self.graphs = compiled and settings.compile_mode in CUDA_GRAPH_MODES
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
@@ -521,6 +522,11 @@ class _Steps:
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
             model.compile_regions(fullgraph=True, dynamic=False, mode=settings.compile_mode)
+
+    @property
+    def graphs(self) -> bool:
+        """Whether the steps replay CUDA graphs (a CUDA graph mode, compiled)."""
+        return self.compiled and self.settings.compile_mode in CUDA_GRAPH_MODES
 
     @property
     def compiling(self) -> bool:
@@ -540,7 +546,7 @@ class _Steps:
         except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on eagerly
             lines = str(e).strip().splitlines()
             self.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-            self.compiled = self.graphs = False
+            self.compiled = False
             self.model.uncompile_regions()
             self.opt.zero_grad(set_to_none=True)
             return self._step(x, y)

@@ -117,19 +117,23 @@ class GpuBusy:
             return {}
         return {name: total / self.samples for name, total in self.totals.items()}
 
+    def mean(self) -> float | None:
+        """The GPUs' mean busy share so far (None before the first sample)."""
+        share = self.share()
+        return sum(share.values()) / len(share) if share else None
+
     def line(self) -> str:
         """"GPU busy 87%" (with one figure per GPU when there are several), or "" before the first sample."""
-        share = self.share()
-        if not share:
+        share, mean = self.share(), self.mean()
+        if mean is None:
             return ""
-        mean = sum(share.values()) / len(share)
         each = f" ({', '.join(f'{n} {s:.0%}' for n, s in share.items())})" if len(share) > 1 else ""
         return f"GPU busy {mean:.0%}{each}"
 
     def record(self) -> dict[str, Any]:
         """What the run directory keeps of this session (see `RunDir.add_busy_record`)."""
-        share = self.share()
+        mean = self.mean()
         return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - self.seconds)),
                 "wall_seconds": round(self.seconds, 1), "samples": self.samples,
-                "busy_share": {n: round(s, 4) for n, s in share.items()},
-                "mean_busy_share": round(sum(share.values()) / len(share), 4) if share else None}
+                "busy_share": {n: round(s, 4) for n, s in self.share().items()},
+                "mean_busy_share": None if mean is None else round(mean, 4)}
