@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
     ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
-    ap.add_argument("--compile-modes", default="default", help="comma-separated torch.compile modes, each compiled row run in "
+    ap.add_argument("--compile-modes", default=ProxySettings().compile_mode, help="comma-separated torch.compile modes, each compiled row run in "
                     f"each: {', '.join(COMPILE_MODES)}")
     args = ap.parse_args()
     modes = args.compile_modes.split(",")
@@ -187,11 +187,12 @@ def profile(arch: Architecture, seq_len: int = 1024) -> str:
 
 
 def table(rows: list[dict], device_name: str) -> str:
-    """Markdown: each row beside the compiled Transformer (default mode) at its length (and at T1024) from the same run."""
-    ref = {r["seq_len"]: r["tokens_per_s"] for r in rows if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")
-           and r.get("compile_mode", "default") == "default"}
+    """Markdown: each row beside the compiled Transformer in the same torch.compile mode (eager rows: the default
+    mode), at its length and at T1024, from the same run."""
+    ref = {(r["seq_len"], r.get("compile_mode", "default")): r["tokens_per_s"] for r in rows
+           if r["name"] == "transformer" and r.get("ran_compiled") and r.get("tokens_per_s")}
     lines = [f"{device_name}, torch {torch.__version__}; {TOKENS_PER_BATCH:,} tokens per batch",
-             "| architecture | T | mode | params | tok/s | spread | vs compiled transformer, same T | vs T1024 | MFU | compile s cold / warm | bits/byte | check |",
+             "| architecture | T | mode | params | tok/s | spread | vs compiled transformer, same mode and T | vs its T1024 | MFU | compile s cold / warm | bits/byte | check |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         mode = ("compiled" if r.get("compile_mode", "default") == "default" else f"compiled, {r['compile_mode']}") if r["compiled"] else "eager"
@@ -201,7 +202,8 @@ def table(rows: list[dict], device_name: str) -> str:
             continue
         if r["compiled"] and not r["ran_compiled"]:
             mode = f"eager fallback ({r['compile_error'][:80]})"
-        same, base = ref.get(r["seq_len"]), ref.get(1024)
+        ref_mode = r.get("compile_mode", "default") if r["compiled"] else "default"
+        same, base = ref.get((r["seq_len"], ref_mode)), ref.get((1024, ref_mode))
         check_ = (f"breaks {r['graph_breaks']}, loss {r['loss_compiled']:.4f} vs {r['loss_eager']:.4f}, grads {r['grad_rel_err']:.1e}"
                   if "graph_breaks" in r else "")
         cold = f"{r['check_compile_s']:.0f} / {r['compile_s'] or 0:.1f}" if "check_compile_s" in r else "-"

@@ -83,16 +83,19 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--min-pairs", type=int, default=None, help="training rows mix --pairs, /2, /4 ... down to this (Zoology's "
+                    "mixture); held-out rows have --pairs (default: no mixture)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=40.0, help="wall-clock budget of each architecture's sweep (after calibration)")
     ap.add_argument("--lrs", default="1e-3,3e-3", help="the learning-rate sweep, comma-separated")
     ap.add_argument("--only", default="", help="comma-separated architecture names to run")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile's mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--out", default="synthetic.json")
     args = ap.parse_args()
-    spec = TaskSpec("mqar", vocab_size=args.vocab, seq_len=args.seq_len, num_kv_pairs=args.pairs)
+    spec = TaskSpec("mqar", vocab_size=args.vocab, seq_len=args.seq_len, num_kv_pairs=args.pairs, min_kv_pairs=args.min_pairs)
     base = ProxySettings(task="mqar", synthetic=spec, batch_size=args.batch_size, schedule="cosine", weight_decay=0.1, evals=4,
-                         eval_tokens=256 * args.seq_len, device=args.device)
+                         eval_tokens=256 * args.seq_len, device=args.device, compile_mode=args.compile_mode)
     lrs = [float(x) for x in args.lrs.split(",")]
     names = [n for n in ARCHS if not args.only or n in args.only.split(",")]
     device = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -114,7 +117,8 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     print(f"\n{device}, torch {torch.__version__}; MQAR {args.pairs} pairs, seq {args.seq_len}, vocab {args.vocab}; "
-          f"d_model {args.d_model}, {args.layers} layers; batch {args.batch_size}; {args.seconds:.0f} s of sweep per architecture; lrs {args.lrs}")
+          f"{'' if args.min_pairs is None else f'training mixture down to {args.min_pairs} pairs; '}"
+          f"d_model {args.d_model}, {args.layers} layers; batch {args.batch_size}; {args.compile_mode} mode; {args.seconds:.0f} s of sweep per architecture; lrs {args.lrs}")
     print("| architecture | params | accuracy | best lr | accuracy per lr | tokens trained | train tok/s | calibration s | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

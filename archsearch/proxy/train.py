@@ -53,8 +53,9 @@ class ProxySettings:
     eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
-        default="default", metadata={"help": "torch.compile's mode when compiled; reduce-overhead replays CUDA graphs of the "
-                                             "compiled layers; off CUDA every mode runs as default"})
+        default="reduce-overhead", metadata={"help": "torch.compile's mode when compiled; reduce-overhead (the default) replays CUDA "
+                                                     "graphs of the compiled layers, so the host's launches do not set the pace; "
+                                                     "off CUDA every mode runs as default"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s; 0: not timed"})
@@ -92,9 +93,15 @@ class ProxySettings:
     def task_spec(self) -> TaskSpec:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether a run on CUDA replays CUDA graphs (compiled, or auto, in a CUDA graph mode)."""
+        return self.compile is not False and self.compile_mode in CUDA_GRAPH_MODES
+
 
 COMPILE_MODES = typing.get_args(typing.get_type_hints(ProxySettings)["compile_mode"])
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
+WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+CUDA_GRAPH_MODES = tuple(WITHOUT_CUDA_GRAPHS)  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
 _INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
@@ -508,12 +515,14 @@ class _Steps:
     Under a CUDA graph mode (`compile_mode: reduce-overhead`), torch's CUDA graph trees record each compiled region's
     forward and backward and replay them; the optimizer stays eager, outside the graphs. A replay overwrites the
     outputs of the step before, so each step is marked as a new one and the losses it returns are copies. Off CUDA,
-    Inductor skips the graphs and the step is the default mode's.
+    Inductor skips the graphs and the step is the default mode's. A first step that fails under CUDA graphs is
+    compiled again without them (reduce-overhead as default) before eager is the last resort; each reason recorded.
     """
 
     def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
         self.model, self.opt, self.settings, self.autocast = model, opt, settings, autocast
         self.compiled = compiled
+        self.mode = settings.compile_mode  # its form without CUDA graphs after they failed
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
@@ -521,12 +530,15 @@ class _Steps:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-            model.compile_regions(fullgraph=True, dynamic=False, mode=settings.compile_mode)
+            self._compile()
+
+    def _compile(self) -> None:
+        self.model.compile_regions(fullgraph=True, dynamic=False, mode=self.mode)
 
     @property
     def graphs(self) -> bool:
         """Whether the steps replay CUDA graphs (a CUDA graph mode, compiled)."""
-        return self.compiled and self.settings.compile_mode in CUDA_GRAPH_MODES
+        return self.compiled and self.mode in CUDA_GRAPH_MODES
 
     @property
     def compiling(self) -> bool:
@@ -538,18 +550,24 @@ class _Steps:
             return self._step(x, y)
         self._first = False
         start = time.perf_counter()
-        try:
-            out = self._step(x, y)
-            synchronize(x.device)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on eagerly
-            lines = str(e).strip().splitlines()
-            self.error = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-            self.compiled = False
-            self.model.uncompile_regions()
-            self.opt.zero_grad(set_to_none=True)
-            return self._step(x, y)
+        while True:
+            try:
+                out = self._step(x, y)
+                synchronize(x.device)
+                break
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on
+                lines = str(e).strip().splitlines()
+                self.error = "; ".join(filter(None, [self.error, f"{self.mode}: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
+                self.opt.zero_grad(set_to_none=True)
+                self.model.uncompile_regions()
+                if self.mode in CUDA_GRAPH_MODES:  # CUDA graphs refused: compiled without them, if that holds
+                    self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
+                    self._compile()
+                    continue
+                self.compiled = False
+                return self._step(x, y)
         self.compile_seconds = time.perf_counter() - start
         return out
 
@@ -618,7 +636,9 @@ def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec
         return list(corpus.val_batches(settings.batch_size, seq_len, tokens))
     g = torch.Generator().manual_seed(10_000 + settings.seed)
     n = max(1, tokens // (settings.batch_size * seq_len))
-    return [TASKS[task.name](task, settings.batch_size, g) for _ in range(n)]
+    task_ = TASKS[task.name]
+    held_out = task_.held_out(task)
+    return [task_(held_out, settings.batch_size, g) for _ in range(n)]
 
 
 @torch.no_grad()

@@ -359,6 +359,14 @@ def check_tracking(study: Study) -> None:
                                   f"pip install 'archsearch[tracking]'")
 
 
+def warm_workers(study: Study) -> bool:
+    """Whether each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context). Not when
+    trials on a GPU replay CUDA graphs: on an H200 (torch 2.11) every second trial of a warm worker failed to record
+    its graphs (an AssertionError in the first step) and trained eagerly at a fifth of the speed, where fresh
+    workers recorded theirs (benchmarks/RESULTS.md); the shared compile cache still spares them the compilation."""
+    return not (study.search.gpu > 0 and study.proxy.cuda_graphs)
+
+
 def _trainable(config: dict[str, Any], study: Study, files: DriverFiles) -> None:
     """The Ray Tune function trainable: one trial, reporting through Ray Tune, its files going to the driver."""
     from ray import tune
@@ -390,11 +398,10 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     files = DriverFiles.start(run_dir)
     trainable = tune.with_resources(tune.with_parameters(_trainable, study=study, files=files),
                                     {"cpu": s.cpu, "gpu": s.gpu})
-    # reuse_actors: each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.concurrency),
-                                    scheduler=scheduler, num_samples=trials, reuse_actors=True,
+                                    scheduler=scheduler, num_samples=trials, reuse_actors=warm_workers(study),
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.ray_storage), name=time.strftime("session-%Y%m%d-%H%M%S"),
                                   failure_config=tune.FailureConfig(max_failures=s.retries),

@@ -25,7 +25,7 @@ def g(seed=0):
 
 
 def test_mqar_follows_zoology_pairs_then_each_key_asked_once_at_an_even_offset():
-    spec = TaskSpec("mqar", vocab_size=64, seq_len=48, num_kv_pairs=6)
+    spec = TaskSpec("mqar", vocab_size=64, seq_len=48, num_kv_pairs=6, min_kv_pairs=6)
     x, y = mqar(spec, 16, g())
     for b in range(16):
         keys, values = x[b, 0:12:2].tolist(), x[b, 1:12:2].tolist()
@@ -54,7 +54,25 @@ def test_mqar_power_law_puts_queries_near_the_pairs_and_filler_is_random_or_blan
 def test_mqar_defaults_are_zoology_and_fill_the_sequence_with_pairs():
     spec = TaskSpec("mqar")
     assert (spec.vocab_size, spec.seq_len, spec.num_kv_pairs, spec.power_a, spec.random_non_queries) == (8192, 256, 64, 0.01, True)
+    assert spec.min_kv_pairs == 4 and TaskSpec("mqar", num_kv_pairs=3, seq_len=64).min_kv_pairs == 3
     assert TaskSpec("mqar", seq_len=128).num_kv_pairs == 32
+
+
+def test_mqar_trains_on_zoologys_mixture_of_sizes_and_holds_out_the_largest():
+    spec = TaskSpec("mqar", vocab_size=512, seq_len=128, num_kv_pairs=24, min_kv_pairs=5)
+    x, y = mqar(spec, 400, g())
+    for b in range(400):
+        asked = (y[b] != -1).nonzero().flatten()
+        n = len(asked)
+        keys, values = x[b, 0 : 2 * n : 2].tolist(), x[b, 1 : 2 * n : 2].tolist()
+        pairs = dict(zip(keys, values, strict=True))
+        assert len(pairs) == n and all(pairs[x[b, p].item()] == y[b, p].item() for p in asked)  # every query's own pair
+        assert ((asked - 2 * n) % 2 == 0).all() and (asked >= 2 * n).all()  # queries after this row's pairs
+    sizes = (y != -1).sum(1)
+    assert set(sizes.tolist()) == {24, 12, 6} and min((sizes == n).sum() for n in (24, 12, 6)) > 100  # halved down to 5, even mix
+    held_out = TASKS["mqar"].held_out(spec)
+    assert held_out.min_kv_pairs == 24 and ((mqar(held_out, 64, g())[1] != -1).sum(1) == 24).all()
+    assert torch.equal(mqar(spec, 8, g(3))[0], mqar(spec, 8, g(3))[0])  # seeded draws repeat
 
 
 def _recall_answers_are_right(x, y, key_count):
@@ -173,6 +191,7 @@ def test_every_task_repeats_for_a_seed_and_differs_across_seeds(name):
         ({"name": "mqar", "vocab_size": 64, "seq_len": 512, "num_kv_pairs": 32}, "num_kv_pairs", "distinct keys"),
         ({"name": "mqar", "vocab_size": 8192, "seq_len": 128, "num_kv_pairs": 50}, "num_kv_pairs", "seq_len >= 200"),
         ({"name": "mqar", "power_a": 0.0}, "power_a", "above 0"),
+        ({"name": "mqar", "num_kv_pairs": 8, "min_kv_pairs": 9}, "min_kv_pairs", "at most num_kv_pairs"),
         ({"name": "mqar", "num_tokens": 4}, "num_tokens", "mqar has no such setting"),
         ({"name": "mqar", "num_kv_pairs": 0}, "num_kv_pairs", "positive integer"),
         ({"name": "mqar", "vocab_size": 10**12}, "vocab_size", "at most 2,097,152"),  # bounded, never an out-of-memory

@@ -2,6 +2,7 @@
 another node hand every file to the driver's run directory (which no trial's process touches), and a worker killed
 mid-trial costs that trial one retry."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -157,3 +158,15 @@ def test_each_trial_starts_with_no_graph_compiled_by_the_trials_before_it(write_
         config = {"trial_number": number, "arch": arch.to_json(), "digest": arch.digest, "reason": "", "seed": 0}
         run_trial(config, study, RunDir(tmp_path / "run"), lambda result: None)
     assert entries == [0, 0, 0]
+
+
+def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
+    from archsearch.study import Study
+    from archsearch.study._optuna_ray import warm_workers
+
+    study = Study.load(write_study())  # a CPU study: warm
+    on_gpu = dataclasses.replace(study, search=dataclasses.replace(study.search, gpu=0.25))
+    assert warm_workers(study) and study.proxy.cuda_graphs  # the default mode replays graphs, but not on a CPU
+    assert not warm_workers(on_gpu)  # a warm worker's second trial failed to record its graphs (H200, torch 2.11)
+    for proxy in ({"compile_mode": "default"}, {"compile": False}, {"compile_mode": "max-autotune-no-cudagraphs"}):
+        assert warm_workers(dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, **proxy))), proxy

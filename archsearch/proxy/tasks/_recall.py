@@ -3,6 +3,8 @@ and single-query induction."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ._spec import Batch, TaskSpec, distinct, register, require
@@ -16,35 +18,55 @@ def _check_mqar(s: TaskSpec) -> None:
     require(4 * n <= s.seq_len, "num_kv_pairs", f"{n} pairs and their {n} queries need seq_len >= {4 * n} "
             f"(2 tokens a pair, a query every other position), got seq_len {s.seq_len}")
     require(s.power_a > 0, "power_a", f"expected a number above 0 (1 is uniform gaps), got {s.power_a}")
+    require(s.min_kv_pairs <= n, "min_kv_pairs", f"expected at most num_kv_pairs ({n}), got {s.min_kv_pairs}")
+
+
+def _pair_counts(s: TaskSpec) -> list[int]:
+    """The training mixture: num_kv_pairs, halved while it stays at or above min_kv_pairs."""
+    counts = [s.num_kv_pairs]
+    while counts[-1] // 2 >= s.min_kv_pairs:
+        counts.append(counts[-1] // 2)
+    return counts
 
 
 @register(
     "mqar",
-    defaults={"vocab_size": 8192, "seq_len": 256, "num_kv_pairs": lambda s: s.seq_len // 4, "power_a": 0.01, "random_non_queries": True},
+    defaults={"vocab_size": 8192, "seq_len": 256, "num_kv_pairs": lambda s: s.seq_len // 4, "min_kv_pairs": lambda s: min(4, s.num_kv_pairs),
+              "power_a": 0.01, "random_non_queries": True},
     check=_check_mqar,
     doc="Zoology's multi-query associative recall: key-value pairs, then every key asked again; answer its value",
+    held_out=lambda s: dataclasses.replace(s, min_kv_pairs=s.num_kv_pairs),
 )
 def mqar(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
     """Zoology's layout: pairs k1 v1 k2 v2 ... (distinct keys from 1..V/2-1, distinct values from V/2..V-1), then
     each key once more at an even offset of the rest, the offsets drawn by a power law favouring short gaps; the
-    answer (its value) is scored at the query's position. Everything else is random tokens (or blank 0)."""
-    n, t, v = spec.num_kv_pairs, spec.seq_len, spec.vocab_size
+    answer (its value) is scored at the query's position. Everything else is random tokens (or blank 0).
+    Training rows draw their pair count from num_kv_pairs, /2, /4 ... down to min_kv_pairs (4 by default), as Zoology
+    trains on a mixture of sizes: the small ones teach the lookup, the large ones its capacity. Held-out rows all
+    have num_kv_pairs (min_kv_pairs = num_kv_pairs: one size throughout)."""
+    n_max, t, v = spec.num_kv_pairs, spec.seq_len, spec.vocab_size
     half = v // 2
-    keys = distinct(batch, half - 1, n, g) + 1
-    values = distinct(batch, v - half, n, g) + half
+    counts = torch.tensor(_pair_counts(spec))
+    n = counts[torch.randint(0, len(counts), (batch,), generator=g)] if len(counts) > 1 else counts.expand(batch)
+    used = torch.arange(n_max) < n[:, None]  # [B, n_max]: pair j is in row b
+    keys = distinct(batch, half - 1, n_max, g) + 1
+    values = distinct(batch, v - half, n_max, g) + half
     if spec.random_non_queries:
-        x = torch.randint(0, v, (batch, t), generator=g)
+        x = torch.randint(0, v, (batch, t + 1), generator=g)
     else:
-        x = torch.zeros(batch, t, dtype=torch.long)
-    y = torch.full((batch, t), -1, dtype=torch.long)
-    x[:, 0 : 2 * n : 2], x[:, 1 : 2 * n : 2] = keys, values
+        x = torch.zeros(batch, t + 1, dtype=torch.long)
+    y = torch.full((batch, t + 1), -1, dtype=torch.long)  # column t takes the writes of unused pairs, then goes
+    pairs = torch.stack((keys, values), dim=2).flatten(1)
+    x[:, : 2 * n_max] = torch.where(used.repeat_interleave(2, dim=1), pairs, x[:, : 2 * n_max])
+    # each row's queries at even offsets of its own rest (t - 2n tokens), drawn without replacement
     slots = (t - 2 * n) // 2
-    weight = torch.arange(1, slots + 1, dtype=torch.float64) ** (spec.power_a - 1)
-    gaps = torch.multinomial(weight.expand(batch, slots), n, replacement=False, generator=g)
-    positions = 2 * n + 2 * gaps
+    weight = torch.arange(1, int(slots.max()) + 1, dtype=torch.float64) ** (spec.power_a - 1)
+    weight = torch.where(torch.arange(len(weight)) < slots[:, None], weight, 0.0)
+    gaps = torch.multinomial(weight, n_max, replacement=False, generator=g)
+    positions = torch.where(used, 2 * n[:, None] + 2 * gaps, t)
     x.scatter_(1, positions, keys)
     y.scatter_(1, positions, values)
-    return x, y
+    return x[:, :t].contiguous(), y[:, :t].contiguous()
 
 
 def _check_recall(s: TaskSpec) -> None:
