@@ -4,7 +4,8 @@ N architectures (drawn from the study's space under its constraints, or a finish
 with the study's proxy and with F times its token budget. The report (`validation.json` in the run directory) gives
 Kendall's tau and Spearman's rho between the two rankings with bootstrap intervals, the top-k overlap, the long
 runs' own ranking at each of their evaluations against their final one (how early the ranking settles), and how
-well learning-curve extrapolation of the proxy runs predicts the long ones.
+well learning-curve extrapolation of the proxy runs predicts the long ones. With `search.repeats` N the proxy runs
+with the study's N seeds and ranks on their mean, as the study does; the long runs use the first seed.
 
 The trainings run one after another in this process, or with `jobs` > 1 that many at once, each in a fresh
 process of its own (small proxies leave most of a GPU idle; a training that crashes its process or its CUDA context
@@ -26,7 +27,7 @@ import numpy as np
 from .architecture import Architecture
 from .curves import extrapolate
 from .errors import ArchsearchError
-from .fidelity import rank_agreement
+from .fidelity import rank_agreement, seed_spread
 from .proxy import Metrics, ProxySettings, run_proxy
 from .sampling import Infeasible, sample
 from .study import Objective, RunDir, Study, import_plugins, load_run
@@ -130,23 +131,40 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     if len(archs) < 3:
         raise ValidationError(f"{study.file}: only {len(archs)} architecture(s) to validate on; a ranking needs at least 3")
     short, long = study.proxy, long_settings(study.proxy, factor)
-    keys = {"proxy": study.proxy_key, "long": dataclasses.replace(study, proxy=long).proxy_key}
-    settings = {"proxy": short, "long": long}
+    # the proxy as the study measures it: over its repeats' seeds (seed, seed + 1, ...), ranked on their mean
+    shorts = {"proxy" if i == 0 else f"proxy seed {short.seed + i}": dataclasses.replace(short, seed=short.seed + i)
+              for i in range(study.search.repeats)}
+    settings = {**shorts, "long": long}
+    keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
-    todo = [(i, arch, f) for i, arch in enumerate(archs) for f in ("proxy", "long") if (arch.digest, keys[f]) not in done]
+    todo = [(i, arch, f) for i, arch in enumerate(archs) for f in settings if (arch.digest, keys[f]) not in done]
     if todo:
-        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,} and {long.tokens:,} tokens: "
-              f"{len(todo)} of {2 * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
+        seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
+        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,}{seeds} and {long.tokens:,} tokens: "
+              f"{len(todo)} of {len(settings) * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
               f"run directory {run_dir.path}", flush=True)
     runner = _run_all if jobs == 1 else functools.partial(_run_pooled, jobs=jobs, plugins=study.plugins)
     for record in runner(todo, len(archs), settings, keys, train, progress):
         run_dir.add_validation_record(record)
         done[(record["digest"], record["settings"])] = record
-    pairs = [(arch, done[(arch.digest, keys["proxy"])], done[(arch.digest, keys["long"])]) for arch in archs]
+    metric = quality_objective(study).metric
+    pairs = [(arch, over_seeds([done[(arch.digest, keys[f])] for f in shorts], metric), done[(arch.digest, keys["long"])]) for arch in archs]
     report = summarize(study, pairs, factor, k)
-    report["settings"] = keys
+    report["settings"] = {"proxy": keys["proxy"], "long": keys["long"]}
+    report["repeats"] = len(shorts)
     run_dir.write_validation(report)
     return report
+
+
+def over_seeds(records: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """One proxy record from each seed's: the first ok seed's (its history: the extrapolation's) with `metric` the
+    mean over the ok seeds, and `<metric>_std`, `<metric>_n` beside it; the first record when no seed is ok."""
+    ok = [r for r in records if r["metrics"]["status"] == "ok"]
+    if len(records) == 1 or not ok:
+        return records[0]
+    spread = seed_spread([r["metrics"].get(metric) for r in ok])
+    metrics = {**ok[0]["metrics"], metric: spread.mean if spread.n else None, f"{metric}_std": spread.std, f"{metric}_n": spread.n}
+    return {**ok[0], "metrics": metrics}
 
 
 def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -280,7 +298,8 @@ def _intermediate(ok: Sequence[tuple[dict, list[dict]]], metric: str) -> list[di
 
 def describe(report: dict[str, Any]) -> list[str]:
     """The lines `archsearch validate` prints."""
-    lines = [f"validation of {report['study']}'s proxy: {report['metric']} at {report['proxy_tokens']:,} tokens against "
+    seeds = f" (mean of {report['repeats']} seeds)" if report.get("repeats", 1) > 1 else ""
+    lines = [f"validation of {report['study']}'s proxy: {report['metric']} at {report['proxy_tokens']:,} tokens{seeds} against "
              f"{report['long_tokens']:,} ({report['factor']:g}x), {report['compared']} of {len(report['architectures'])} architectures finished both"]
     width = max(len(r["summary"]) for r in report["architectures"])
     lines.append(f"  {'architecture'.ljust(width)}  {'proxy':>9}  {'long':>9}  {'predicted':>9}")

@@ -1,6 +1,7 @@
 """`archsearch validate`: the report on a tiny study end to end, resume of a killed validation, the front's line, and
 bad input."""
 
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -10,7 +11,7 @@ from archsearch.cli import main
 from archsearch.curves import PowerLaw
 from archsearch.proxy import Metrics
 from archsearch.study import RunDir, Study
-from archsearch.validate import draw_architectures, front_line, open_run_dir, run_architectures, validate
+from archsearch.validate import describe, draw_architectures, front_line, open_run_dir, run_architectures, validate
 
 SPACE = """\
 name: tiny
@@ -94,6 +95,26 @@ def test_a_killed_validation_reruns_only_the_unfinished_trainings(study_file, tm
     calls.clear()
     validate(study, run_dir, archs, factor=10, progress=False, train=_fake_train(calls))
     assert calls == [] and len(run_dir.validation_records()) == 8
+
+
+def test_a_study_with_repeats_is_validated_on_the_mean_of_its_seeds(study_file, tmp_path):
+    study = Study.load(study_file)
+    study = dataclasses.replace(study, search=dataclasses.replace(study.search, repeats=3))
+    archs = draw_architectures(study, 3)
+    calls = []
+
+    def noisy(arch, settings, on_step):  # each seed off the architecture's law by its own amount
+        m = _fake_train(calls)(arch, settings, on_step)
+        return dataclasses.replace(m, bits_per_byte=m.bits_per_byte + 0.01 * (settings.seed - 1))
+
+    report = validate(study, open_run_dir(study, tmp_path / "run"), archs, factor=10, progress=False, train=noisy)
+    assert len(calls) == 3 * 4 and report["repeats"] == 3  # three seeds at the proxy's budget, one long run each
+    law = _fake_train([])
+    for arch, row in zip(archs, report["architectures"], strict=True):
+        exact = law(arch, study.proxy, lambda *a: None).bits_per_byte
+        assert row["proxy"] == pytest.approx(exact)  # seeds 0, 1, 2: offsets -0.01, 0, +0.01 average out
+    assert report["settings"]["proxy"] == study.proxy_key
+    assert describe(report)[0].startswith("validation of t's proxy: bits_per_byte at 256 tokens (mean of 3 seeds) against 2,560")
 
 
 def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_settings(study_file):
