@@ -103,18 +103,23 @@ def _trial_count(study: Study, total: int) -> int:
 def _check_memory(study: Study) -> None:
     """Refuse, before anything starts, proxies whose activations alone cannot fit in this machine's memory (a huge
     seq_len or batch): a lower bound from the largest architecture of the space, so nothing that fits is refused.
-    CPU trials only: a GPU's memory is not known before a worker runs."""
+    Every training a trial runs is checked: the proxy at its sizes, and each task of the suite at its own. CPU trials
+    only: a GPU's memory is not known before a worker runs."""
     p, s = study.proxy, study.search
     if p.device != "cpu" and not (p.device == "auto" and s.gpu == 0):
         return
     width, depth = bounds(study.space.d_model)[1], study.space.depth_bounds()[1]
-    # float32 activations kept for the backward pass: at least the residual stream per layer, and the logits
-    need = 4 * p.batch_size * p.seq_len * (width * depth * 4 + study.space.vocab_size * 2) * s.concurrency
+    runs = [] if study.suite_only else [(p, "proxy", p.task_spec() if p.task != "lm" else None)]
+    runs += [(r, f"suite.tasks.{r.task}", r.synthetic) for r in (study.suite.runs if study.suite else ())]
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise ArchsearchError(f"{study.file}: proxy: batch_size {p.batch_size} x seq_len {p.seq_len:,} needs at least "
-                              f"{human_bytes(need)} for {s.concurrency} concurrent trials of the space's largest "
-                              f"architecture; this machine has {human_bytes(have)}: lower seq_len, batch_size or concurrency")
+    for run, key, task in runs:
+        seq_len, vocab = (task.seq_len, task.vocab_size) if task else (run.seq_len, study.space.vocab_size)
+        # float32 activations kept for the backward pass: at least the residual stream per layer, and the logits
+        need = 4 * run.batch_size * seq_len * (width * depth * 4 + vocab * 2) * s.concurrency
+        if need > have:
+            raise ArchsearchError(f"{study.file}: {key}: batch_size {run.batch_size} x seq_len {seq_len:,} needs at least "
+                                  f"{human_bytes(need)} for {s.concurrency} concurrent trials of the space's largest "
+                                  f"architecture; this machine has {human_bytes(have)}: lower seq_len, batch_size or concurrency")
 
 
 def _canonical(data: dict) -> str:

@@ -155,7 +155,9 @@ def test_a_refused_start_writes_no_run_directory(write_study, tmp_path, capsys):
     ("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}", "search.resources.gpu: each trial needs 1, but the Ray cluster has 0 (no CUDA device)"),
     ("resources: {cpu: 1}", "resources: {cpu: 4096}", "search.resources.cpu: each trial needs 4096"),
     ("device: cpu", "device: cuda", "proxy.device: cuda needs a GPU in each trial"),
-    ("seq_len: 32, batch_size: 8", "seq_len: 1048576, batch_size: 65536", "needs at least"),
+    ("seq_len: 32, batch_size: 8", "seq_len: 1048576, batch_size: 65536", "proxy: batch_size 65536 x seq_len 1,048,576 needs at least"),
+    ("objectives:", "suite: {tasks: {mqar: {seq_len: 1048576, num_kv_pairs: 4, batch_size: 65536}}}\nobjectives:",
+     "suite.tasks.mqar: batch_size 65536 x seq_len 1,048,576 needs at least"),  # a suite task's own sizes
 ])
 def test_a_study_the_cluster_cannot_run_is_refused_in_one_line_before_the_run_directory(
         write_study, tmp_path, capsys, ray_shutdown, old, new, fragment):
