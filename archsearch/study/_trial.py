@@ -7,9 +7,9 @@ directory, so the trial may run on any node). The driver keeps the results (an a
 not a trial: the driver's ask loop draws another). A rung point of the ladder is reported as the trial's result at
 that rung (status ok), since the driver's scheduler may stop the trial there.
 
-A worker process runs trial after trial (imports, corpus and compiled kernels stay warm), so each trial starts by
-dropping what the one before left in the process (see `clear_process_state`): a trial's result does not depend on
-the trials its process ran before.
+A worker process runs trial after trial (imports, corpus and compiled kernels stay warm; GPU trials that replay CUDA
+graphs excepted, see `_optuna_ray.warm_workers`), so each trial starts by dropping what the one before left in the
+process (see `clear_process_state`): a trial's result does not depend on the trials its process ran before.
 """
 
 from __future__ import annotations
