@@ -76,6 +76,16 @@ def test_a_worker_runs_trial_after_trial_with_the_results_of_a_fresh_process(wri
         assert alone[key] == last[key], key
 
 
+def test_a_study_whose_workers_may_not_stay_warm_runs_each_trial_in_a_fresh_process(write_study, tmp_path, monkeypatch, ray_shutdown):
+    from archsearch.study import _optuna_ray, run
+
+    monkeypatch.setattr(_optuna_ray, "warm_workers", lambda study: False)  # as for GPU trials that replay CUDA graphs
+    run_dir = run(str(write_study(trials=2, concurrency=1, tokens=1024)), out=str(tmp_path / "run"))
+    results = final_results(run_dir)
+    assert sorted(results) == [0, 1] and {r["status"] for r in results.values()} == {"ok"}
+    assert len({r["pid"] for r in results.values()}) == 2
+
+
 def test_trials_on_another_node_leave_every_file_in_the_drivers_run_directory(write_study, tmp_path, monkeypatch, hooks):
     import ray
     from ray.cluster_utils import Cluster
