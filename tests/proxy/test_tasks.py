@@ -10,6 +10,7 @@ from archsearch.proxy.tasks import (
     TaskSpec,
     accuracy,
     compression,
+    distinct,
     fuzzy_recall,
     in_context_recall,
     induction,
@@ -35,6 +36,18 @@ def test_mqar_follows_zoology_pairs_then_each_key_asked_once_at_an_even_offset()
         asked = (y[b] != -1).nonzero().flatten()
         assert sorted(x[b, asked].tolist()) == sorted(keys) and all(pairs[x[b, p].item()] == y[b, p].item() for p in asked)
         assert ((asked - 12) % 2 == 0).all() and (asked >= 12).all()
+
+
+@pytest.mark.parametrize("n, k", [(4095, 64), (160, 10), (40, 10), (10, 10)])  # the draw-and-drop path, then top-k's
+def test_distinct_draws_each_row_without_replacement_uniformly(n, k):
+    rows = torch.cat([distinct(500, n, k, g(seed)) for seed in range(8)])
+    assert rows.shape == (4000, k) and rows.min() >= 0 and rows.max() < n
+    assert all(len(set(r)) == k for r in rows.tolist())
+    for values in (rows.flatten(), rows[:, 0]):  # every value equally likely, overall and in the first position
+        counts = torch.bincount(values, minlength=n).float()
+        expected = len(values) / n
+        chi2, df = float(((counts - expected) ** 2 / expected).sum()), n - 1  # without replacement it runs low: fine
+        assert abs(chi2 - df) < 6 * (2 * df) ** 0.5 + 5, (chi2, df)
 
 
 def test_mqar_power_law_puts_queries_near_the_pairs_and_filler_is_random_or_blank():

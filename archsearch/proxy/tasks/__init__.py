@@ -11,9 +11,9 @@ from . import _copying, _memorization, _recall  # noqa: F401  (each registers it
 from ._copying import compression, selective_copy
 from ._memorization import kv_map, memorization
 from ._recall import fuzzy_recall, in_context_recall, induction, mqar
-from ._spec import TASKS, Batch, Task, TaskError, TaskSpec, accuracy, register
+from ._spec import TASKS, Batch, Task, TaskError, TaskSpec, accuracy, distinct, register
 
 __all__ = [
-    "TASKS", "Batch", "Task", "TaskError", "TaskSpec", "accuracy", "compression", "fuzzy_recall", "in_context_recall",
+    "TASKS", "Batch", "Task", "TaskError", "TaskSpec", "accuracy", "compression", "distinct", "fuzzy_recall", "in_context_recall",
     "induction", "kv_map", "memorization", "mqar", "register", "selective_copy",
 ]
