@@ -30,7 +30,7 @@ SCORE = "suite_score"
 # the training settings a suite (or one of its tasks) may set apart from the proxy's; the rest (data, device,
 # inference) are the proxy's, and the sizes (seq_len among them) each task's own
 TRAINING = ("tokens", "seconds", "lr", "schedule", "decay", "batch_size", "min_lr_ratio", "warmup_tokens", "weight_decay", "grad_clip", "evals",
-            "eval_tokens", "seed", "compile", "timing_steps")
+            "eval_tokens", "seed", "compile", "compile_mode", "timing_steps")
 
 
 def metric_name(task: str) -> str:

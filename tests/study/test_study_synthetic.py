@@ -118,12 +118,13 @@ def test_each_tasks_settings_come_from_the_proxy_then_the_suite_then_its_own(loa
         proxy: {tokens: 4096, lr: 0.002, device: cpu}
         suite:
           tokens: 1024
-          tasks: {mqar: {vocab_size: 64, seq_len: 32, tokens: 256}, compression: {}}
+          tasks: {mqar: {vocab_size: 64, seq_len: 32, tokens: 256, compile_mode: default}, compression: {}}
         objectives: [bits_per_byte, suite_score]
         """)
     mqar, compression = study.suite.runs
     assert (mqar.task, mqar.tokens, mqar.lr, mqar.seq_len, mqar.synthetic.num_kv_pairs, mqar.device) == ("mqar", 256, 0.002, 32, 8, "cpu")
     assert (compression.tokens, compression.seq_len) == (1024, 32) and study.proxy.tokens == 4096
+    assert (mqar.compile_mode, compression.compile_mode) == ("default", "reduce-overhead")  # a task's own mode, else the proxy's
     swept = load("suite: {tasks: [mqar], lrs: [0.001, 0.01]}\nobjectives: [mqar_accuracy]\n")
     assert swept.suite.lrs == (0.001, 0.01)
 

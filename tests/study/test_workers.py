@@ -171,6 +171,7 @@ def test_each_trial_starts_with_no_graph_compiled_by_the_trials_before_it(write_
 
 
 def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
+    from archsearch.proxy.suite import Suite
     from archsearch.study import Study
     from archsearch.study._optuna_ray import warm_workers
 
@@ -180,3 +181,6 @@ def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
     assert not warm_workers(on_gpu)  # a warm worker's second trial failed to record its graphs (H200, torch 2.11)
     for proxy in ({"compile_mode": "default"}, {"compile": False}, {"compile_mode": "max-autotune-no-cudagraphs"}):
         assert warm_workers(dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, **proxy))), proxy
+    plain = dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, compile_mode="default"))
+    graphs = dataclasses.replace(plain.proxy, compile_mode="reduce-overhead")
+    assert not warm_workers(dataclasses.replace(plain, suite=Suite.of(["mqar"], graphs)))  # a suite task's own mode counts
