@@ -636,9 +636,9 @@ def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec
         return list(corpus.val_batches(settings.batch_size, seq_len, tokens))
     g = torch.Generator().manual_seed(10_000 + settings.seed)
     n = max(1, tokens // (settings.batch_size * seq_len))
-    task_ = TASKS[task.name]
-    held_out = task_.held_out(task)
-    return [task_(held_out, settings.batch_size, g) for _ in range(n)]
+    entry = TASKS[task.name]
+    held_out = entry.held_out(task)  # a training mixture is scored on its hardest member
+    return [entry(held_out, settings.batch_size, g) for _ in range(n)]
 
 
 @torch.no_grad()
