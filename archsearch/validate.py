@@ -27,10 +27,10 @@ import numpy as np
 from .architecture import Architecture
 from .curves import extrapolate
 from .errors import ArchsearchError
-from .fidelity import rank_agreement, seed_spread
+from .fidelity import rank_agreement
 from .proxy import Metrics, ProxySettings, run_proxy
 from .sampling import Infeasible, sample
-from .study import Objective, RunDir, Study, import_plugins, load_run
+from .study import Objective, RunDir, Study, import_plugins, load_run, over_seeds
 
 QUALITY = ("bits_per_byte", "val_loss", "perplexity", "accuracy")  # what a run's evaluations (its history) measure
 DEFAULT_ARCHS = 10
@@ -139,8 +139,8 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
     todo = [(i, arch, f) for i, arch in enumerate(archs) for f in settings if (arch.digest, keys[f]) not in done]
     if todo:
-        seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
-        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,}{seeds} and {long.tokens:,} tokens: "
+        with_seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
+        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,}{with_seeds} and {long.tokens:,} tokens: "
               f"{len(todo)} of {len(settings) * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
               f"run directory {run_dir.path}", flush=True)
     runner = _run_all if jobs == 1 else functools.partial(_run_pooled, jobs=jobs, plugins=study.plugins)
@@ -148,7 +148,9 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
         run_dir.add_validation_record(record)
         done[(record["digest"], record["settings"])] = record
     metric = quality_objective(study).metric
-    pairs = [(arch, over_seeds([done[(arch.digest, keys[f])] for f in shorts], metric), done[(arch.digest, keys["long"])]) for arch in archs]
+    seeds = [p.seed for p in shorts.values()]
+    pairs = [(arch, _mean_over_seeds([done[(arch.digest, keys[f])] for f in shorts], seeds, metric), done[(arch.digest, keys["long"])])
+             for arch in archs]
     report = summarize(study, pairs, factor, k)
     report["settings"] = {"proxy": keys["proxy"], "long": keys["long"]}
     report["repeats"] = len(shorts)
@@ -156,15 +158,11 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     return report
 
 
-def over_seeds(records: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """One proxy record from each seed's: the first ok seed's (its history: the extrapolation's) with `metric` the
-    mean over the ok seeds, and `<metric>_std`, `<metric>_n` beside it; the first record when no seed is ok."""
-    ok = [r for r in records if r["metrics"]["status"] == "ok"]
-    if len(records) == 1 or not ok:
+def _mean_over_seeds(records: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:
+    """One proxy record from each seed's, its metrics those a study's trial gets over its repeats (`over_seeds`)."""
+    if len(records) == 1:
         return records[0]
-    spread = seed_spread([r["metrics"].get(metric) for r in ok])
-    metrics = {**ok[0]["metrics"], metric: spread.mean if spread.n else None, f"{metric}_std": spread.std, f"{metric}_n": spread.n}
-    return {**ok[0], "metrics": metrics}
+    return {**records[0], "metrics": over_seeds([r["metrics"] for r in records], seeds, [metric])}
 
 
 def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,13 @@ class Study:
         text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    @property
+    def trainings(self) -> tuple[tuple[str, ProxySettings], ...]:
+        """Every training a trial runs, each with the key a study file sets it under: the proxy (unless the suite
+        is the proxy), then each suite task."""
+        proxy = () if self.suite_only else (("proxy", self.proxy),)
+        return proxy + tuple((f"suite.tasks.{r.task}", r) for r in (self.suite.runs if self.suite else ()))
+
     def violations(self, arch) -> list[str]:
         """The space's and the study's constraints this architecture breaks."""
         return self.constraints.violations(arch)

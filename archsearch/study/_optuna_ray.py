@@ -364,8 +364,7 @@ def warm_workers(study: Study) -> bool:
     trials on a GPU replay CUDA graphs: on an H200 (torch 2.11) every second trial of a warm worker failed to record
     its graphs (an AssertionError in the first step) and trained eagerly at a fifth of the speed, where fresh
     workers recorded theirs (benchmarks/RESULTS.md); the shared compile cache still spares them the compilation."""
-    runs = [study.proxy, *(study.suite.runs if study.suite else ())]
-    return not (study.search.gpu > 0 and any(r.cuda_graphs for r in runs))
+    return not (study.search.gpu > 0 and any(run.cuda_graphs for _, run in study.trainings))
 
 
 def _trainable(config: dict[str, Any], study: Study, files: DriverFiles) -> None:

@@ -109,10 +109,9 @@ def _check_memory(study: Study) -> None:
     if p.device != "cpu" and not (p.device == "auto" and s.gpu == 0):
         return
     width, depth = bounds(study.space.d_model)[1], study.space.depth_bounds()[1]
-    runs = [] if study.suite_only else [(p, "proxy", p.task_spec() if p.task != "lm" else None)]
-    runs += [(r, f"suite.tasks.{r.task}", r.synthetic) for r in (study.suite.runs if study.suite else ())]
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for run, key, task in runs:
+    for key, run in study.trainings:
+        task = run.task_spec() if run.task != "lm" else None
         seq_len, vocab = (task.seq_len, task.vocab_size) if task else (run.seq_len, study.space.vocab_size)
         # float32 activations kept for the backward pass: at least the residual stream per layer, and the logits
         need = 4 * run.batch_size * seq_len * (width * depth * 4 + vocab * 2) * s.concurrency

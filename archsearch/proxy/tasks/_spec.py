@@ -103,7 +103,7 @@ class Task:
     defaults: dict[str, Any]
     check: Callable[[TaskSpec], None]
     doc: str
-    held_out: Callable[[TaskSpec], TaskSpec] = lambda spec: spec  # the spec of the held-out rows, if not the training one
+    held_out: Callable[[TaskSpec], TaskSpec]  # the spec of the held-out rows (the training one, unless a mixture)
 
     def __call__(self, spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
         return self.generate(spec, batch, g)
@@ -112,14 +112,18 @@ class Task:
 TASKS: dict[str, Task] = {}
 
 
+def _same(spec: TaskSpec) -> TaskSpec:
+    return spec
+
+
 def register(name: str, defaults: dict[str, Any], check: Callable[[TaskSpec], None], doc: str,
-             held_out: Callable[[TaskSpec], TaskSpec] | None = None) -> Callable[[Generate], Generate]:
+             held_out: Callable[[TaskSpec], TaskSpec] = _same) -> Callable[[Generate], Generate]:
     """Decorator: make a generator known by `name` to proxies, studies and the suite."""
 
     def add(generate: Generate) -> Generate:
         if name in TASKS:
             raise ArchsearchError(f"synthetic task {name!r} is registered twice")
-        TASKS[name] = Task(name, generate, defaults, check, doc, **({"held_out": held_out} if held_out else {}))
+        TASKS[name] = Task(name, generate, defaults, check, doc, held_out)
         return generate
 
     return add
