@@ -30,7 +30,7 @@ from ._driver_files import DriverFiles
 from ._progress import Progress
 from ._rundir import ROW_ATTR, RunDir, TrialsTable, trial_row
 from ._samplers import KNOWN, REDRAWN, SAMPLERS, SpaceExhausted, ask_feasible, draw
-from ._trial import run_trial
+from ._trial import in_trial_thread
 
 CHECKPOINT_ATTR = "checkpoint_of"  # the Optuna user attribute naming the trial whose checkpoint a trial resumes from
 
@@ -360,10 +360,15 @@ def check_tracking(study: Study) -> None:
 
 
 def warm_workers(study: Study) -> bool:
-    """Whether each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context). Not when
-    trials on a GPU replay CUDA graphs: on an H200 (torch 2.11) every second trial of a warm worker failed to record
-    its graphs (an AssertionError in the first step) and trained eagerly at a fifth of the speed, where fresh
-    workers recorded theirs (benchmarks/RESULTS.md); the shared compile cache still spares them the compilation."""
+    """Whether each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context):
+    search.warm_workers, where auto means yes except for trials on a GPU that replay CUDA graphs. On an H200
+    (torch 2.11) every second trial of a warm worker failed to record its graphs (an AssertionError in the first
+    step) and trained eagerly at a fifth of the speed, where fresh workers recorded theirs (benchmarks/RESULTS.md).
+    Those trials each ran in a new thread, and CUDA graph trees keep their state per thread; trials now share one
+    thread per worker (`_trial.in_trial_thread`), which warm_workers: true measures before auto trusts it. Fresh
+    workers still share the compile cache."""
+    if study.search.warm_workers != "auto":
+        return study.search.warm_workers
     return not (study.search.gpu > 0 and any(run.cuda_graphs for _, run in study.trainings))
 
 
@@ -371,7 +376,7 @@ def _trainable(config: dict[str, Any], study: Study, files: DriverFiles) -> None
     """The Ray Tune function trainable: one trial, reporting through Ray Tune, its files going to the driver."""
     from ray import tune
 
-    run_trial(config, study, files, tune.report)
+    in_trial_thread(config, study, files, tune.report)
 
 
 def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStorage, trials: int,

@@ -8,8 +8,9 @@ not a trial: the driver's ask loop draws another). A rung point of the ladder is
 that rung (status ok), since the driver's scheduler may stop the trial there.
 
 A worker process runs trial after trial (imports, corpus and compiled kernels stay warm; GPU trials that replay CUDA
-graphs excepted, see `_optuna_ray.warm_workers`), so each trial starts by dropping what the one before left in the
-process (see `clear_process_state`): a trial's result does not depend on the trials its process ran before.
+graphs excepted unless the study asks, see `_optuna_ray.warm_workers`), so each trial starts by dropping what the
+one before left in the process (see `clear_process_state`): a trial's result does not depend on the trials its
+process ran before. Ray Tune starts a new thread for each trial of a worker; `in_trial_thread` runs them all in one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import dataclasses
 import functools
 import gc
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,6 +76,48 @@ def run_trial(config: dict[str, Any], study: Study, files: TrialFiles, report: R
                      report=intermediate, save_weights=weights)
     result.update(costs, trial=config["trial_number"], tokens=result.get("tokens_trained", 0))  # a crashed trial trained none
     report(result)
+
+
+class _TrialThread:
+    """One long-lived thread of a worker process that runs its trials one after another. Why: CUDA graph trees
+    keep their state per thread, and `torch._dynamo.reset()` clears only the calling thread's; a trial in a thread
+    of its own would start beside the last trial's graphs, which nothing cleared. A daemon thread, as Ray's own
+    trial threads are, so that a worker told to exit never waits on a trial."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn(*args) in the thread and wait; what it raises, SystemExit included (Ray's stop of a trial, in
+        its report), is raised here."""
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="archsearch-trial", daemon=True)
+                self._thread.start()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        self._work.put((fn, args, done))
+        raised = done.get()
+        if raised is not None:
+            raise raised
+
+    def _serve(self) -> None:
+        while True:
+            fn, args, done = self._work.get()
+            try:
+                fn(*args)
+                done.put(None)
+            except BaseException as e:  # handed to the caller, whose thread Ray watches
+                done.put(e)
+
+
+_TRIAL_THREAD = _TrialThread()
+
+
+def in_trial_thread(config: dict[str, Any], study: Study, files: TrialFiles, report: Report) -> None:
+    """`run_trial`, in this process's one trial thread (see `_TrialThread`)."""
+    _TRIAL_THREAD.call(run_trial, config, study, files, report)
 
 
 def clear_process_state() -> None:

@@ -58,14 +58,16 @@ def final_results(run_dir):
     return {r["config"]["trial_number"]: r for r in RunDir(run_dir)._results() if r.get("status") != "running"}
 
 
-def test_a_worker_runs_trial_after_trial_with_the_results_of_a_fresh_process(write_study, tmp_path, ray_shutdown):
+def test_a_worker_runs_trial_after_trial_with_the_results_of_a_fresh_process(write_study, tmp_path, hooks, ray_shutdown):
     from archsearch.study import run
 
-    path = write_study(trials=3, concurrency=1, tokens=1024)
+    path = write_study(trials=3, concurrency=1, tokens=1024, extra=f"plugins: [{HOOKS}]\n")
     run_dir = run(str(path), out=str(tmp_path / "run"))
     results = final_results(run_dir)
     assert sorted(results) == [0, 1, 2] and {r["status"] for r in results.values()} == {"ok"}
     assert len({r["pid"] for r in results.values()}) == 1  # one warm process ran all three
+    runs = [line.split() for line in hooks() if line.startswith("run ")]
+    assert len(runs) == 3 and len({thread for *_, thread in runs}) == 1  # in one thread (Ray Tune starts one per trial)
     last = results[2]  # run after two other trials in its process
     # Ray's workers run with one thread per CPU asked for: so does the fresh process
     fresh = subprocess.run([sys.executable, "-c", FRESH, json.dumps(last["config"]), str(path), str(tmp_path / "fresh")],
@@ -132,7 +134,7 @@ def test_a_worker_killed_mid_trial_costs_that_trial_one_retry_and_is_replaced(wr
     table = pd.read_csv(run_dir / "trials.csv")
     assert sorted(table["trial"]) == [0, 1, 2] and set(table["status"]) == {"ok"}
     assert len(finished_in_optuna(run_dir)) == 3
-    runs = [line.split()[1:] for line in hooks() if line.startswith("run ")]  # (pid, node, digest) per proxy run
+    runs = [line.split()[1:4] for line in hooks() if line.startswith("run ")]  # (pid, node, digest) per proxy run
     assert len(runs) == 4  # three trials, one of them twice
     (killed_pid, _, killed_digest), retry, *rest = runs
     assert retry[2] == killed_digest and retry[0] != killed_pid  # the same trial again, in a new worker
@@ -184,3 +186,28 @@ def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
     plain = dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, compile_mode="default"))
     graphs = dataclasses.replace(plain.proxy, compile_mode="reduce-overhead")
     assert not warm_workers(dataclasses.replace(plain, suite=Suite.of(["mqar"], graphs)))  # a suite task's own mode counts
+    for asked in (True, False):  # search.warm_workers overrides the rule, either way
+        assert warm_workers(dataclasses.replace(on_gpu, search=dataclasses.replace(on_gpu.search, warm_workers=asked))) is asked
+        assert warm_workers(dataclasses.replace(study, search=dataclasses.replace(study.search, warm_workers=asked))) is asked
+
+
+def test_a_workers_trials_run_one_after_another_in_one_thread_that_hands_back_what_they_raise():
+    import threading
+
+    from archsearch.study._trial import _TrialThread
+
+    trial_thread, seen = _TrialThread(), []
+    for _ in range(3):  # each call from a new thread, as Ray Tune makes one per trial
+        caller = threading.Thread(target=trial_thread.call, args=(lambda: seen.append(threading.get_ident()),))
+        caller.start()
+        caller.join()
+    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0] != threading.get_ident()
+
+    def stopped():
+        raise SystemExit(0)  # how Ray's report stops a trial
+
+    for raised in (SystemExit, ValueError):
+        with pytest.raises(raised):
+            trial_thread.call(stopped if raised is SystemExit else lambda: int("x"))
+    trial_thread.call(lambda: seen.append(threading.get_ident()))  # the thread outlives what its trials raised
+    assert seen[-1] == seen[0]

@@ -3,7 +3,7 @@ ARCHSEARCH_TEST_LOG names a file (outside the run directory):
 
 - opening, making, renaming or removing anything under ARCHSEARCH_TEST_RUN_DIR raises, and the path is logged as
   a `violation` line: a study finds its files in the run directory only if the driver's side wrote them;
-- each proxy run logs a line `run PID NODE_ID DIGEST` (NODE_ID: the Ray node's);
+- each proxy run logs a line `run PID NODE_ID DIGEST THREAD` (NODE_ID: the Ray node's; THREAD: the thread's ident);
 - with ARCHSEARCH_TEST_KILL (a marker file's path), the study's first proxy run SIGKILLs its own process right
   after its first evaluation is reported (the marker says that it happened).
 
@@ -13,6 +13,7 @@ List it last among the plugins: it wraps the trainer the trials see at its impor
 import os
 import signal
 import sys
+import threading
 
 from archsearch.study import _trial
 
@@ -55,7 +56,7 @@ def hooked(run_proxy):
         import ray
 
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-        log(f"run {os.getpid()} {node} {arch.digest}")
+        log(f"run {os.getpid()} {node} {arch.digest} {threading.get_ident()}")
         if KILL and report is not None and first_in_study(KILL):
             original = report
 
