@@ -138,35 +138,57 @@ def fuzzy_recall(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
     """Key motifs of 1..k_motif_size tokens (lower half of the symbols) each followed by a value motif of
     1..v_motif_size tokens (upper half), one map per sequence. When a key motif comes again, every token of its
     value is scored, each at the position before it. The sequence closes by repeating a random earlier pair, so
-    every row asks at least once; rows are left-padded with the pad token (vocab_size - 1) to seq_len."""
+    every row asks at least once; rows are left-padded with the pad token (vocab_size - 1) to seq_len.
+
+    Drawn for every row at once, as if pair after pair: each candidate pair draws its motifs, a key seen before
+    takes its first value, and the pairs are written while they fit (leaving room for the closing repeat)."""
     t, kmax, vmax = spec.seq_len, spec.k_motif_size, spec.v_motif_size
     pad = symbols = spec.vocab_size - 1
-    n_keys = symbols // 2
-    draws = torch.randint(0, 2**62, (batch, t // 2 + 1, 2 + kmax + vmax), generator=g).tolist()
-    x = torch.full((batch, t), pad, dtype=torch.long)
-    y = torch.full((batch, t), -1, dtype=torch.long)
-    for b in range(batch):
-        tokens, answers, stored, written = [], [], {}, []
-        for d in draws[b][:-1]:
-            k_len, v_len = 1 + d[0] % kmax, 1 + d[1] % vmax
-            key = tuple(r % n_keys for r in d[2 : 2 + k_len])
-            value = stored.get(key) or tuple(n_keys + r % (symbols - n_keys) for r in d[2 + kmax : 2 + kmax + v_len])
-            if len(tokens) + len(key) + len(value) > t - kmax - vmax:  # room for the closing repeat
-                break
-            _write(tokens, answers, key, value, key in stored)
-            stored[key] = value
-            written.append(key)
-        key = written[draws[b][-1][0] % len(written)]
-        _write(tokens, answers, key, stored[key], True)
-        x[b, t - len(tokens) :] = torch.tensor(tokens)
-        y[b, t - len(tokens) :] = torch.tensor(answers)
-    return x, y
+    n_keys, width, dev = symbols // 2, kmax + vmax, g.device
+    slots = t // 2  # candidate pairs: each is 2 tokens at least, so no more fit
+    rows = torch.arange(batch, device=dev)[:, None]
+    k_len = torch.randint(1, kmax + 1, (batch, slots), generator=g, device=dev)
+    v_len = torch.randint(1, vmax + 1, (batch, slots), generator=g, device=dev)
+    keys = torch.randint(0, n_keys, (batch, slots, kmax), generator=g, device=dev)
+    keys = torch.where(torch.arange(kmax, device=dev) < k_len[..., None], keys, -1)  # -1 past the motif's end
+    values = torch.randint(n_keys, symbols, (batch, slots, vmax), generator=g, device=dev)
+    first = _first_occurrence(keys)
+    asked = first < torch.arange(slots, device=dev)
+    values, v_len = values[rows, first], v_len[rows, first]  # a key seen before asks for its stored value
+    written = (k_len + v_len).cumsum(1) <= t - width  # a prefix of the pairs, as a sequential walk writes them
+    chosen = (torch.rand(batch, 1, generator=g, device=dev) * written.sum(1, keepdim=True)).long()  # the closing repeat
+    k_len, keys, values, v_len = (torch.cat((a, a.gather(1, chosen.view((batch, 1) + (1,) * (a.dim() - 2)).expand_as(a[:, :1]))), 1)
+                                  for a in (k_len, keys, values, v_len))
+    asked = torch.cat((asked, torch.ones_like(asked[:, :1])), 1)
+    written = torch.cat((written, torch.ones_like(written[:, :1])), 1)
+    # each pair's tokens in `width` columns: key motif, then value motif, then unused columns
+    j = torch.arange(width, device=dev)
+    in_key = j < k_len[..., None]
+    tokens = torch.cat((keys, values), 2).gather(2, torch.where(in_key, j, (kmax + j - k_len[..., None]).clamp(max=width - 1)))
+    used = (j < (k_len + v_len)[..., None]) & written[..., None]
+    following = torch.cat((tokens[..., 1:], tokens[..., :1]), 2)  # the answer at a position is the next token
+    scored = asked[..., None] & (j >= k_len[..., None] - 1) & (j < (k_len + v_len)[..., None] - 1)
+    answers = torch.where(scored, following, -1)
+    used, tokens, answers = used.flatten(1), tokens.flatten(1), answers.flatten(1)
+    # right-aligned in seq_len; unused columns land in a spare last column, then dropped
+    at = torch.where(used, t - used.sum(1, keepdim=True) + used.cumsum(1) - 1, t)
+    x = torch.full((batch, t + 1), pad, dtype=torch.long, device=dev).scatter_(1, at, tokens)
+    y = torch.full((batch, t + 1), -1, dtype=torch.long, device=dev).scatter_(1, at, answers)
+    return x[:, :t].contiguous(), y[:, :t].contiguous()
 
 
-def _write(tokens: list[int], answers: list[int], key: tuple[int, ...], value: tuple[int, ...], asked: bool) -> None:
-    """Append a pair; when asked, value token j is the answer at the position before it."""
-    tokens.extend(key + value)
-    answers.extend([-1] * (len(key) - 1) + (list(value) if asked else [-1] * len(value)) + [-1])  # the last value token answers nothing
+def _first_occurrence(motifs: torch.Tensor) -> torch.Tensor:
+    """For motifs [B, P, K] (equal motifs: equal rows), the index of each one's first occurrence in its row [B, P]:
+    a stable lexicographic sort, column by column from the last (no packing into one integer, which could overflow)."""
+    batch, count, width = motifs.shape
+    order = torch.arange(count, device=motifs.device).expand(batch, count)
+    for col in reversed(range(width)):
+        order = order.gather(1, motifs[..., col].gather(1, order).sort(dim=1, stable=True).indices)
+    ranked = motifs.gather(1, order[..., None].expand(-1, -1, width))
+    starts = torch.ones_like(order, dtype=torch.bool)
+    starts[:, 1:] = (ranked[:, 1:] != ranked[:, :-1]).any(-1)
+    leader = torch.where(starts, torch.arange(count, device=motifs.device), 0).cummax(1).values  # each group's first place
+    return torch.empty_like(order).scatter_(1, order, order.gather(1, leader))  # equal motifs in first-seen order
 
 
 def _check_induction(s: TaskSpec) -> None:
