@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .architecture import Architecture, LayerSpec
-from .blocks._layers import Block, RMSNorm
+from .blocks import Block, RMSNorm
 from .kernels.linear_cross_entropy import linear_cross_entropy
 
 

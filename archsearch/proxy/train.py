@@ -318,6 +318,7 @@ class _Training:
         self.resumed_rung = -1
         self._train_loss = torch.zeros((), device=device)  # summed on the device between evaluations: no host sync
         self._train_count = 0
+        self._evaluated = False  # whether an evaluation ran in this process (the first compiles, see _evaluate)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.corpus is not None:
@@ -416,7 +417,13 @@ class _Training:
         return True
 
     def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None, decayed: bool = False) -> dict[str, float]:
-        with self.lock.shared(keep=False):
+        # a compiled run's first evaluation compiles every layer again (no gradients, eval mode): host work that no
+        # timer should wait on, so it runs unlocked, as the compiling first step does
+        compiling = self.step_fn.compiled and not self._evaluated
+        self._evaluated = True
+        if compiling:
+            self.lock.release()
+        with contextlib.nullcontext() if compiling else self.lock.shared(keep=False):
             batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
             point = _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast)
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step

@@ -78,7 +78,7 @@ def run_trial(config: dict[str, Any], study: Study, files: TrialFiles, report: R
     report(result)
 
 
-class _TrialThread:
+class TrialThread:
     """One long-lived thread of a worker process that runs its trials one after another. Why: CUDA graph trees
     keep their state per thread, and `torch._dynamo.reset()` clears only the calling thread's; a trial in a thread
     of its own would start beside the last trial's graphs, which nothing cleared. A daemon thread, as Ray's own
@@ -112,11 +112,11 @@ class _TrialThread:
                 done.put(e)
 
 
-_TRIAL_THREAD = _TrialThread()
+_TRIAL_THREAD = TrialThread()
 
 
 def in_trial_thread(config: dict[str, Any], study: Study, files: TrialFiles, report: Report) -> None:
-    """`run_trial`, in this process's one trial thread (see `_TrialThread`)."""
+    """`run_trial`, in this process's one trial thread (see `TrialThread`)."""
     _TRIAL_THREAD.call(run_trial, config, study, files, report)
 
 

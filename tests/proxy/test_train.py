@@ -293,6 +293,26 @@ def test_a_cuda_graph_mode_marks_each_step_and_trains_as_the_default_mode_off_cu
     assert graphs.val_loss == default.val_loss and graphs.history == default.history
 
 
+def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
+    compile_regions, validation_point, free = HybridLM.compile_regions, train_module._validation_point, []
+    monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+
+    def recorded(*args):  # whether the device lock was free while this evaluation ran
+        free.append(_lock_is_free(tmp_path))
+        return validation_point(*args)
+
+    monkeypatch.setattr(train_module, "_validation_point", recorded)
+    short = {**FAST, "tokens": 4096, "evals": 3, "eval_tokens": 512, "timing_steps": 0}
+    for compiled in (True, False):
+        free.clear()
+        m = run_proxy(ONE_LAYER, ProxySettings(**short, compile=compiled))
+        assert m.status == "ok" and m.compiled is compiled
+        # compiled: the first evaluation compiles (no gradients, eval mode), so no timer waits on it; later ones,
+        # and every one of an eager run, hold the shared lock
+        assert free == [compiled, False, False], free
+
+
 def test_a_first_step_that_fails_under_cuda_graphs_compiles_again_without_them(monkeypatch):
     modes = []
     compile_regions = HybridLM.compile_regions

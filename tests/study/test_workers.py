@@ -194,9 +194,9 @@ def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
 def test_a_workers_trials_run_one_after_another_in_one_thread_that_hands_back_what_they_raise():
     import threading
 
-    from archsearch.study._trial import _TrialThread
+    from archsearch.study._trial import TrialThread
 
-    trial_thread, seen = _TrialThread(), []
+    trial_thread, seen = TrialThread(), []
     for _ in range(3):  # each call from a new thread, as Ray Tune makes one per trial
         caller = threading.Thread(target=trial_thread.call, args=(lambda: seen.append(threading.get_ident()),))
         caller.start()
