@@ -313,6 +313,27 @@ def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, mo
         assert free == [compiled, False, False], free
 
 
+def test_nothing_compiles_inside_a_timed_window_inference_speeds_included(monkeypatch):
+    import contextlib
+
+    from torch._dynamo.utils import counters
+
+    compile_regions, exclusive, compiled_inside = HybridLM.compile_regions, DeviceLock.exclusive, []
+    monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+
+    @contextlib.contextmanager
+    def counted(self):
+        with exclusive(self):
+            before = counters["stats"]["unique_graphs"]
+            yield
+            compiled_inside.append(counters["stats"]["unique_graphs"] - before)
+
+    monkeypatch.setattr(DeviceLock, "exclusive", counted)
+    m = run_proxy(ONE_LAYER, ProxySettings(**{**FAST, "evals": 2, "eval_tokens": 512}, compile=True, inference=True, decode_tokens=4))
+    assert m.compiled and m.train_tokens_per_s and m.prefill_tokens_per_s
+    assert compiled_inside == [0, 0, 0, 0]  # three training windows, then the inference timing (it compiled a head once)
+
+
 def test_a_first_step_that_fails_under_cuda_graphs_compiles_again_without_them(monkeypatch):
     modes = []
     compile_regions = HybridLM.compile_regions
