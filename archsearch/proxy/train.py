@@ -425,7 +425,7 @@ class _Training:
             self.lock.release()
         with contextlib.nullcontext() if compiling else self.lock.shared(keep=False):
             batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
-            point = _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast)
+            point = self.step_fn.evaluate(compiling, lambda: _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast))
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
         if decayed:  # taken during a wsd decay: the learning curve's extrapolation treats it apart
             point["decayed"] = True
@@ -533,6 +533,7 @@ class _Steps:
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
+        self.eager_evaluation = False  # set when the evaluation graphs failed to compile (see evaluate)
         if compiled:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
@@ -590,6 +591,25 @@ class _Steps:
         if self.graphs:  # the next replay writes over this step's outputs: the loss the run logs is kept apart
             out = dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
         return out
+
+    def evaluate(self, first: bool, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """An evaluation (`run`); the first compiles the layers for eval mode. If that fails where training compiled
+        (a block that branches on `self.training`), evaluations run eagerly, training stays compiled, and the
+        reason is recorded: the trial goes on."""
+        if self.eager_evaluation:
+            with torch.compiler.set_stance("force_eager"):
+                return run()
+        try:
+            return run()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:
+            if not first:
+                raise
+            lines = str(e).strip().splitlines()
+            self.error = "; ".join(filter(None, [self.error, f"evaluation, run eagerly: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
+            self.eager_evaluation = True
+            return self.evaluate(first, run)
 
     def record(self, metrics: Metrics) -> None:
         metrics.compiled = self.compiled

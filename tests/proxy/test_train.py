@@ -271,6 +271,33 @@ def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason(monkeyp
     assert m.val_loss < math.log(256)
 
 
+class _TrainOnlyTraceable(_Untraceable):
+    """Traces in one graph when training; in eval mode, a data-dependent branch."""
+
+    def forward(self, x):
+        return self.w(x) if self.training else super().forward(x)
+
+
+class _TrainOnlyTraceableFamily(_UntraceableFamily):
+    name, letter = "train_only_traceable", "V"
+
+    def build(self, p, d_model):
+        return _TrainOnlyTraceable(d_model)
+
+
+def test_a_block_that_compiles_for_training_but_not_for_evaluation_evaluates_eagerly_with_the_reason(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "train_only_traceable", _TrainOnlyTraceableFamily())  # a plugin for this test only
+    compile_regions = HybridLM.compile_regions
+    monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+    arch = Architecture(32, (LayerSpec(BlockSpec.make("train_only_traceable", {}, 32), BlockSpec.make("glu", {}, 32)),))
+    short = {**FAST, "tokens": 4096, "evals": 3, "eval_tokens": 512, "timing_steps": 0}
+    m = run_proxy(arch, ProxySettings(**short, compile=True))
+    assert m.status == "ok" and m.compiled  # training stayed compiled
+    assert m.compile_error.startswith("evaluation, run eagerly: "), m.compile_error
+    eager = run_proxy(arch, ProxySettings(**short, compile=False))
+    assert len(m.history) == 3 and m.val_loss == pytest.approx(eager.val_loss, rel=1e-4)
+
+
 ONE_LAYER = Architecture.from_yaml("d_model: 32\nlayers:\n- {mixer: {block: attn, heads: 4}, channel: glu}\n")
 
 
