@@ -318,7 +318,6 @@ class _Training:
         self.resumed_rung = -1
         self._train_loss = torch.zeros((), device=device)  # summed on the device between evaluations: no host sync
         self._train_count = 0
-        self._evaluated = False  # whether an evaluation ran in this process (the first compiles, see _evaluate)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.corpus is not None:
@@ -417,15 +416,13 @@ class _Training:
         return True
 
     def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None, decayed: bool = False) -> dict[str, float]:
-        # a compiled run's first evaluation compiles every layer again (no gradients, eval mode): host work that no
-        # timer should wait on, so it runs unlocked, as the compiling first step does
-        compiling = self.step_fn.compiled and not self._evaluated
-        self._evaluated = True
+        # compiling is host work that no timer should wait on: like the compiling first step, it runs unlocked
+        compiling = self.step_fn.evaluation_compiles
         if compiling:
             self.lock.release()
         with contextlib.nullcontext() if compiling else self.lock.shared(keep=False):
             batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
-            point = self.step_fn.evaluate(compiling, lambda: _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast))
+            point = self.step_fn.evaluate(lambda: _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast))
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
         if decayed:  # taken during a wsd decay: the learning curve's extrapolation treats it apart
             point["decayed"] = True
@@ -533,7 +530,8 @@ class _Steps:
         self.compile_seconds: float | None = None
         self.error = ""
         self._first = compiled
-        self.eager_evaluation = False  # set when the evaluation graphs failed to compile (see evaluate)
+        self._evaluated = False  # whether an evaluation ran (the first compiles the layers for eval mode)
+        self._eager_evaluation = False  # set when the evaluation graphs failed to compile (see evaluate)
         if compiled:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
@@ -553,6 +551,12 @@ class _Steps:
         """Whether the next step compiles (the first of a compiled run)."""
         return self._first
 
+    @property
+    def evaluation_compiles(self) -> bool:
+        """Whether the next evaluation compiles: a compiled run's first, since eval mode without gradients is a new
+        graph for every layer and the head."""
+        return self.compiled and not self._evaluated
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         if not self._first:
             return self._step(x, y)
@@ -566,8 +570,7 @@ class _Steps:
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on
-                lines = str(e).strip().splitlines()
-                self.error = "; ".join(filter(None, [self.error, f"{self.mode}: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
+                self._fell_back(self.mode, e)
                 self.opt.zero_grad(set_to_none=True)
                 self.model.uncompile_regions()
                 if self.mode in CUDA_GRAPH_MODES:  # CUDA graphs refused: compiled without them, if that holds
@@ -592,24 +595,28 @@ class _Steps:
             out = dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
         return out
 
-    def evaluate(self, first: bool, run: Callable[[], dict[str, float]]) -> dict[str, float]:
-        """An evaluation (`run`); the first compiles the layers for eval mode. If that fails where training compiled
-        (a block that branches on `self.training`), evaluations run eagerly, training stays compiled, and the
-        reason is recorded: the trial goes on."""
-        if self.eager_evaluation:
-            with torch.compiler.set_stance("force_eager"):
+    def evaluate(self, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """An evaluation (`run`). If the first fails to compile where training compiled (a block that branches on
+        `self.training`), evaluations run eagerly, training stays compiled, and the reason is recorded: the trial
+        goes on."""
+        first, self._evaluated = self.evaluation_compiles, True
+        if not self._eager_evaluation:
+            try:
                 return run()
-        try:
-            return run()
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as e:
-            if not first:
+            except torch.cuda.OutOfMemoryError:
                 raise
-            lines = str(e).strip().splitlines()
-            self.error = "; ".join(filter(None, [self.error, f"evaluation, run eagerly: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
-            self.eager_evaluation = True
-            return self.evaluate(first, run)
+            except Exception as e:
+                if not first:
+                    raise
+                self._fell_back("evaluation, run eagerly", e)
+                self._eager_evaluation = True
+        with torch.compiler.set_stance("force_eager"):
+            return run()
+
+    def _fell_back(self, what: str, e: Exception) -> None:
+        """Record, after the reasons before it, why `what` fell back: the error's type and first line."""
+        lines = str(e).strip().splitlines()
+        self.error = "; ".join(filter(None, [self.error, f"{what}: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
 
     def record(self, metrics: Metrics) -> None:
         metrics.compiled = self.compiled

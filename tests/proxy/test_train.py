@@ -285,10 +285,16 @@ class _TrainOnlyTraceableFamily(_UntraceableFamily):
         return _TrainOnlyTraceable(d_model)
 
 
-def test_a_block_that_compiles_for_training_but_not_for_evaluation_evaluates_eagerly_with_the_reason(monkeypatch):
-    monkeypatch.setitem(REGISTRY, "train_only_traceable", _TrainOnlyTraceableFamily())  # a plugin for this test only
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """Compiled runs through the aot_eager backend: Inductor's code generation is minutes on 2 cores, and what these
+    tests check is Dynamo's and the proxy's side."""
     compile_regions = HybridLM.compile_regions
     monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+
+
+def test_a_block_that_compiles_for_training_but_not_for_evaluation_evaluates_eagerly_with_the_reason(monkeypatch, aot_eager):
+    monkeypatch.setitem(REGISTRY, "train_only_traceable", _TrainOnlyTraceableFamily())  # a plugin for this test only
     arch = Architecture(32, (LayerSpec(BlockSpec.make("train_only_traceable", {}, 32), BlockSpec.make("glu", {}, 32)),))
     short = {**FAST, "tokens": 4096, "evals": 3, "eval_tokens": 512, "timing_steps": 0}
     m = run_proxy(arch, ProxySettings(**short, compile=True))
@@ -320,10 +326,9 @@ def test_a_cuda_graph_mode_marks_each_step_and_trains_as_the_default_mode_off_cu
     assert graphs.val_loss == default.val_loss and graphs.history == default.history
 
 
-def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch):
+def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch, aot_eager):
     monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
-    compile_regions, validation_point, free = HybridLM.compile_regions, train_module._validation_point, []
-    monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+    validation_point, free = train_module._validation_point, []
 
     def recorded(*args):  # whether the device lock was free while this evaluation ran
         free.append(_lock_is_free(tmp_path))
@@ -340,13 +345,12 @@ def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, mo
         assert free == [compiled, False, False], free
 
 
-def test_nothing_compiles_inside_a_timed_window_inference_speeds_included(monkeypatch):
+def test_nothing_compiles_inside_a_timed_window_inference_speeds_included(monkeypatch, aot_eager):
     import contextlib
 
     from torch._dynamo.utils import counters
 
-    compile_regions, exclusive, compiled_inside = HybridLM.compile_regions, DeviceLock.exclusive, []
-    monkeypatch.setattr(HybridLM, "compile_regions", lambda model, mode, **options: compile_regions(model, backend="aot_eager", **options))
+    exclusive, compiled_inside = DeviceLock.exclusive, []
 
     @contextlib.contextmanager
     def counted(self):

@@ -157,8 +157,7 @@ def fuzzy_recall(spec: TaskSpec, batch: int, g: torch.Generator) -> Batch:
     values, v_len = values[rows, first], v_len[rows, first]  # a key seen before asks for its stored value
     written = (k_len + v_len).cumsum(1) <= t - width  # a prefix of the pairs, as a sequential walk writes them
     chosen = (torch.rand(batch, 1, generator=g, device=dev) * written.sum(1, keepdim=True)).long()  # the closing repeat
-    k_len, keys, values, v_len = (torch.cat((a, a.gather(1, chosen.view((batch, 1) + (1,) * (a.dim() - 2)).expand_as(a[:, :1]))), 1)
-                                  for a in (k_len, keys, values, v_len))
+    k_len, keys, values, v_len = (torch.cat((a, a[rows, chosen]), 1) for a in (k_len, keys, values, v_len))
     asked = torch.cat((asked, torch.ones_like(asked[:, :1])), 1)
     written = torch.cat((written, torch.ones_like(written[:, :1])), 1)
     # each pair's tokens in `width` columns: key motif, then value motif, then unused columns
