@@ -6,7 +6,8 @@ times its budget. This script takes that run's architectures and long runs as th
 of the proxy (other schedules, learning rates, budgets) on the same architectures, and prints each variant's rank
 agreement with the long runs (Kendall tau with its bootstrap interval, top-3 overlap), beside the study proxy's own
 and the long runs' ranking at their intermediate evaluations. With --suite, it also trains the synthetic suite on
-each architecture and reports the suite score's agreement with the long runs' bits per byte.
+each architecture (one process per architecture, its tasks in turn; each finished one is appended to OUT's
+.suite.jsonl, so a rerun trains only the rest) and reports the suite score's agreement with the long runs' bits per byte.
 
     python benchmarks/proxy_fidelity.py studies/gpu.yaml --run runs/val --jobs 6 --suite --out fidelity.json
 """
@@ -25,7 +26,7 @@ import torch
 from archsearch.architecture import Architecture
 from archsearch.fidelity import rank_agreement
 from archsearch.proxy.suite import SCORE, SUITES, Suite, metric_name
-from archsearch.study import RunDir, Study
+from archsearch.study import RunDir, Study, import_plugins
 from archsearch.validate import long_settings, quality_objective, train_parallel
 
 # name -> changes to the study's proxy; "study" is the study's proxy itself (its runs come from the validation)
@@ -46,6 +47,41 @@ def variant_settings(proxy, changes: dict):
     if isinstance(out.get("warmup_tokens"), float):
         out["warmup_tokens"] = max(1, round(proxy.tokens * out["warmup_tokens"]))
     return dataclasses.replace(proxy, **out)
+
+
+def _suite_in_worker(arch_json: str, suite: Suite, plugins: tuple[str, ...]) -> dict:
+    """One architecture's whole suite, in a worker process (its tasks one after another, sharing the process); a
+    crash is that architecture's result."""
+    try:
+        import_plugins(plugins)
+        return suite.run(Architecture.from_json(arch_json)).to_dict()
+    except Exception as e:  # noqa: BLE001 - one architecture's crash must not end the others' suites
+        return {"metrics": {}, "status": "error", "reason": f"{type(e).__name__}: {e}"[:500], "wall_seconds": 0.0, "runs": {}}
+
+
+def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path, plugins: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Each architecture's suite result, `jobs` architectures at a time, each finished one appended to `log`
+    (a JSON line per architecture): a rerun trains only the architectures that log lacks."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if record["suite"] == suite.to_data():
+                done[record["digest"]] = record["result"]
+    todo = [a for a in archs if a.digest not in done]
+    print(f"suite: {len(todo)} of {len(archs)} architectures to train ({len(done)} in {log})", flush=True)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_suite_in_worker, a.to_json(), suite, plugins): a for a in todo}
+        for future in as_completed(futures):
+            arch, result = futures[future], future.result()
+            done[arch.digest] = result
+            with log.open("a") as f:
+                f.write(json.dumps({"digest": arch.digest, "suite": suite.to_data(), "result": result}, default=str) + "\n")
+            print(f"suite {len(done)}/{len(archs)} {arch.summary()}: {result['status']} {result['metrics']} ({result['wall_seconds']:.0f} s)", flush=True)
+    return done
 
 
 def main() -> int:
@@ -85,15 +121,10 @@ def main() -> int:
         tasks = args.suite_tasks if args.suite_tasks in SUITES else args.suite_tasks.split(",")
         # not timed: the suite measures accuracy, and a timed window would stall every other training on the GPU
         suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2, timing_steps=0))
-        jobs = [(a, s) for a in archs for s in suite.runs]
-        results = {}
-        for i, m in train_parallel(jobs, args.jobs, study.plugins):
-            results[i] = m
-            print(f"suite {i // len(suite.runs) + 1}/{len(archs)} {jobs[i][1].task}: {m['status']} accuracy {m.get('accuracy')} "
-                  f"({m['wall_seconds']:.0f} s)", flush=True)
+        results = suite_results(archs, suite, args.jobs, Path(args.out).with_suffix(".suite.jsonl"), study.plugins)
         scores, per_task = [], {t: [] for t in suite.tasks}
         for i in range(len(archs)):
-            accs = [results[i * len(suite.runs) + j].get("accuracy") for j in range(len(suite.runs))]
+            accs = [results[archs[i].digest]["metrics"].get(metric_name(t)) for t in suite.tasks]
             for t, acc in zip(suite.tasks, accs, strict=True):
                 per_task[t].append(acc)
             scores.append(None if None in accs else sum(accs) / len(accs))

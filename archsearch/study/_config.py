@@ -92,9 +92,9 @@ class SearchSettings:
     repeats: int = 1  # seeds per architecture (proxy.seed, +1, ...): its objectives are their means
     remeasure: bool = False  # true: a re-drawn architecture is a new trial, trained again with new seeds
     tracking: tuple[Tracker, ...] = ()  # loggers of every trial's reports: tensorboard (RUN/tensorboard), wandb
-    # whether a worker runs trial after trial (auto: yes, but GPU trials that replay CUDA graphs get fresh workers;
-    # see study._optuna_ray.warm_workers)
-    warm_workers: bool | Literal["auto"] = "auto"
+    # whether a worker runs trial after trial, keeping imports, corpus, compiled kernels and CUDA context (false: a
+    # fresh worker per trial)
+    warm_workers: bool = True
     # the chosen sampler's constructor keywords, written `search: {SAMPLER: {KEY: VALUE}}` (see study._samplers)
     sampler_settings: tuple[tuple[str, Any], ...] = ()
 

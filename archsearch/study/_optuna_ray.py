@@ -359,19 +359,6 @@ def check_tracking(study: Study) -> None:
                                   f"pip install 'archsearch[tracking]'")
 
 
-def warm_workers(study: Study) -> bool:
-    """Whether each worker runs trial after trial, warm (imports, corpus, compiled kernels, CUDA context):
-    search.warm_workers, where auto means yes except for trials on a GPU that replay CUDA graphs. On an H200
-    (torch 2.11) every second trial of a warm worker failed to record its graphs (an AssertionError in the first
-    step) and trained eagerly at a fifth of the speed, where fresh workers recorded theirs (benchmarks/RESULTS.md).
-    Those trials each ran in a new thread, and CUDA graph trees keep their state per thread; trials now share one
-    thread per worker (`_trial.in_trial_thread`), which warm_workers: true measures before auto trusts it. Fresh
-    workers still share the compile cache."""
-    if study.search.warm_workers != "auto":
-        return study.search.warm_workers
-    return not (study.search.gpu > 0 and any(run.cuda_graphs for _, run in study.trainings))
-
-
 def _trainable(config: dict[str, Any], study: Study, files: DriverFiles) -> None:
     """The Ray Tune function trainable: one trial, reporting through Ray Tune, its files going to the driver."""
     from ray import tune
@@ -406,7 +393,7 @@ def tune_trials(study: Study, run_dir: RunDir, storage: optuna.storages.BaseStor
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.concurrency),
-                                    scheduler=scheduler, num_samples=trials, reuse_actors=warm_workers(study),
+                                    scheduler=scheduler, num_samples=trials, reuse_actors=study.search.warm_workers,
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.ray_storage), name=time.strftime("session-%Y%m%d-%H%M%S"),
                                   failure_config=tune.FailureConfig(max_failures=s.retries),

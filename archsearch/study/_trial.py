@@ -7,10 +7,12 @@ directory, so the trial may run on any node). The driver keeps the results (an a
 not a trial: the driver's ask loop draws another). A rung point of the ladder is reported as the trial's result at
 that rung (status ok), since the driver's scheduler may stop the trial there.
 
-A worker process runs trial after trial (imports, corpus and compiled kernels stay warm; GPU trials that replay CUDA
-graphs excepted unless the study asks, see `_optuna_ray.warm_workers`), so each trial starts by dropping what the
-one before left in the process (see `clear_process_state`): a trial's result does not depend on the trials its
-process ran before. Ray Tune starts a new thread for each trial of a worker; `in_trial_thread` runs them all in one.
+A worker process runs trial after trial (imports, corpus and compiled kernels stay warm, unless the study's
+search.warm_workers is false), so each trial starts by dropping what the one before left in the process (see
+`clear_process_state`): a trial's result does not depend on the trials its process ran before. Ray Tune starts a
+new thread for each trial of a worker; `in_trial_thread` runs them all in one, since CUDA graph trees keep their
+state per thread and `torch._dynamo.reset()` clears only the calling thread's (in a new thread every second trial
+of a warm worker failed to record its graphs on an H200).
 """
 
 from __future__ import annotations

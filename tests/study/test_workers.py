@@ -2,7 +2,6 @@
 another node hand every file to the driver's run directory (which no trial's process touches), and a worker killed
 mid-trial costs that trial one retry."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -78,11 +77,12 @@ def test_a_worker_runs_trial_after_trial_with_the_results_of_a_fresh_process(wri
         assert alone[key] == last[key], key
 
 
-def test_a_study_whose_workers_may_not_stay_warm_runs_each_trial_in_a_fresh_process(write_study, tmp_path, monkeypatch, ray_shutdown):
-    from archsearch.study import _optuna_ray, run
+def test_a_study_whose_workers_may_not_stay_warm_runs_each_trial_in_a_fresh_process(write_study, tmp_path, ray_shutdown):
+    from archsearch.study import run
 
-    monkeypatch.setattr(_optuna_ray, "warm_workers", lambda study: False)  # as for GPU trials that replay CUDA graphs
-    run_dir = run(str(write_study(trials=2, concurrency=1, tokens=1024)), out=str(tmp_path / "run"))
+    path = write_study(trials=2, concurrency=1, tokens=1024)
+    path.write_text(path.read_text().replace("resources: {cpu: 1}", "resources: {cpu: 1}, warm_workers: false"))
+    run_dir = run(str(path), out=str(tmp_path / "run"))
     results = final_results(run_dir)
     assert sorted(results) == [0, 1] and {r["status"] for r in results.values()} == {"ok"}
     assert len({r["pid"] for r in results.values()}) == 2
@@ -172,23 +172,19 @@ def test_each_trial_starts_with_no_graph_compiled_by_the_trials_before_it(write_
     assert entries == [0, 0, 0]
 
 
-def test_workers_stay_warm_unless_gpu_trials_replay_cuda_graphs(write_study):
-    from archsearch.proxy.suite import Suite
+def test_workers_stay_warm_by_default_and_the_study_may_ask_for_fresh_ones(write_study):
+    from archsearch.errors import ConfigError
     from archsearch.study import Study
-    from archsearch.study._optuna_ray import warm_workers
 
-    study = Study.load(write_study())  # a CPU study: warm
-    on_gpu = dataclasses.replace(study, search=dataclasses.replace(study.search, gpu=0.25))
-    assert warm_workers(study) and study.proxy.cuda_graphs  # the default mode replays graphs, but not on a CPU
-    assert not warm_workers(on_gpu)  # a warm worker's second trial failed to record its graphs (H200, torch 2.11)
-    for proxy in ({"compile_mode": "default"}, {"compile": False}, {"compile_mode": "max-autotune-no-cudagraphs"}):
-        assert warm_workers(dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, **proxy))), proxy
-    plain = dataclasses.replace(on_gpu, proxy=dataclasses.replace(study.proxy, compile_mode="default"))
-    graphs = dataclasses.replace(plain.proxy, compile_mode="reduce-overhead")
-    assert not warm_workers(dataclasses.replace(plain, suite=Suite.of(["mqar"], graphs)))  # a suite task's own mode counts
-    for asked in (True, False):  # search.warm_workers overrides the rule, either way
-        assert warm_workers(dataclasses.replace(on_gpu, search=dataclasses.replace(on_gpu.search, warm_workers=asked))) is asked
-        assert warm_workers(dataclasses.replace(study, search=dataclasses.replace(study.search, warm_workers=asked))) is asked
+    path = write_study()
+    assert Study.load(path).search.warm_workers is True  # GPU trials under CUDA graphs too (one thread per worker)
+    text = path.read_text()
+    path.write_text(text.replace("resources: {cpu: 1}", "resources: {cpu: 1}, warm_workers: false"))
+    assert Study.load(path).search.warm_workers is False
+    path.write_text(text.replace("resources: {cpu: 1}", "resources: {cpu: 1}, warm_workers: auto"))
+    with pytest.raises(ConfigError, match="warm_workers") as error:
+        Study.load(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
 def test_a_workers_trials_run_one_after_another_in_one_thread_that_hands_back_what_they_raise():
