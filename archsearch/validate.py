@@ -5,7 +5,9 @@ with the study's proxy and with F times its token budget. The report (`validatio
 Kendall's tau and Spearman's rho between the two rankings with bootstrap intervals, the top-k overlap, the long
 runs' own ranking at each of their evaluations against their final one (how early the ranking settles), and how
 well learning-curve extrapolation of the proxy runs predicts the long ones. With `search.repeats` N the proxy runs
-with the study's N seeds and ranks on their mean, as the study does; the long runs use the first seed.
+with the study's N seeds and ranks on their mean, as the study does; the long runs use the first seed, or with
+`long_repeats` M the first M seeds: the reference is their mean, and the report gives how well those seeds rank
+against each other, the ceiling of any proxy's agreement with them.
 
 The trainings run one after another in this process, or with `jobs` > 1 that many at once, each in a fresh
 process of its own (small proxies leave most of a GPU idle; a training that crashes its process or its CUDA context
@@ -122,9 +124,11 @@ def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tup
 
 
 def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], factor: float = DEFAULT_FACTOR,
-             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1) -> dict[str, Any]:
+             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1, long_repeats: int = 1) -> dict[str, Any]:
     """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
-    already records), `jobs` at a time, then write and return the report."""
+    already records), `jobs` at a time, then write and return the report. With `long_repeats` N the long runs
+    train with N seeds: the reference is their mean, and the report says how well the seeds rank against each other
+    (no proxy can rank better against a reference than the reference ranks against itself)."""
     if study.suite_only:
         raise ValidationError(f"{study.file}: proxy.task: suite trains one model per task, and a validation ranks one proxy at "
                               "two budgets: validate a task at a time (proxy.task: TASK), or the LM proxy of a study beside its suite")
@@ -134,13 +138,15 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     # the proxy as the study measures it: over its repeats' seeds (seed, seed + 1, ...), ranked on their mean
     shorts = {"proxy" if i == 0 else f"proxy seed {short.seed + i}": dataclasses.replace(short, seed=short.seed + i)
               for i in range(study.search.repeats)}
-    settings = {**shorts, "long": long}
+    longs = {"long" if i == 0 else f"long seed {long.seed + i}": dataclasses.replace(long, seed=long.seed + i) for i in range(long_repeats)}
+    settings = {**shorts, **longs}
     keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
     todo = [(i, arch, f) for i, arch in enumerate(archs) for f in settings if (arch.digest, keys[f]) not in done]
     if todo:
         with_seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
-        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,}{with_seeds} and {long.tokens:,} tokens: "
+        long_seeds = f" ({len(longs)} seeds)" if len(longs) > 1 else ""
+        print(f"validating the proxy of {study.name} on {len(archs)} architectures at {short.tokens:,}{with_seeds} and {long.tokens:,}{long_seeds} tokens: "
               f"{len(todo)} of {len(settings) * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
               f"run directory {run_dir.path}", flush=True)
     runner = _run_all if jobs == 1 else functools.partial(_run_pooled, jobs=jobs, plugins=study.plugins)
@@ -148,12 +154,15 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
         run_dir.add_validation_record(record)
         done[(record["digest"], record["settings"])] = record
     metric = quality_objective(study).metric
-    seeds = [p.seed for p in shorts.values()]
-    pairs = [(arch, _mean_over_seeds([done[(arch.digest, keys[f])] for f in shorts], seeds, metric), done[(arch.digest, keys["long"])])
-             for arch in archs]
+    seeds, long_seeds = [p.seed for p in shorts.values()], [p.seed for p in longs.values()]
+    pairs = [(arch, _mean_over_seeds([done[(arch.digest, keys[f])] for f in shorts], seeds, metric),
+              _mean_over_seeds([done[(arch.digest, keys[f])] for f in longs], long_seeds, metric)) for arch in archs]
     report = summarize(study, pairs, factor, k)
     report["settings"] = {"proxy": keys["proxy"], "long": keys["long"]}
-    report["repeats"] = len(shorts)
+    report["repeats"], report["long_repeats"] = len(shorts), len(longs)
+    if len(longs) > 1:
+        per_seed = [[_ok_value(done[(arch.digest, keys[f])], metric) for arch in archs] for f in longs]
+        report["reference_agreement"] = reference_agreement(per_seed, long_seeds, report["direction"], k)
     run_dir.write_validation(report)
     return report
 
@@ -163,6 +172,24 @@ def _mean_over_seeds(records: Sequence[dict[str, Any]], seeds: Sequence[int], me
     if len(records) == 1:
         return records[0]
     return {**records[0], "metrics": over_seeds([r["metrics"] for r in records], seeds, [metric])}
+
+
+def _ok_value(record: dict[str, Any], metric: str) -> float | None:
+    return record["metrics"].get(metric) if record["metrics"]["status"] == "ok" else None
+
+
+def reference_agreement(per_seed: Sequence[Sequence[float | None]], seeds: Sequence[int], direction: str, k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    """How well the long runs' seeds rank the architectures against each other: the rank agreement of every pair
+    of seeds over the architectures both finished, and the mean of their Kendall taus (None under 3 such)."""
+    pairs = []
+    for i in range(len(seeds)):
+        for j in range(i + 1, len(seeds)):
+            both = [(a, b) for a, b in zip(per_seed[i], per_seed[j], strict=True) if a is not None and b is not None]
+            if len(both) >= 3:
+                a = rank_agreement([x for x, _ in both], [y for _, y in both], direction, k)
+                pairs.append({"seeds": [seeds[i], seeds[j]], **a.to_dict()})
+    taus = [p["kendall_tau"]["value"] for p in pairs]
+    return {"pairs": pairs, "kendall_tau_mean": float(np.mean(taus)) if taus else None}
 
 
 def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -297,8 +324,9 @@ def _intermediate(ok: Sequence[tuple[dict, list[dict]]], metric: str) -> list[di
 def describe(report: dict[str, Any]) -> list[str]:
     """The lines `archsearch validate` prints."""
     seeds = f" (mean of {report['repeats']} seeds)" if report.get("repeats", 1) > 1 else ""
+    long_seeds = f", mean of {report['long_repeats']} seeds" if report.get("long_repeats", 1) > 1 else ""
     lines = [f"validation of {report['study']}'s proxy: {report['metric']} at {report['proxy_tokens']:,} tokens{seeds} against "
-             f"{report['long_tokens']:,} ({report['factor']:g}x), {report['compared']} of {len(report['architectures'])} architectures finished both"]
+             f"{report['long_tokens']:,} ({report['factor']:g}x{long_seeds}), {report['compared']} of {len(report['architectures'])} architectures finished both"]
     width = max(len(r["summary"]) for r in report["architectures"])
     lines.append(f"  {'architecture'.ljust(width)}  {'proxy':>9}  {'long':>9}  {'predicted':>9}")
     for r in sorted(report["architectures"], key=lambda r: (r["long"] is None, r["long"] or 0.0)):
@@ -310,6 +338,10 @@ def describe(report: dict[str, Any]) -> list[str]:
         return lines
     lines.append(f"Kendall tau {_interval(a['kendall_tau'])}, Spearman rho {_interval(a['spearman_rho'])} "
                  f"(95% bootstrap intervals); top-{a['k']} overlap {a['top_k_overlap']} of {a['k']}")
+    ref = report.get("reference_agreement")
+    if ref and ref["kendall_tau_mean"] is not None:
+        lines.append(f"the long runs' seeds against each other: Kendall tau {_num(ref['kendall_tau_mean'])} (mean of {len(ref['pairs'])} "
+                     "pairs of seeds), the ceiling of any proxy's tau against them")
     if report.get("intermediate"):
         lines.append("long runs' ranking against their final one: "
                      + ", ".join(f"{p['tokens']:,} tokens tau {_num(p['kendall_tau'])}" for p in report["intermediate"]))

@@ -117,6 +117,36 @@ def test_a_study_with_repeats_is_validated_on_the_mean_of_its_seeds(study_file, 
     assert describe(report)[0].startswith("validation of t's proxy: bits_per_byte at 256 tokens (mean of 3 seeds) against 2,560")
 
 
+def test_long_repeats_make_the_reference_a_mean_over_seeds_and_report_how_the_seeds_agree(study_file, tmp_path):
+    from scipy.stats import kendalltau
+
+    study = Study.load(study_file)
+    archs = draw_architectures(study, 4)
+    calls, law = [], _fake_train([])
+    long_budget = study.proxy.tokens * 10
+    exact = [law(a, dataclasses.replace(study.proxy, tokens=long_budget), lambda *a: None).bits_per_byte for a in archs]
+    # seed 1 of the long runs moves each architecture by its own amount, enough to reorder some of them
+    shift = dict(zip([a.digest for a in archs], [0.3, -0.2, 0.1, -0.4], strict=True))
+
+    def noisy_long(arch, settings, on_step):
+        m = _fake_train(calls)(arch, settings, on_step)
+        moved = settings.tokens == long_budget and settings.seed == study.proxy.seed + 1
+        return dataclasses.replace(m, bits_per_byte=m.bits_per_byte + (shift[arch.digest] if moved else 0.0))
+
+    report = validate(study, open_run_dir(study, tmp_path / "run"), archs, factor=10, progress=False, train=noisy_long, long_repeats=2)
+    assert sorted(t for _, t in calls) == [study.proxy.tokens] * 4 + [long_budget] * 8  # one proxy, two long seeds each
+    assert report["long_repeats"] == 2
+    second = [v + shift[a.digest] for v, a in zip(exact, archs, strict=True)]
+    for row, a, b in zip(report["architectures"], exact, second, strict=True):
+        assert row["long"] == pytest.approx((a + b) / 2)  # the reference is the seeds' mean
+    ref = report["reference_agreement"]
+    assert len(ref["pairs"]) == 1 and ref["pairs"][0]["seeds"] == [study.proxy.seed, study.proxy.seed + 1]
+    assert ref["kendall_tau_mean"] == pytest.approx(kendalltau(exact, second).statistic) and ref["kendall_tau_mean"] < 1
+    lines = describe(report)
+    assert "(10x, mean of 2 seeds)" in lines[0]
+    assert any(line.startswith(f"the long runs' seeds against each other: Kendall tau {ref['kendall_tau_mean']:.2f}") for line in lines)
+
+
 def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_settings(study_file):
     study = Study.load(study_file)
     assert front_line(None, study).startswith("proxy unvalidated")
@@ -148,6 +178,8 @@ def test_front_prints_the_validation_line(tmp_path, study_file, capsys):
 @pytest.mark.parametrize("flags,message", [
     (["--archs", "2"], "--archs: expected at least 3"),
     (["--factor", "0.5"], "--factor: expected a number greater than 1"),
+    (["--long-repeats", "9"], "--long-repeats: expected at most 8 seeds per long run"),
+    (["--long-repeats", "0"], "--long-repeats: expected a positive integer"),
     (["--from-run", "nowhere"], "no such run directory"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(study_file, tmp_path, capsys, flags, message, monkeypatch):

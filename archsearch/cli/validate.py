@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     v.add_argument("--out", help="run directory without --from-run (default: the study's out, else runs/NAME)")
     v.add_argument("--seed", type=int, default=0, help="seed of the architectures drawn from the space (default 0)")
     v.add_argument("--top-k", type=positive, default=DEFAULT_TOP_K, metavar="K", help=f"size of the top-k overlap (default {DEFAULT_TOP_K})")
+    v.add_argument("--long-repeats", type=_long_repeats, default=1, metavar="M",
+                   help=f"seeds per long run (default 1, at most {MAX_LONG_REPEATS}): the reference is their mean, and the report says how well they rank against each other")
     v.add_argument("--jobs", type=positive, default=1, metavar="J", help="trainings at once, each in its own process (default 1; small proxies leave a GPU mostly idle)")
 
 
@@ -35,6 +37,16 @@ def _archs(text: str) -> int:
     value = positive(text)
     if value < 3:
         raise argparse.ArgumentTypeError(f"expected at least 3 (a ranking of fewer says nothing), got {text!r}")
+    return value
+
+
+MAX_LONG_REPEATS = 8  # each seed is a whole long run per architecture
+
+
+def _long_repeats(text: str) -> int:
+    value = positive(text)
+    if value > MAX_LONG_REPEATS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_LONG_REPEATS} seeds per long run, got {text!r}")
     return value
 
 
@@ -60,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         archs = draw_architectures(study, args.archs, args.seed)
     if len(archs) < args.archs:
         print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
-    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs)
+    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats)
     print("\n".join(describe(report)))
     print(f"written: {run_dir.validation_file}")
     return 0
