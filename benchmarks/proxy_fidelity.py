@@ -107,7 +107,9 @@ def main() -> int:
     out = {"device": device, "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
            "command": " ".join(sys.argv), "study": study.name, "metric": metric, "factor": report["factor"],
            "proxy": dataclasses.asdict(study.proxy), "long_tokens": report["long_tokens"], "architectures": len(archs), "rows": []}
-    truth = [long[a.digest]["metrics"][metric] for a in archs]
+    # the reference as the report has it: with validate --long-repeats, the mean over the long runs' seeds
+    reference = {r["digest"]: r["long"] for r in report["architectures"]}
+    truth = [reference[a.digest] for a in archs]
     short = {r["digest"]: r for r in run.validation_records() if r["settings"] == report["settings"]["proxy"] and r["metrics"]["status"] == "ok"}
     rows = [("study proxy", study.proxy, [short.get(a.digest, {}).get("metrics", {}).get(metric) for a in archs], None)]
     for name in [v for v in args.variants.split(";") if v]:
