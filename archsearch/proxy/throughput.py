@@ -131,6 +131,7 @@ class DeviceLock:
         self._main = open(os.path.join(folder, f"archsearch-{name}.lock"), "a+")  # noqa: SIM115 (held for the lock's life)
         self._turnstile = open(os.path.join(folder, f"archsearch-{name}.turnstile"), "a+")  # noqa: SIM115
         self.holding = False  # whether this holder keeps the shared lock between its steps
+        self.waited = 0.0  # seconds spent blocked taking the lock (others' timed windows; a timer waiting for steps)
 
     @contextmanager
     def shared(self, keep: bool = True):
@@ -138,9 +139,11 @@ class DeviceLock:
         not hold it already; afterwards kept (`keep`, for the next step) unless a timer waits: then the device is
         synchronised and the lock released, so the timer finds none of this holder's kernels running."""
         if not self.holding:
+            start = time.perf_counter()
             fcntl.flock(self._turnstile, fcntl.LOCK_SH)
             fcntl.flock(self._main, fcntl.LOCK_SH)
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+            self.waited += time.perf_counter() - start
             self.holding = True
         try:
             yield
@@ -172,9 +175,11 @@ class DeviceLock:
         """Around a timed window: waits for steps in flight, and holds new ones back until it is done. The holder's
         own shared lease is given up and its queued work drained on entry, so the window starts idle."""
         self.release()
+        start = time.perf_counter()
         fcntl.flock(self._turnstile, fcntl.LOCK_EX)
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)
+            self.waited += time.perf_counter() - start
             try:
                 synchronize(self.device)
                 yield

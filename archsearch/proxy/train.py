@@ -156,6 +156,15 @@ class Metrics:
     compile_seconds: float | None = field(default=None, metadata=metric(
         "minimize", "seconds", "wall time of the first compiled step: tracing, Inductor, one step",
         detail="{:.1f} s", objective=False))
+    setup_seconds: float | None = field(default=None, metadata=metric(
+        "minimize", "seconds", "wall time before the first training step: data, model, optimizer, a checkpoint's state",
+        detail="{:.1f} s", objective=False))
+    eval_seconds: float = field(default=0.0, metadata=metric(
+        "minimize", "seconds", "wall time of the run's evaluations (their compiles and lock waits included)",
+        detail="{:.1f} s", objective=False))
+    lock_wait_seconds: float = field(default=0.0, metadata=metric(
+        "minimize", "seconds", "wall time spent waiting for the device lock: other trials' timed windows, or this run's "
+        "windows waiting for their steps", detail="{:.1f} s", objective=False))
     compile_error: str = field(default="", metadata=metric(
         None, "text", "why a compile asked for fell back (CUDA graphs to the default mode, a compile to eager, evaluations to eager)", objective=False))
     rung: int | None = field(default=None, metadata=metric(
@@ -271,6 +280,7 @@ class _Training:
     evaluations, rung branches and checkpoints that move it on."""
 
     def __init__(self, arch: Architecture, settings: ProxySettings, device: torch.device, metrics: Metrics, rungs: tuple[int, ...]) -> None:
+        self.created = time.perf_counter()
         self.settings, self.device, self.metrics = settings, device, metrics
         torch.manual_seed(settings.seed)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -348,6 +358,7 @@ class _Training:
             return  # stopped again at the rung it had reached
         rungs = [r for r in self.rungs if r.index > self.resumed_rung]
         wall_start = time.perf_counter()
+        metrics.setup_seconds = wall_start - self.created
         # the exclusive lock of a timed window lives on this stack: released at the window's end, and on every
         # way out of the loop (a wall-clock cut inside a window, divergence, any error)
         with contextlib.ExitStack() as timing:
@@ -416,6 +427,13 @@ class _Training:
         return True
 
     def _evaluate(self, full: bool, rung: int | None, tokens: int | None = None, decayed: bool = False) -> dict[str, float]:
+        start = time.perf_counter()
+        try:
+            return self._evaluation_point(full, rung, tokens, decayed)
+        finally:
+            self.metrics.eval_seconds += time.perf_counter() - start
+
+    def _evaluation_point(self, full: bool, rung: int | None, tokens: int | None, decayed: bool) -> dict[str, float]:
         # compiling is host work that no timer should wait on: like the compiling first step, it runs unlocked
         compiling = self.step_fn.evaluation_compiles
         if compiling:
@@ -480,6 +498,7 @@ class _Training:
 
     def close(self) -> None:
         self.step_fn.record(self.metrics)
+        self.metrics.lock_wait_seconds = self.lock.waited
         self.lock.close()
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -29,6 +30,9 @@ def test_a_short_run_reports_loss_perplexity_bits_per_byte_and_speed():
     assert m.perplexity == pytest.approx(math.exp(m.val_loss)) and m.bits_per_byte == pytest.approx(m.val_loss / math.log(2))
     assert m.train_tokens_per_s > 0 and m.params == ARCH.cost().params and m.corpus_digest
     assert m.train_tokens_per_s_spread >= 0 and m.timing_note == ""  # three windows of 4 steps, their median
+    # where the wall time went: before the first step, in the four evaluations, waiting for the (free) lock
+    assert 0 < m.setup_seconds and 0 < m.eval_seconds and m.setup_seconds + m.eval_seconds < m.wall_seconds
+    assert 0 <= m.lock_wait_seconds < m.wall_seconds
 
 
 def test_the_same_seed_gives_the_same_result():
@@ -69,6 +73,31 @@ def test_the_timing_lock_is_exclusive_across_processes(tmp_path):
         assert p.is_alive() and not (tmp_path / "done").exists()  # the trainer waits while we time
     p.join(10)
     assert (tmp_path / "done").exists()
+
+
+def test_the_lock_counts_the_seconds_its_holder_waited(tmp_path):
+    import threading
+
+    timer, holder = DeviceLock("cpu", str(tmp_path)), DeviceLock("cpu", str(tmp_path))
+    inside = threading.Event()
+
+    def window():
+        with timer.exclusive():
+            inside.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=window)
+    thread.start()
+    inside.wait(10)
+    with holder.shared(keep=False):  # blocked until the timer's window ends
+        pass
+    thread.join()
+    assert holder.waited >= 0.25 and timer.waited < 0.25
+    with holder.shared(keep=False):  # nobody in the way: next to nothing more
+        pass
+    assert holder.waited < 0.25 + 0.3
+    holder.close()
+    timer.close()
 
 
 def test_a_shared_holder_keeps_its_lease_until_a_timer_waits(tmp_path):
