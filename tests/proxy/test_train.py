@@ -31,7 +31,7 @@ def test_a_short_run_reports_loss_perplexity_bits_per_byte_and_speed():
     assert m.train_tokens_per_s > 0 and m.params == ARCH.cost().params and m.corpus_digest
     assert m.train_tokens_per_s_spread >= 0 and m.timing_note == ""  # three windows of 4 steps, their median
     # where the wall time went: before the first step, in the four evaluations, waiting for the (free) lock
-    assert 0 < m.setup_seconds and 0 < m.eval_seconds and m.setup_seconds + m.eval_seconds < m.wall_seconds
+    assert m.setup_seconds > 0 and m.eval_seconds > 0 and m.setup_seconds + m.eval_seconds < m.wall_seconds
     assert 0 <= m.lock_wait_seconds < m.wall_seconds
 
 
