@@ -19,7 +19,7 @@ from ..metrics import human_bytes
 from ..sampling import space_size
 from ..space import bounds
 from ._baselines import enqueue_baselines
-from ._busy import GpuBusy
+from ._busy import GpuBusy, mps_hint
 from ._config import Study
 from ._optuna_ray import check_reachable, check_resources, check_tracking, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
@@ -76,6 +76,8 @@ def _busy_sampler(study: Study, run_dir: RunDir) -> Iterator[GpuBusy]:
     busy = GpuBusy.of_this_node() if study.search.gpu > 0 else GpuBusy(None)
     if study.search.gpu > 0 and not busy.measuring:
         print("GPU busy share: not measured (no NVML here: pip install 'archsearch[gpu]' installs nvidia-ml-py)")
+    if busy.measuring and (hint := mps_hint(study.search.gpu)):  # this node has GPUs the trials share
+        print(hint)
     busy.start()
     try:
         yield busy

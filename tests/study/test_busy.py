@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from archsearch.study import _runner
-from archsearch.study._busy import GpuBusy, visible_handles
+from archsearch.study._busy import GpuBusy, mps_hint, visible_handles
 from archsearch.study._config import Objective
 from archsearch.study._progress import Progress
 from archsearch.study._rundir import RunDir
@@ -129,3 +129,23 @@ def test_a_study_on_gpus_without_nvml_says_so_once(tmp_path, monkeypatch, capsys
     with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0)), run_dir):  # a CPU study: silent
         pass
     assert capsys.readouterr().out == ""
+
+
+def test_a_study_sharing_gpus_without_mps_is_told_how_to_let_its_trials_run_at_once(tmp_path, monkeypatch, capsys):
+    pipe = tmp_path / "mps"
+    environ = {"CUDA_MPS_PIPE_DIRECTORY": str(pipe)}
+    assert "4 trials share each GPU and MPS is not running" in mps_hint(0.25, environ)
+    assert mps_hint(1, environ) is None and mps_hint(0, environ) is None  # a whole GPU per trial, or a CPU study
+    pipe.mkdir()
+    (pipe / "control").touch()  # the daemon's control socket: MPS runs
+    assert mps_hint(0.25, environ) is None
+    # the study prints the hint once, where the driver sees the GPUs it shares (no MPS at the default pipe here)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "none"))
+    monkeypatch.setattr(GpuBusy, "of_this_node", classmethod(lambda cls: cls(FakeNvml({0: [50]}), "0", interval=0.005)))
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5)), RunDir(tmp_path / "run")):
+        pass
+    assert capsys.readouterr().out.count("2 trials share each GPU and MPS is not running") == 1
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5)), RunDir(tmp_path / "run")):
+        pass
+    assert "MPS" not in capsys.readouterr().out
