@@ -37,6 +37,10 @@ def positions(n, k, rows):
     return pos
 
 
+def monarch_plan(t):
+    return list(monarch.plan(monarch.fft_size(t), torch.device(DEVICE), False)[2])
+
+
 CASES = {
     "short_conv": lambda: (fused._short_conv_op, (randn(2, 40, 24), randn(24, 4))),
     # the backward ops are not differentiable themselves (no double backward): inputs without gradients
@@ -47,8 +51,8 @@ CASES = {
     "swiglu_backward": lambda: (swiglu._swiglu_backward_op, (randn(3, 5, 16, grad=False), randn(3, 5, 8, grad=False))),
     "moe_combine": lambda: (combine._combine_op, (randn(11, 8), positions(6, 2, 11), randn(6, 2))),
     "moe_gather": lambda: (combine._gather_op, (randn(6, 8), torch.randint(0, 6, (11,), device=DEVICE), positions(6, 2, 11))),
-    "long_conv_monarch": lambda: (monarch._monarch_op, (randn(2, 3, 40), randn(3, 40), randn(3), False)),
-    "long_conv_monarch_no_skip": lambda: (monarch._monarch_op, (randn(2, 3, 40), randn(3, 24), None, False)),
+    "long_conv_monarch": lambda: (monarch._monarch_op, (randn(2, 3, 40), randn(3, 40), randn(3), monarch_plan(40), False)),
+    "long_conv_monarch_no_skip": lambda: (monarch._monarch_op, (randn(2, 3, 40), randn(3, 24), None, monarch_plan(40), False)),
     "long_conv_cufft": lambda: (fft._cufft_op, (randn(2, 3, 40), randn(3, 50), randn(3), False)),
     "sliding_window_attention": lambda: (
         sliding_window_module._attention_op, (randn(1, 24, 4, 16), randn(1, 24, 2, 16), randn(1, 24, 2, 16), 8, 0.25)

@@ -146,3 +146,22 @@ def test_packed_spectral_products_invert_as_the_complex_to_real_transform(n):
     corr = (w[:, None] * spec_dy * spec_u.conj()).view(b, c, -1).sum(0) * g_scale[:, None]
     assert relative(fft._inverse(du, n), expect_du.double()) < 1e-5
     assert relative(fft._inverse(dh, n), torch.fft.irfft(corr, n=n, norm="forward").double()) < 1e-5
+
+
+def test_a_compiled_monarch_convolution_builds_its_plan_in_the_graph_and_caches_none():
+    """The op once cached its plan itself: under CUDA graphs the cached tensors came from the graph pool and failed
+    the recording. Compiled, the plan is the graph's, the cache stays empty, and the results are the eager ones."""
+    from archsearch.kernels.long_conv import monarch
+
+    u, h, skip = inputs((2,), 2, 40, 40)
+    probe = torch.randn(2, 2, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    monarch._cached_plan.cache_clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda u, h, s: long_conv_monarch(u, h, s, f16=False), backend="aot_eager", fullgraph=True)
+    y, grads = run(compiled, u, h, skip, probe)
+    assert monarch._cached_plan.cache_info().currsize == 0
+    y_eager, grads_eager = run(lambda u, h, s: long_conv_monarch(u, h, s, f16=False), u, h, skip, probe)
+    assert monarch._cached_plan.cache_info().currsize == 1  # eager calls share a cached plan
+    assert torch.allclose(y, y_eager, atol=1e-6) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_eager, strict=True))
+    y_ref, _ = reference(u, h, skip, probe)
+    assert relative(y, y_ref) < TOL

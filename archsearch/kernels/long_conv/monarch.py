@@ -42,25 +42,42 @@ def supports(t: int) -> bool:
     return fft_size(t) <= MAX_FFT
 
 
-@functools.lru_cache(maxsize=32)
-def _plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
+def plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
     """(N1, N2, (F1 re, F1 im, F2 re, F2 im, twiddle re, twiddle im)) for an N-point transform on device.
 
-    The DFT matrices come in the products' operand type (fp16, or fp32 for tf32), the twiddles in fp32.
+    The DFT matrices come in the products' operand type (fp16, or fp32 for tf32), the twiddles in fp32, all built in
+    real arithmetic (Inductor generates no complex code). Eager calls share one cached plan per transform. Under
+    `torch.compile` the plan is built inside the graph and no cache keeps it. When the op cached its own plan, the
+    first plan came from a CUDA graph tree's memory pool and the cache kept it alive. That failed the recording
+    ("6 tensor(s) in the cudagraph pool not tracked as outputs"), and every H3 and Hyena model then trained without
+    CUDA graphs (H200, benchmarks/RESULTS.md).
     """
+    if torch.compiler.is_compiling():
+        return _build_plan(n, device, f16)
+    return _cached_plan(n, device, f16)
+
+
+def _build_plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
     n1 = 1 << (n.bit_length() - 1) // 2
     n2 = n // n1
-
-    def dft(m: int) -> Tensor:  # unitary, symmetric
-        k = torch.arange(m, dtype=torch.float64)
-        return torch.exp(-2j * math.pi * torch.outer(k, k) / m) / math.sqrt(m)
-
     operand = torch.float16 if f16 else torch.float32
-    twiddle = torch.exp(-2j * math.pi * torch.outer(torch.arange(n1), torch.arange(n2)).double() / n)
-    mats = []
-    for z, dtype in ((dft(n1), operand), (dft(n2), operand), (twiddle, torch.float32)):
-        mats += [z.real.to(device, dtype).contiguous(), z.imag.to(device, dtype).contiguous()]
-    return n1, n2, tuple(mats)
+
+    def unit_roots(rows: int, cols: int, m: int, scale: float, dtype: torch.dtype) -> list[Tensor]:
+        """exp(-2 pi i r c / m) * scale at [r, c], as (real, imaginary); the product reduced mod m first, exactly."""
+        r, c = torch.arange(rows, device=device), torch.arange(cols, device=device)
+        angle = (torch.outer(r, c) % m).double() * (2 * math.pi / m)
+        return [(torch.cos(angle) * scale).to(dtype).contiguous(), (-torch.sin(angle) * scale).to(dtype).contiguous()]
+
+    mats = (*unit_roots(n1, n1, n1, 1 / math.sqrt(n1), operand), *unit_roots(n2, n2, n2, 1 / math.sqrt(n2), operand),
+            *unit_roots(n1, n2, n, 1.0, torch.float32))  # two unitary, symmetric DFTs, then the twiddles
+    return n1, n2, mats
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
+    # built outside inference mode: a cached inference tensor could not be saved for a later backward
+    with torch.inference_mode(False):
+        return _build_plan(n, device, f16)
 
 
 def filter_spectrum(h: Tensor, t: int, n: int, n1: int, n2: int) -> tuple[Tensor, Tensor]:
@@ -257,12 +274,12 @@ def _launch_config(n: int) -> dict:
 
 
 @torch.library.custom_op("archsearch::long_conv_monarch", mutates_args=())
-def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(y, the filter spectrum's real and imaginary parts, which the backward reuses)."""
+def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, mats: list[Tensor], f16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, the filter spectrum's real and imaginary parts, which the backward reuses); `mats`: the transform's `plan`."""
     c, t = u.shape[-2:]
     x = u.reshape(-1, c, t).contiguous()
     n = fft_size(t)
-    n1, n2, mats = _plan(n, u.device, f16)
+    n1, n2 = mats[0].shape[0], mats[2].shape[0]
     hr, hi = filter_spectrum(h, t, n, n1, n2)
     skip = skip.contiguous() if skip is not None else None
     split, per = _splits((x.shape[0] + 1) // 2, c, u.device)
@@ -275,23 +292,21 @@ def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[T
 
 
 @_monarch_op.register_fake
-def _(u: Tensor, h: Tensor, skip: Tensor | None, f16: bool) -> tuple[Tensor, Tensor, Tensor]:
-    n = fft_size(u.shape[-1])
-    n1 = 1 << (n.bit_length() - 1) // 2
-    spectrum = (h.shape[0], n1, n // n1)
+def _(u: Tensor, h: Tensor, skip: Tensor | None, mats: list[Tensor], f16: bool) -> tuple[Tensor, Tensor, Tensor]:
+    spectrum = (h.shape[0], mats[0].shape[0], mats[2].shape[0])
     return u.new_empty(u.shape), h.new_empty(spectrum, dtype=torch.float32), h.new_empty(spectrum, dtype=torch.float32)
 
 
 @torch.library.custom_op("archsearch::long_conv_monarch_backward", mutates_args=())
 def _monarch_backward_op(
-    u: Tensor, h: Tensor, skip: Tensor | None, hr: Tensor, hi: Tensor, dy: Tensor, f16: bool
+    u: Tensor, h: Tensor, skip: Tensor | None, hr: Tensor, hi: Tensor, dy: Tensor, mats: list[Tensor], f16: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(du, dh, dskip; dskip empty without skip)."""
     c, t = u.shape[-2:]
     x = u.reshape(-1, c, t).contiguous()
     b = x.shape[0]
     n = fft_size(t)
-    n1, n2, mats = _plan(n, x.device, f16)
+    n1, n2 = mats[0].shape[0], mats[2].shape[0]
     g = dy.reshape(b, c, t).contiguous()
     hr, hi = hr.contiguous(), hi.contiguous()
     skip = skip.contiguous() if skip is not None else None
@@ -311,20 +326,20 @@ def _monarch_backward_op(
 
 
 @_monarch_backward_op.register_fake
-def _(u, h, skip, hr, hi, dy, f16) -> tuple[Tensor, Tensor, Tensor]:
+def _(u, h, skip, hr, hi, dy, mats, f16) -> tuple[Tensor, Tensor, Tensor]:
     return u.new_empty(u.shape), h.new_empty(h.shape), u.new_empty(0) if skip is None else skip.new_empty(skip.shape)
 
 
 def _monarch_setup(ctx, inputs, output) -> None:
-    u, h, skip, f16 = inputs
-    ctx.save_for_backward(u, h, skip, output[1], output[2])
+    u, h, skip, mats, f16 = inputs
+    ctx.save_for_backward(u, h, skip, output[1], output[2], *mats)
     ctx.f16 = f16
 
 
 def _monarch_backward(ctx, dy: Tensor, _dhr, _dhi):
-    u, h, skip, hr, hi = ctx.saved_tensors
-    du, dh, dskip = _monarch_backward_op(u, h, skip, hr, hi, dy, ctx.f16)
-    return du, dh, None if skip is None else dskip, None
+    u, h, skip, hr, hi, *mats = ctx.saved_tensors
+    du, dh, dskip = _monarch_backward_op(u, h, skip, hr, hi, dy, mats, ctx.f16)
+    return du, dh, None if skip is None else dskip, [None] * len(mats), None
 
 
 _monarch_op.register_autograd(_monarch_backward, setup_context=_monarch_setup)
@@ -336,4 +351,4 @@ def long_conv_monarch(u: Tensor, h: Tensor, skip: Tensor | None = None, f16: boo
     A `torch.library` op (archsearch::long_conv_monarch), so `torch.compile` keeps it in one graph."""
     if not supports(u.shape[-1]):
         raise ValueError(f"long_conv_monarch: T={u.shape[-1]} is over {MAX_FFT // 2}")
-    return _monarch_op(u, h, skip, f16)[0]
+    return _monarch_op(u, h, skip, list(plan(fft_size(u.shape[-1]), u.device, f16)[2]), f16)[0]
