@@ -136,9 +136,7 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
         raise ValidationError(f"{study.file}: only {len(archs)} architecture(s) to validate on; a ranking needs at least 3")
     short, long = study.proxy, long_settings(study.proxy, factor)
     # the proxy as the study measures it: over its repeats' seeds (seed, seed + 1, ...), ranked on their mean
-    shorts = {"proxy" if i == 0 else f"proxy seed {short.seed + i}": dataclasses.replace(short, seed=short.seed + i)
-              for i in range(study.search.repeats)}
-    longs = {"long" if i == 0 else f"long seed {long.seed + i}": dataclasses.replace(long, seed=long.seed + i) for i in range(long_repeats)}
+    shorts, longs = _seeded("proxy", short, study.search.repeats), _seeded("long", long, long_repeats)
     settings = {**shorts, **longs}
     keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
@@ -165,6 +163,11 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
         report["reference_agreement"] = reference_agreement(per_seed, long_seeds, report["direction"], k)
     run_dir.write_validation(report)
     return report
+
+
+def _seeded(fidelity: str, settings: ProxySettings, n: int) -> dict[str, ProxySettings]:
+    """`settings` with seeds seed, seed + 1, ... (n of them), by record name: the fidelity, then "FIDELITY seed S"."""
+    return {fidelity if i == 0 else f"{fidelity} seed {settings.seed + i}": dataclasses.replace(settings, seed=settings.seed + i) for i in range(n)}
 
 
 def _mean_over_seeds(records: Sequence[dict[str, Any]], seeds: Sequence[int], metric: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 
 from archsearch.architecture import Architecture
 from archsearch.fidelity import rank_agreement
-from archsearch.proxy.suite import SCORE, SUITES, Suite, metric_name
+from archsearch.proxy.suite import SCORE, SUITES, Suite, SuiteResult, metric_name
 from archsearch.study import RunDir, Study, import_plugins
 from archsearch.validate import long_settings, quality_objective, train_parallel
 
@@ -56,7 +56,7 @@ def _suite_in_worker(arch_json: str, suite: Suite, plugins: tuple[str, ...]) -> 
         import_plugins(plugins)
         return suite.run(Architecture.from_json(arch_json)).to_dict()
     except Exception as e:  # noqa: BLE001 - one architecture's crash must not end the others' suites
-        return {"metrics": {}, "status": "error", "reason": f"{type(e).__name__}: {e}"[:500], "wall_seconds": 0.0, "runs": {}}
+        return SuiteResult(metrics={}, status="error", reason=f"{type(e).__name__}: {e}"[:500]).to_dict()
 
 
 def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path, plugins: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -65,11 +65,11 @@ def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path,
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    done = {}
+    key, done = suite.to_data(), {}
     if log.exists():
         for line in log.read_text().splitlines():
             record = json.loads(line)
-            if record["suite"] == suite.to_data():
+            if record["suite"] == key:
                 done[record["digest"]] = record["result"]
     todo = [a for a in archs if a.digest not in done]
     print(f"suite: {len(todo)} of {len(archs)} architectures to train ({len(done)} in {log})", flush=True)
@@ -79,7 +79,7 @@ def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path,
             arch, result = futures[future], future.result()
             done[arch.digest] = result
             with log.open("a") as f:
-                f.write(json.dumps({"digest": arch.digest, "suite": suite.to_data(), "result": result}, default=str) + "\n")
+                f.write(json.dumps({"digest": arch.digest, "suite": key, "result": result}, default=str) + "\n")
             print(f"suite {len(done)}/{len(archs)} {arch.summary()}: {result['status']} {result['metrics']} ({result['wall_seconds']:.0f} s)", flush=True)
     return done
 
@@ -125,11 +125,11 @@ def main() -> int:
         suite = Suite.of(tasks, dataclasses.replace(study.proxy, tokens=args.suite_tokens, compile=False, evals=2, timing_steps=0))
         results = suite_results(archs, suite, args.jobs, Path(args.out).with_suffix(".suite.jsonl"), study.plugins)
         scores, per_task = [], {t: [] for t in suite.tasks}
-        for i in range(len(archs)):
-            accs = [results[archs[i].digest]["metrics"].get(metric_name(t)) for t in suite.tasks]
-            for t, acc in zip(suite.tasks, accs, strict=True):
-                per_task[t].append(acc)
-            scores.append(None if None in accs else sum(accs) / len(accs))
+        for arch in archs:
+            metrics = results[arch.digest]["metrics"]
+            for t in suite.tasks:
+                per_task[t].append(metrics.get(metric_name(t)))
+            scores.append(metrics.get(SCORE))  # the suite's own mean, None where a task has no accuracy
         out["suite"] = {"tokens": args.suite_tokens, "tasks": list(suite.tasks), "scores": scores, "per_task": per_task}
         # a higher score should mean a lower loss: rank the negated score against bits per byte
         rows.append((f"suite score ({SCORE})", None, [None if s is None else -s for s in scores], None))

@@ -40,7 +40,7 @@ def positions(n, k, rows):
 
 
 def monarch_plan(t):
-    return list(monarch.plan(monarch.fft_size(t), torch.device(DEVICE), False)[2])
+    return list(monarch.plan(monarch.fft_size(t), torch.device(DEVICE), False))
 
 
 CASES = {

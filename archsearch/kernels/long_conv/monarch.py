@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import triton
@@ -42,8 +43,9 @@ def supports(t: int) -> bool:
     return fft_size(t) <= MAX_FFT
 
 
-def plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
-    """(N1, N2, (F1 re, F1 im, F2 re, F2 im, twiddle re, twiddle im)) for an N-point transform on device.
+def plan(n: int, device: torch.device, f16: bool) -> tuple[Tensor, ...]:
+    """(F1 re, F1 im, F2 re, F2 im, twiddle re, twiddle im) for an N-point transform on device: F1 is N1 x N1, F2
+    N2 x N2 and the twiddles N1 x N2, with N = N1 N2 (see `plan_sizes`).
 
     The DFT matrices come in the products' operand type (fp16, or fp32 for tf32), the twiddles in fp32, all built in
     real arithmetic (Inductor generates no complex code). Eager calls share one cached plan per transform. Under
@@ -57,7 +59,7 @@ def plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tenso
     return _cached_plan(n, device, f16)
 
 
-def _build_plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
+def _build_plan(n: int, device: torch.device, f16: bool) -> tuple[Tensor, ...]:
     n1 = 1 << (n.bit_length() - 1) // 2
     n2 = n // n1
     operand = torch.float16 if f16 else torch.float32
@@ -68,16 +70,20 @@ def _build_plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tupl
         angle = (torch.outer(r, c) % m).double() * (2 * math.pi / m)
         return [(torch.cos(angle) * scale).to(dtype).contiguous(), (-torch.sin(angle) * scale).to(dtype).contiguous()]
 
-    mats = (*unit_roots(n1, n1, n1, 1 / math.sqrt(n1), operand), *unit_roots(n2, n2, n2, 1 / math.sqrt(n2), operand),
+    return (*unit_roots(n1, n1, n1, 1 / math.sqrt(n1), operand), *unit_roots(n2, n2, n2, 1 / math.sqrt(n2), operand),
             *unit_roots(n1, n2, n, 1.0, torch.float32))  # two unitary, symmetric DFTs, then the twiddles
-    return n1, n2, mats
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_plan(n: int, device: torch.device, f16: bool) -> tuple[int, int, tuple[Tensor, ...]]:
+def _cached_plan(n: int, device: torch.device, f16: bool) -> tuple[Tensor, ...]:
     # built outside inference mode: a cached inference tensor could not be saved for a later backward
     with torch.inference_mode(False):
         return _build_plan(n, device, f16)
+
+
+def plan_sizes(mats: Sequence[Tensor]) -> tuple[int, int]:
+    """(N1, N2) of a `plan`."""
+    return mats[0].shape[0], mats[2].shape[0]
 
 
 def filter_spectrum(h: Tensor, t: int, n: int, n1: int, n2: int) -> tuple[Tensor, Tensor]:
@@ -279,7 +285,7 @@ def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, mats: list[Tensor], f
     c, t = u.shape[-2:]
     x = u.reshape(-1, c, t).contiguous()
     n = fft_size(t)
-    n1, n2 = mats[0].shape[0], mats[2].shape[0]
+    n1, n2 = plan_sizes(mats)
     hr, hi = filter_spectrum(h, t, n, n1, n2)
     skip = skip.contiguous() if skip is not None else None
     split, per = _splits((x.shape[0] + 1) // 2, c, u.device)
@@ -293,7 +299,7 @@ def _monarch_op(u: Tensor, h: Tensor, skip: Tensor | None, mats: list[Tensor], f
 
 @_monarch_op.register_fake
 def _(u: Tensor, h: Tensor, skip: Tensor | None, mats: list[Tensor], f16: bool) -> tuple[Tensor, Tensor, Tensor]:
-    spectrum = (h.shape[0], mats[0].shape[0], mats[2].shape[0])
+    spectrum = (h.shape[0], *plan_sizes(mats))
     return u.new_empty(u.shape), h.new_empty(spectrum, dtype=torch.float32), h.new_empty(spectrum, dtype=torch.float32)
 
 
@@ -306,7 +312,7 @@ def _monarch_backward_op(
     x = u.reshape(-1, c, t).contiguous()
     b = x.shape[0]
     n = fft_size(t)
-    n1, n2 = mats[0].shape[0], mats[2].shape[0]
+    n1, n2 = plan_sizes(mats)
     g = dy.reshape(b, c, t).contiguous()
     hr, hi = hr.contiguous(), hi.contiguous()
     skip = skip.contiguous() if skip is not None else None
@@ -351,4 +357,4 @@ def long_conv_monarch(u: Tensor, h: Tensor, skip: Tensor | None = None, f16: boo
     A `torch.library` op (archsearch::long_conv_monarch), so `torch.compile` keeps it in one graph."""
     if not supports(u.shape[-1]):
         raise ValueError(f"long_conv_monarch: T={u.shape[-1]} is over {MAX_FFT // 2}")
-    return _monarch_op(u, h, skip, list(plan(fft_size(u.shape[-1]), u.device, f16)[2]), f16)[0]
+    return _monarch_op(u, h, skip, list(plan(fft_size(u.shape[-1]), u.device, f16)), f16)[0]
