@@ -6,8 +6,8 @@ times its budget. This script takes that run's architectures and long runs as th
 of the proxy (other schedules, learning rates, budgets) on the same architectures, and prints each variant's rank
 agreement with the long runs (Kendall tau with its bootstrap interval, top-3 overlap), beside the study proxy's own
 and the long runs' ranking at their intermediate evaluations. With --suite, it also trains the synthetic suite on
-each architecture (one process per architecture, its tasks in turn; each finished one is appended to OUT's
-.suite.jsonl, so a rerun trains only the rest) and reports the suite score's agreement with the long runs' bits per byte.
+each architecture (each architecture's task a job of its own; each finished one is appended to OUT's
+.suite.jsonl, so a rerun after a cut trains only the rest) and reports the suite score's agreement with the long runs' bits per byte.
 
     python benchmarks/proxy_fidelity.py studies/gpu.yaml --run runs/val --jobs 6 --suite --out fidelity.json
 """
@@ -50,8 +50,7 @@ def variant_settings(proxy, changes: dict):
 
 
 def _suite_in_worker(arch_json: str, suite: Suite, plugins: tuple[str, ...]) -> dict:
-    """One architecture's whole suite, in a worker process (its tasks one after another, sharing the process); a
-    crash is that architecture's result."""
+    """One architecture's suite (here one task of it), in a worker process; a crash is that run's result."""
     try:
         import_plugins(plugins)
         return suite.run(Architecture.from_json(arch_json)).to_dict()
@@ -60,28 +59,38 @@ def _suite_in_worker(arch_json: str, suite: Suite, plugins: tuple[str, ...]) -> 
 
 
 def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path, plugins: tuple[str, ...] = ()) -> dict[str, dict]:
-    """Each architecture's suite result, `jobs` architectures at a time, each finished one appended to `log`
-    (a JSON line per architecture): a rerun trains only the architectures that log lacks."""
+    """Each architecture's suite result. Each (architecture, task) trains as its own job, `jobs` at a time, and each
+    finished one is appended to `log` (a JSON line): a rerun, after a cut, trains only the tasks that log lacks."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    key, done = suite.to_data(), {}
+    units = {json.dumps(one.to_data(), sort_keys=True, default=str): one for one in suite.per_task()}
+    done: dict[tuple[str, str], dict] = {}
     if log.exists():
         for line in log.read_text().splitlines():
             record = json.loads(line)
-            if record["suite"] == key:
-                done[record["digest"]] = record["result"]
-    todo = [a for a in archs if a.digest not in done]
-    print(f"suite: {len(todo)} of {len(archs)} architectures to train ({len(done)} in {log})", flush=True)
+            if record["suite"] in units:
+                done[record["digest"], record["suite"]] = record["result"]
+    todo = [(a, key) for a in archs for key in units if (a.digest, key) not in done]
+    print(f"suite: {len(todo)} of {len(archs) * len(units)} task runs to train ({len(done)} in {log})", flush=True)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_suite_in_worker, a.to_json(), suite, plugins): a for a in todo}
+        futures = {pool.submit(_suite_in_worker, a.to_json(), units[key], plugins): (a, key) for a, key in todo}
         for future in as_completed(futures):
-            arch, result = futures[future], future.result()
-            done[arch.digest] = result
+            (arch, key), result = futures[future], future.result()
+            done[arch.digest, key] = result
             with log.open("a") as f:
                 f.write(json.dumps({"digest": arch.digest, "suite": key, "result": result}, default=str) + "\n")
-            print(f"suite {len(done)}/{len(archs)} {arch.summary()}: {result['status']} {result['metrics']} ({result['wall_seconds']:.0f} s)", flush=True)
-    return done
+            print(f"suite {len(done)}/{len(archs) * len(units)} {arch.summary()} {units[key].tasks[0]}: {result['status']} "
+                  f"{result['metrics']} ({result['wall_seconds']:.0f} s)", flush=True)
+    out = {}
+    for arch in archs:
+        parts = [done[arch.digest, key] for key in units]
+        metrics = {k: v for part in parts for k, v in part["metrics"].items() if k != SCORE}
+        failed = [p for p in parts if p["status"] != "ok"]
+        whole = SuiteResult(metrics={**metrics, SCORE: suite.score(metrics)}, status=failed[0]["status"] if failed else "ok",
+                            reason="; ".join(p["reason"] for p in failed), wall_seconds=sum(p["wall_seconds"] for p in parts))
+        out[arch.digest] = {**whole.to_dict(), "runs": {t: r for p in parts for t, r in p["runs"].items()}}
+    return out
 
 
 def main() -> int:

@@ -149,9 +149,17 @@ class Suite:
             if best is None:
                 result.status, result.reason = runs[-1].status, failure or ""
             result.metrics[metric_name(task)] = best
-        scores = [result.metrics[metric_name(t)] for t in self.tasks]
-        result.metrics[SCORE] = None if None in scores else sum(scores) / len(scores)
+        result.metrics[SCORE] = self.score(result.metrics)
         return result
+
+    def score(self, metrics: dict[str, float | None]) -> float | None:
+        """The suite score of task accuracies (`<task>_accuracy` keys): their mean, None while one is missing."""
+        scores = [metrics.get(metric_name(t)) for t in self.tasks]
+        return None if None in scores else sum(scores) / len(scores)
+
+    def per_task(self) -> tuple[Suite, ...]:
+        """This suite's tasks as one-task suites with its learning rates: units of work that can run apart."""
+        return tuple(Suite((settings,), self.lrs) for settings in self.runs)
 
 
 def run_suite(arch: Architecture, settings: ProxySettings | None = None, tasks: str | Sequence[str | TaskSpec] = DEFAULT_SUITE,
