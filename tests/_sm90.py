@@ -1,7 +1,7 @@
 """Compile a CPU call's Triton launches for sm90 (H100, H200) without a GPU, and report each config's shared memory.
 
 Run as a script in a process whose kernels are not interpreted (TRITON_INTERPRET=0: tests/conftest.py turns the
-interpreter on for the test process): `python tests/_sm90.py CASE HEAD_DIM [PIPELINED]` prints one JSON line per
+interpreter on for the test process): `python tests/_sm90.py CASE HEAD_DIM` prints one JSON line per
 compiled config, [kernel, config, shared bytes]. Each launch compiles (Triton's compiler and ptxas) and does not run;
 an autotuned launch compiles every config its prune keeps, which is what the autotuner would time.
 """
@@ -57,15 +57,10 @@ def compiled_for_sm90():
         driver._active = active
 
 
-def deltanet_chunk(head_dim: int, pipelined: bool = False) -> None:
-    """The chunked delta rule's forward and backward; `pipelined`: the state loop offered only its pipelined configs,
-    which the prune keeps from wide keys (the check's own failing case)."""
+def deltanet_chunk(head_dim: int) -> None:
+    """The chunked delta rule's forward and backward, through its launchers (past the dispatcher's head-dim limit too)."""
     from archsearch.kernels.delta_rule import chunk
 
-    if pipelined:
-        keep = [c for c in chunk._STATE_CONFIGS if c.num_stages > 1]
-        for kernel in (chunk._fwd_state_kernel, chunk._bwd_state_kernel):
-            kernel.early_config_prune = lambda configs, named_args, **kwargs: keep
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 128, 2, head_dim, generator=g, dtype=torch.bfloat16) for _ in range(3))
     beta = torch.rand(1, 128, 2, generator=g, dtype=torch.bfloat16)
@@ -86,8 +81,8 @@ def sliding_window_attention(head_dim: int) -> None:
 CASES = {"deltanet_chunk": deltanet_chunk, "sliding_window_attention": sliding_window_attention}
 
 if __name__ == "__main__":
-    case, head_dim, *flags = sys.argv[1:]
+    case, head_dim = sys.argv[1:]
     with compiled_for_sm90() as seen:
-        CASES[case](int(head_dim), *(f == "pipelined" for f in flags))
+        CASES[case](int(head_dim))
     for row in seen:
         print(json.dumps(row))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
 
 import triton
 
@@ -15,14 +14,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _CACHE_RESULTS = {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
 
 
-def autotune(configs: list[triton.Config], key: list[str], prune: Callable[..., list[triton.Config]] | None = None):
-    """triton.autotune on a GPU; under the interpreter the kernel is left as it is and runs `first(configs)`.
-    `prune(configs, named_args, **kwargs)` keeps the configs worth timing for a launch's arguments (Triton's
-    early_config_prune): those that fit the device at that shape."""
+def autotune(configs: list[triton.Config], key: list[str]):
+    """triton.autotune on a GPU; under the interpreter the kernel is left as it is and runs `first(configs)`."""
     if INTERPRET:
         return lambda fn: fn
-    pruning = {"prune_configs_by": {"early_config_prune": prune}} if prune is not None else {}
-    return triton.autotune(configs=configs, key=key, **pruning, **_CACHE_RESULTS)
+    return triton.autotune(configs=configs, key=key, **_CACHE_RESULTS)
 
 
 def first(configs: list[triton.Config]) -> dict:

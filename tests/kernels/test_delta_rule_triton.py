@@ -133,3 +133,12 @@ def test_decode_step_kernel_equals_reference_step():
     o_ref, s_ref = delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], s0, scale=0.5)
     torch.testing.assert_close(o, o_ref, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(s, s_ref, atol=ATOL, rtol=RTOL)
+
+
+def test_head_dims_past_the_kernels_limit_go_to_the_reference():
+    """Above 128 the GPU kernels failed (an illegal address at 192, wrong gradients at 256, on the H200): the
+    dispatcher sends those head dims to the PyTorch chunked form."""
+    limit = chunk_module.MAX_HEAD_DIM
+    for head_dim, taken in ((64, True), (limit, True), (limit + 64, False), (256, False)):
+        q = torch.randn(1, 8, 1, head_dim)
+        assert chunk_module.supports(q, q, 64) is taken, head_dim
