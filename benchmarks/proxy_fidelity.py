@@ -69,7 +69,7 @@ def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path,
     if log.exists():
         for line in log.read_text().splitlines():
             record = json.loads(line)
-            if record["suite"] in units:
+            if isinstance(record["suite"], str) and record["suite"] in units:  # a whole-suite line of old logs: not reused
                 done[record["digest"], record["suite"]] = record["result"]
     todo = [(a, key) for a in archs for key in units if (a.digest, key) not in done]
     print(f"suite: {len(todo)} of {len(archs) * len(units)} task runs to train ({len(done)} in {log})", flush=True)
