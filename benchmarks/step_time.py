@@ -5,7 +5,8 @@ benchmarks/width_study.yaml measured the same tokens/s (284K to 290K) for one fa
 arithmetic. This script trains each width of that family (DeltaNet with sliding-window attention every other
 layer, 8 layers, `benchmarks/width_space.yaml`) alone in this process with the proxy's own loop (compiled as a
 study compiles, three timed windows), at 16 x 256 and at 16 x 1024, and then profiles 20 steps of a second run:
-the GPU's kernel time per step against the step's wall time says whether the host or the GPU sets the pace.
+the GPU's kernel time per step against the step's wall time says whether the host or the GPU sets the pace. (The
+H200 figures of 2026-12-02 in benchmarks/RESULTS.md were taken before user annotations were left out of that sum.)
 
     PYTHONUNBUFFERED=1 python benchmarks/step_time.py --out step_time.json
 """
@@ -57,7 +58,8 @@ def profiled_step(arch: Architecture, settings: ProxySettings) -> dict:
 
     run_proxy(arch, dataclasses.replace(settings, timing_steps=0), on_step=on_step)
     steps = PROFILED[1] - PROFILED[0]
-    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # kernels only: the optimizer's record_function range also shows on the GPU timeline, over its kernels
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     gpu_us = sum(e.self_device_time_total for e in events)
     launches = sum(e.count for e in events)
     top = sorted(events, key=lambda e: -e.self_device_time_total)[:6]
