@@ -20,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .architecture import Architecture
 from .curves import extrapolate
@@ -112,9 +114,11 @@ def _train(arch: Architecture, settings: ProxySettings, on_step: Callable[[int, 
         return Metrics(status="error", reason=f"{type(e).__name__}: {e}"[:500])
 
 
-def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tuple[str, ...], train: Train) -> None:
-    """One training in a worker process (the study's plugins imported there first), its metrics sent back."""
+def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tuple[str, ...], train: Train, threads: int) -> None:
+    """One training in a worker process (the study's plugins imported there first), on `threads` CPU threads, its
+    metrics sent back."""
     try:
+        torch.set_num_threads(threads)
         import_plugins(plugins)
         metrics = train(Architecture.from_json(arch_json), settings, lambda tokens, loss: None).to_dict()
     except BaseException as e:  # noqa: BLE001 - whatever ends the training is its result, sent back
@@ -208,15 +212,25 @@ def _token_bar(show: bool):
                     TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not show)
 
 
+def cpu_share(processes: int) -> int:
+    """The torch threads each of `processes` processes may use so that together they fill this process's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
 def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: int, plugins: tuple[str, ...] = (),
                    train: Train = _train, progress: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """Train each (architecture, settings) job, `at_once` at a time, each in a fresh spawned process, the longest
     first; yield (the job's index, its metrics as a dict) as each finishes. A process that dies without a result (a
-    crash, a kill) is that job's error; the others go on. Interrupted, it leaves no process training."""
+    crash, a kill) is that job's error; the others go on. Interrupted, it leaves no process training.
+
+    Each process gets its share of this machine's cores as torch threads. Left at torch's default of every core,
+    two CPU trainings at once on 2 cores took 5.7x as long as one after the other (benchmarks/RESULTS.md)."""
     import multiprocessing
     from multiprocessing.connection import wait
 
     context = multiprocessing.get_context("spawn")
+    threads = cpu_share(at_once)
     pending = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].tokens)
     running: dict[Any, tuple[Any, int]] = {}
     try:
@@ -226,7 +240,7 @@ def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: 
                 while pending and len(running) < at_once:
                     i = pending.pop(0)
                     receive, send = context.Pipe(duplex=False)
-                    process = context.Process(target=_train_in_worker, args=(send, jobs[i][0].to_json(), jobs[i][1], plugins, train), daemon=True)
+                    process = context.Process(target=_train_in_worker, args=(send, jobs[i][0].to_json(), jobs[i][1], plugins, train, threads), daemon=True)
                     process.start()
                     send.close()
                     running[receive] = (process, i)
