@@ -26,8 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 
 from archsearch import Architecture, BlockSpec, LayerSpec
-from archsearch.proxy import ProxySettings, run_proxy
-from archsearch.proxy.train import COMPILE_CACHE_ENV
+from archsearch.proxy import COMPILE_CACHE_ENV, ProxySettings, run_proxy
 
 
 def width_family(d_model: int, layers: int = 8) -> Architecture:
