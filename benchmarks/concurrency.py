@@ -5,8 +5,9 @@ issue 17), and a proxy step at the study's 16 x 256 is host-bound (benchmarks/st
 the same architecture in N processes at once, for N in --jobs, untimed (no exclusive windows, so no process waits
 for another's timer), after one run that fills the compile cache. Each process logs (time, tokens) every 10 steps;
 the aggregate rate is the tokens all processes trained inside the interval where every one of them was training,
-over its length. Run it with and without MPS (`nvidia-cuda-mps-control -d`) to tell GPU time-slicing from host
-contention.
+over its length. Each process takes its share of the cores as torch threads, as a study's trials do
+(`--default-threads`: torch's default of every core). Run it with and without MPS (`nvidia-cuda-mps-control -d`)
+to tell GPU time-slicing from host contention.
 
     PYTHONUNBUFFERED=1 python benchmarks/concurrency.py --jobs 1,2,4,8 --out concurrency.json
 """
@@ -27,6 +28,7 @@ import torch
 
 from archsearch import Architecture, BlockSpec, LayerSpec
 from archsearch.proxy import COMPILE_CACHE_ENV, ProxySettings, run_proxy
+from archsearch.validate import cpu_share
 
 
 def width_family(d_model: int, layers: int = 8) -> Architecture:
@@ -75,6 +77,7 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--tokens", type=int, default=6_000_000, help="per process")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--default-threads", action="store_true", help="leave each process torch's default threads (every core)")
     ap.add_argument("--out", default="concurrency.json")
     args = ap.parse_args()
     os.environ.setdefault(COMPILE_CACHE_ENV, tempfile.mkdtemp(prefix="archsearch-cc-"))  # shared by the workers
@@ -90,7 +93,8 @@ def main() -> int:
     print(f"warm-up: {warm['status']}, compile {warm['compile_s']} s", flush=True)
     single = None
     for n in map(int, args.jobs.split(",")):
-        with ProcessPoolExecutor(n, mp_context=context) as pool:
+        threads = {} if args.default_threads else {"initializer": torch.set_num_threads, "initargs": (cpu_share(n),)}
+        with ProcessPoolExecutor(n, mp_context=context, **threads) as pool:
             results = list(pool.map(_train, [arch.to_json()] * n, [settings] * n))
         failed = [r for r in results if r["status"] != "ok"]
         if failed:

@@ -27,7 +27,7 @@ from archsearch.architecture import Architecture
 from archsearch.fidelity import rank_agreement
 from archsearch.proxy.suite import SCORE, SUITES, Suite, SuiteResult, metric_name
 from archsearch.study import RunDir, Study, import_plugins
-from archsearch.validate import long_settings, quality_objective, train_parallel
+from archsearch.validate import cpu_share, long_settings, quality_objective, train_parallel
 
 # name -> changes to the study's proxy; "study" is the study's proxy itself (its runs come from the validation)
 VARIANTS = {
@@ -73,7 +73,9 @@ def suite_results(archs: list[Architecture], suite: Suite, jobs: int, log: Path,
                 done[record["digest"], record["suite"]] = record["result"]
     todo = [(a, key) for a in archs for key in units if (a.digest, key) not in done]
     print(f"suite: {len(todo)} of {len(archs) * len(units)} task runs to train ({len(done)} in {log})", flush=True)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # each worker its share of the cores as torch threads, as validate's workers (validate.cpu_share)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                             initargs=(cpu_share(jobs),)) as pool:
         futures = {pool.submit(_suite_in_worker, a.to_json(), units[key], plugins): (a, key) for a, key in todo}
         for future in as_completed(futures):
             (arch, key), result = futures[future], future.result()
