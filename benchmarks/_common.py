@@ -10,6 +10,8 @@ import torch
 import triton
 from torch import Tensor
 
+from archsearch import Architecture, BlockSpec, LayerSpec
+
 
 def median_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:
     """Median time of fn in ms, timed with CUDA events after warm-up (triton.testing.do_bench)."""
@@ -72,3 +74,13 @@ def attempt(fn: Callable[[], object], what: str) -> object | None:
         print(f"FAILED {what}:\n{traceback.format_exc(limit=3)}", flush=True)
         torch.cuda.synchronize()
         return None
+
+
+def width_family(d_model: int, layers: int = 8) -> Architecture:
+    """benchmarks/width_space.yaml at one width: DeltaNet (4 heads), sliding-window attention (window 256) every
+    other layer, glu channels."""
+    specs = []
+    for i in range(layers):
+        mixer = BlockSpec.make("swa", {"window": 256}, d_model) if i % 2 else BlockSpec.make("deltanet", {"heads": 4}, d_model)
+        specs.append(LayerSpec(mixer, BlockSpec.make("glu", {}, d_model)))
+    return Architecture(d_model, tuple(specs))

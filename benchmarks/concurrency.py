@@ -25,19 +25,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from _common import width_family
 
-from archsearch import Architecture, BlockSpec, LayerSpec
+from archsearch import Architecture
 from archsearch.proxy import COMPILE_CACHE_ENV, ProxySettings, run_proxy
 from archsearch.validate import cpu_share
-
-
-def width_family(d_model: int, layers: int = 8) -> Architecture:
-    """DeltaNet (4 heads) with sliding-window attention (window 256) every other layer, as benchmarks/width_space.yaml."""
-    specs = []
-    for i in range(layers):
-        mixer = BlockSpec.make("swa", {"window": 256}, d_model) if i % 2 else BlockSpec.make("deltanet", {"heads": 4}, d_model)
-        specs.append(LayerSpec(mixer, BlockSpec.make("glu", {}, d_model)))
-    return Architecture(d_model, tuple(specs))
 
 
 def _train(arch_json: str, settings: ProxySettings) -> dict:

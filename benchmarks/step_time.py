@@ -20,22 +20,13 @@ import json
 import time
 
 import torch
+from _common import width_family
 
-from archsearch import Architecture, BlockSpec, LayerSpec
+from archsearch import Architecture
 from archsearch.proxy import ProxySettings, run_proxy
 
 PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
-LAYERS = 8
 PROFILED = (30, 50)  # the steps between which the profile runs (the loop's host syncs fall every 10 steps)
-
-
-def width_family(d_model: int) -> Architecture:
-    """width_space.yaml at one width: DeltaNet (4 heads), sliding-window attention (window 256) every other layer."""
-    layers = []
-    for i in range(LAYERS):
-        mixer = BlockSpec.make("swa", {"window": 256}, d_model) if i % 2 else BlockSpec.make("deltanet", {"heads": 4}, d_model)
-        layers.append(LayerSpec(mixer, BlockSpec.make("glu", {}, d_model)))
-    return Architecture(d_model, tuple(layers))
 
 
 def profiled_step(arch: Architecture, settings: ProxySettings) -> dict:
