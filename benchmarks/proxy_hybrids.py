@@ -9,6 +9,7 @@ T 4096 and 8192.
 
 Before its run, each compiled row checks on its first batch that the compiled model gives the eager model's loss and
 gradients, and a two-layer copy of the architecture is traced whole (`torch._dynamo.explain`) for graph breaks.
+(Under `step-graph` that check compiles the regions in the default mode; the whole step's graph is the proxy run's.)
 
     PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --out results.json                 # every row
     PYTHONUNBUFFERED=1 python benchmarks/proxy_hybrids.py --parts long --out long.json       # the T4096 and T8192 rows
@@ -28,7 +29,7 @@ import torch
 from archsearch import Architecture, BlockSpec, LayerSpec
 from archsearch.model import build_model
 from archsearch.proxy import ProxySettings, run_proxy
-from archsearch.proxy.train import COMPILE_MODES
+from archsearch.proxy.train import COMPILE_MODES, torch_compile_mode
 
 D, N = 512, 16
 DEVICE = "cuda"
@@ -84,7 +85,7 @@ def check(arch: Architecture, seq_len: int, batch: int, mode: str) -> dict:
         return loss.item(), torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
 
     loss, grads = loss_and_grads()
-    model.compile_regions(fullgraph=True, dynamic=False, mode=mode)
+    model.compile_regions(fullgraph=True, dynamic=False, mode=torch_compile_mode(mode))
     start = time.perf_counter()
     torch.compiler.cudagraph_mark_step_begin()
     loss_c, grads_c = loss_and_grads()

@@ -9,6 +9,7 @@ the GPU's kernel time per step against the step's wall time says whether the hos
 H200 figures of 2026-12-02 in benchmarks/RESULTS.md were taken before user annotations were left out of that sum.)
 
     PYTHONUNBUFFERED=1 python benchmarks/step_time.py --out step_time.json
+    PYTHONUNBUFFERED=1 python benchmarks/step_time.py --compile-modes reduce-overhead,step-graph   # the modes side by side
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from _common import width_family
 
 from archsearch import Architecture
 from archsearch.proxy import ProxySettings, run_proxy
+from archsearch.proxy.train import COMPILE_MODES
 
 PEAK_FLOPS = 989e12  # H100 / H200 SXM dense bf16
 PROFILED = (30, 50)  # the steps between which the profile runs (the loop's host syncs fall every 10 steps)
@@ -65,19 +67,23 @@ def main() -> int:
     ap.add_argument("--seq-lens", default="256,1024")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--compile-modes", default=ProxySettings().compile_mode, help=f"comma-separated, each width run in each: {', '.join(COMPILE_MODES)}")
     ap.add_argument("--out", default="step_time.json")
     args = ap.parse_args()
+    modes = args.compile_modes.split(",")
+    if unknown := [m for m in modes if m not in COMPILE_MODES]:
+        ap.error(f"--compile-modes: expected modes among {', '.join(COMPILE_MODES)}, got {', '.join(unknown)}")
     out = {"device": torch.cuda.get_device_name() if args.device == "cuda" else args.device, "torch": torch.__version__,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"), "rows": []}
     for seq_len in map(int, args.seq_lens.split(",")):
-        for d in map(int, args.widths.split(",")):
+        for d, mode in ((d, mode) for d in map(int, args.widths.split(",")) for mode in modes):
             arch = width_family(d)
             settings = ProxySettings(batch_size=args.batch, seq_len=seq_len, tokens=120 * args.batch * seq_len, evals=1,
-                                     eval_tokens=8 * args.batch * seq_len, device=args.device)
+                                     eval_tokens=8 * args.batch * seq_len, device=args.device, compile_mode=mode)
             m = run_proxy(arch, settings)
-            row = {"d_model": d, "seq_len": seq_len, "batch": args.batch, "params": arch.cost(context=seq_len).params, "status": m.status, "reason": m.reason,
-                   "tok_s": m.train_tokens_per_s, "spread": m.train_tokens_per_s_spread, "compile_s": m.compile_seconds,
-                   "compile_error": m.compile_error}
+            row = {"d_model": d, "seq_len": seq_len, "batch": args.batch, "compile_mode": mode, "params": arch.cost(context=seq_len).params,
+                   "status": m.status, "reason": m.reason, "tok_s": m.train_tokens_per_s, "spread": m.train_tokens_per_s_spread,
+                   "compile_s": m.compile_seconds, "compile_error": m.compile_error, "bpb": m.bits_per_byte}
             if m.train_tokens_per_s:
                 flops = 3 * arch.cost(context=seq_len).flops_per_token
                 row["mfu"] = flops * m.train_tokens_per_s / PEAK_FLOPS
@@ -87,14 +93,15 @@ def main() -> int:
             print(json.dumps(row, default=str), flush=True)
             with open(args.out, "w") as f:
                 json.dump(out, f, indent=1, default=str)
-    print("| d_model | T | params | tok/s | spread | MFU | step ms (timed) | wall ms/step (profiled) | GPU kernel ms/step | kernels/step |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| d_model | T | mode | params | tok/s | spread | MFU | step ms (timed) | wall ms/step (profiled) | GPU kernel ms/step | kernels/step | bits/byte | compile_error |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in out["rows"]:
+        head = f"| {r['d_model']} | {r['seq_len']} | {r['compile_mode']} | {r['params'] / 1e6:.1f}M |"
         if r.get("tok_s"):
-            print(f"| {r['d_model']} | {r['seq_len']} | {r['params'] / 1e6:.1f}M | {r['tok_s']:,.0f} | {r['spread']:.1%} | {r['mfu']:.1%} | "
-                  f"{r['step_ms']:.2f} | {r['wall_ms_per_step']:.2f} | {r['gpu_ms_per_step']:.2f} | {r['kernels_per_step']:.0f} |")
+            print(f"{head} {r['tok_s']:,.0f} | {r['spread']:.1%} | {r['mfu']:.1%} | {r['step_ms']:.2f} | {r['wall_ms_per_step']:.2f} | "
+                  f"{r['gpu_ms_per_step']:.2f} | {r['kernels_per_step']:.0f} | {r['bpb']:.4f} | {r['compile_error'][:80]} |")
         else:
-            print(f"| {r['d_model']} | {r['seq_len']} | {r['params'] / 1e6:.1f}M | {r['status']}: {r['reason'][:80]} | | | | | | |")
+            print(f"{head} {r['status']}: {r['reason'][:80]} | | | | | | | | |")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -52,9 +53,11 @@ class ProxySettings:
     evals: int = field(default=8, metadata={"help": "intermediate evaluations (the learning curve), the last one final"})
     eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = field(
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "step-graph"] = field(
         default="reduce-overhead", metadata={"help": "torch.compile's mode when compiled; reduce-overhead (the default) replays CUDA "
                                                      "graphs of the compiled layers, so the host's launches do not set the pace; "
+                                                     "step-graph: the layers compiled in the default mode and the whole training "
+                                                     "step (forward, backward, clip, optimizer) replayed as one CUDA graph; "
                                                      "off CUDA every mode runs as default"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
@@ -93,15 +96,19 @@ class ProxySettings:
     def task_spec(self) -> TaskSpec:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
-    @property
-    def cuda_graphs(self) -> bool:
-        """Whether a run on CUDA replays CUDA graphs (compiled, or auto, in a CUDA graph mode)."""
-        return self.compile is not False and self.compile_mode in CUDA_GRAPH_MODES
 
 
 COMPILE_MODES = typing.get_args(typing.get_type_hints(ProxySettings)["compile_mode"])
-WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
-CUDA_GRAPH_MODES = tuple(WITHOUT_CUDA_GRAPHS)  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
+STEP_GRAPH = "step-graph"  # ours: the whole step captured as one CUDA graph (`_Steps`)
+# what a mode falls back to when its CUDA graphs fail: the whole-step graph to torch's per-region graphs, those to none
+WITHOUT_CUDA_GRAPHS = {STEP_GRAPH: "reduce-overhead", "reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+TREE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that replay CUDA graphs (CUDA graph trees)
+
+
+def torch_compile_mode(mode: str) -> str:
+    """torch.compile's mode for a proxy's `compile_mode`: step-graph compiles its regions in the default mode."""
+    return "default" if mode == STEP_GRAPH else mode
+
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
 _INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
@@ -154,7 +161,7 @@ class Metrics:
         None, "text", "why train_tokens_per_s was not measured, when it was not", objective=False))
     compiled: bool = False  # whether the training steps ran compiled (torch.compile, one graph per layer kind)
     compile_seconds: float | None = field(default=None, metadata=metric(
-        "minimize", "seconds", "wall time of the first compiled step: tracing, Inductor, one step",
+        "minimize", "seconds", "wall time of the first compiled step (tracing, Inductor, one step), and under step-graph of the step before the capture and the capture",
         detail="{:.1f} s", objective=False))
     setup_seconds: float | None = field(default=None, metadata=metric(
         "minimize", "seconds", "wall time before the first training step: data, model, optimizer, a checkpoint's state",
@@ -298,7 +305,10 @@ class _Training:
         self.identity = f"{arch.digest}:{json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)}:{list(rungs)}"
         self.model = build_model(arch).to(device)
         metrics.params = sum(p.numel() for p in self.model.parameters())
-        self.opt = _optimizer(self.model, settings, device)
+        compiled = _compiles(settings, device)
+        # a captured step reads its learning rate from a tensor, and its optimizer's state lives on the device
+        step_graph = compiled and settings.compile_mode == STEP_GRAPH and device.type == "cuda"
+        self.opt = _optimizer(self.model, settings, device, capturable=step_graph)
         self.seq_len = self.task.seq_len if self.task else settings.seq_len
         self.tokens_per_step = settings.batch_size * self.seq_len
         self.steps = max(1, settings.tokens // self.tokens_per_step)
@@ -318,11 +328,12 @@ class _Training:
         self.plan_steps = self.rungs[0].branch_at if self.rungs else self.steps
         self.windows = TimingWindows.plan(self.plan_steps, settings.timing_steps) if settings.timing_steps else None
         self.lock = DeviceLock(device)
-        self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        # autocast's cache of cast weights would be baked into a captured step as stale copies
+        self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=not step_graph)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         self.eval_batches = _eval_batches(settings, self.corpus, self.task, self.seq_len)
-        self.step_fn = _Steps(self.model, self.opt, settings, self.autocast, compiled=_compiles(settings, device))
+        self.step_fn = _Steps(self.model, self.opt, settings, self.autocast, compiled=compiled)
         self.step = 0  # steps done on the run's own trajectory
         self.resumed_point: dict[str, float] | None = None  # the rung point a checkpoint ended at
         self.resumed_rung = -1
@@ -339,8 +350,12 @@ class _Training:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _one_step(self, step: int, schedule: Schedule, timed: bool):
+        lr = self.settings.lr * schedule(step)
         for group in self.opt.param_groups:
-            group["lr"] = self.settings.lr * schedule(step)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # read by a captured step on the device: no host sync, no new graph
+            else:
+                group["lr"] = lr
         compiling = self.step_fn.compiling
         if compiling:
             # tracing and Inductor are host work that no timer should wait on: the first step runs unlocked (its own
@@ -466,6 +481,7 @@ class _Training:
         with self.lock.shared(keep=False):
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
+            self.step_fn.optimizer_loaded()
         self.generator.set_state(state["generator"])
         self.step = state["step"]
 
@@ -497,6 +513,7 @@ class _Training:
         self.metrics.tokens_trained = int(self.resumed_point["tokens"])
 
     def close(self) -> None:
+        self.step_fn.release()
         self.step_fn.record(self.metrics)
         self.metrics.lock_wait_seconds = self.lock.waited
         self.lock.close()
@@ -538,8 +555,16 @@ class _Steps:
     Under a CUDA graph mode (`compile_mode: reduce-overhead`), torch's CUDA graph trees record each compiled region's
     forward and backward and replay them; the optimizer stays eager, outside the graphs. A replay overwrites the
     outputs of the step before, so each step is marked as a new one and the losses it returns are copies. Off CUDA,
-    Inductor skips the graphs and the step is the default mode's. A first step that fails under CUDA graphs is
-    compiled again without them (reduce-overhead as default) before eager is the last resort; each reason recorded.
+    Inductor skips the graphs and the step is the default mode's.
+
+    Under `step-graph` the regions compile in the default mode, and after the compiling step and one more on the
+    capture stream (lazy initialisations stay out of the capture), the whole step is captured as one CUDA graph
+    (PyTorch's whole-network capture): each later step copies its batch into the graph's inputs and replays it,
+    a few launches of host work whatever the depth. The graph holds the optimizer's tensors, so loading an
+    optimizer state (a rung's branch, a checkpoint) drops it, and the next step captures again.
+
+    A first step (or capture) that fails under CUDA graphs is compiled again without them (step-graph as
+    reduce-overhead, reduce-overhead as default) before eager is the last resort; each reason recorded.
     """
 
     def __init__(self, model: HybridLM, opt: torch.optim.Optimizer, settings: ProxySettings, autocast, compiled: bool) -> None:
@@ -551,6 +576,8 @@ class _Steps:
         self._first = compiled
         self._evaluated = False  # whether an evaluation ran (the first compiles the layers for eval mode)
         self._eager_evaluation = False  # set when the evaluation graphs failed to compile (see evaluate)
+        self._graph: _StepGraph | None = None  # the captured step (step-graph), once captured
+        self._warm_steps = 0  # steps run since the last capture was dropped (step-graph)
         if compiled:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
@@ -558,17 +585,23 @@ class _Steps:
             self._compile()
 
     def _compile(self) -> None:
-        self.model.compile_regions(fullgraph=True, dynamic=False, mode=self.mode)
+        self.model.compile_regions(fullgraph=True, dynamic=False, mode=torch_compile_mode(self.mode))
 
     @property
     def graphs(self) -> bool:
-        """Whether the steps replay CUDA graphs (a CUDA graph mode, compiled)."""
-        return self.compiled and self.mode in CUDA_GRAPH_MODES
+        """Whether the steps replay torch's CUDA graph trees (compiled, in one of their modes)."""
+        return self.compiled and self.mode in TREE_MODES
+
+    @property
+    def _captures(self) -> bool:
+        """Whether steps are to be captured whole (step-graph, compiled, on CUDA)."""
+        return self.compiled and self.mode == STEP_GRAPH and self.opt.param_groups[0]["params"][0].is_cuda
 
     @property
     def compiling(self) -> bool:
-        """Whether the next step compiles (the first of a compiled run)."""
-        return self._first
+        """Whether the next step compiles or captures (host work: the first of a compiled run; under step-graph
+        also the step on the capture stream and the capture)."""
+        return self._first or (self._captures and self._graph is None)
 
     @property
     def evaluation_compiles(self) -> bool:
@@ -577,8 +610,40 @@ class _Steps:
         return self.compiled and not self._evaluated
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
-        if not self._first:
+        if self._graph is not None:
+            return self._graph.replay(x, y)
+        if self._first:
+            return self._compiling_step(x, y)
+        if not self._captures:
             return self._step(x, y)
+        self._warm_steps += 1
+        start = time.perf_counter()
+        try:
+            if self._warm_steps < CAPTURE_AFTER:
+                out = self._graph_warm_up(x, y)
+            else:
+                self._graph = _StepGraph(self._body, self.opt, x, y)
+                out = self._graph.replay(x, y)
+                synchronize(x.device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a step that cannot be captured falls back; the trial goes on
+            self._graph = None
+            self._fell_back(self.mode, e)
+            self.opt.zero_grad(set_to_none=True)
+            synchronize(x.device)
+            self.model.uncompile_regions()
+            self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
+            self._compile()
+            self._spent(start)
+            return self._compiling_step(x, y)
+        self._spent(start)
+        return out
+
+    def _spent(self, start: float) -> None:
+        self.compile_seconds = (self.compile_seconds or 0.0) + time.perf_counter() - start
+
+    def _compiling_step(self, x: torch.Tensor, y: torch.Tensor):
         self._first = False
         start = time.perf_counter()
         while True:
@@ -592,27 +657,56 @@ class _Steps:
                 self._fell_back(self.mode, e)
                 self.opt.zero_grad(set_to_none=True)
                 self.model.uncompile_regions()
-                if self.mode in CUDA_GRAPH_MODES:  # CUDA graphs refused: compiled without them, if that holds
+                if self.mode in TREE_MODES:  # CUDA graphs refused: compiled without them, if that holds
                     self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
                     self._compile()
                     continue
                 self.compiled = False
                 return self._step(x, y)
-        self.compile_seconds = time.perf_counter() - start
+        self._spent(start)
         return out
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor):
-        if self.graphs:
-            torch.compiler.cudagraph_mark_step_begin()
+    def _graph_warm_up(self, x: torch.Tensor, y: torch.Tensor):
+        """A plain step on the capture stream, before capturing there (as PyTorch's whole-network capture does)."""
+        stream = _capture_stream(x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            out = self._step(x, y)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        synchronize(x.device)  # the batch was made on the other stream: nothing may free it under this one
+        return out
+
+    def _body(self, x: torch.Tensor, y: torch.Tensor):
+        """Forward, backward, clip and the optimizer's step: what a step-graph captures."""
         with self.autocast:
             out = self.model(x, y)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.opt.step()
+        return out
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor):
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = self._body(x, y)
         self.opt.zero_grad(set_to_none=True)
         if self.graphs:  # the next replay writes over this step's outputs: the loss the run logs is kept apart
-            out = dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
+            out = _kept(out)
         return out
+
+    def optimizer_loaded(self) -> None:
+        """After the optimizer's state was loaded (new tensors): a captured step would update the old ones, so it
+        is dropped (the next steps capture again), and a capturable optimizer's learning rates are device tensors
+        again (a checkpoint holds them on the CPU)."""
+        self._graph, self._warm_steps = None, 0
+        self.opt.zero_grad(set_to_none=True)  # a replay leaves its gradients in place: a plain step would add to them
+        for group in self.opt.param_groups:
+            if group.get("capturable"):
+                group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+
+    def release(self) -> None:
+        """Free the captured step's memory (the run is over)."""
+        self._graph = None
 
     def evaluate(self, run: Callable[[], dict[str, float]]) -> dict[str, float]:
         """An evaluation (`run`). If the first fails to compile where training compiled (a block that branches on
@@ -641,6 +735,39 @@ class _Steps:
         metrics.compiled = self.compiled
         metrics.compile_seconds = self.compile_seconds
         metrics.compile_error = self.error
+
+
+CAPTURE_AFTER = 2  # step-graph: steps run plainly (the compiling one, then one on the capture stream) before capturing
+
+
+def _kept(out):
+    """The step's output with copies of its losses, which the next replay would overwrite."""
+    return dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
+
+
+@functools.cache
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
+
+
+class _StepGraph:
+    """A training step captured as one CUDA graph: static inputs the batches are copied into, and the step's output
+    (its losses), which every replay overwrites. The gradients are allocated inside the capture (set to None just
+    before it), so each replay writes them afresh rather than adding to them."""
+
+    def __init__(self, body: Callable, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x.clone(), y.clone()
+        opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: a CUDA call from another thread of this process (a warm worker's) is not ours to refuse
+        with torch.cuda.graph(self.graph, stream=_capture_stream(x.device), capture_error_mode="thread_local"):
+            self.out = body(self.x, self.y)
+
+    def replay(self, x: torch.Tensor, y: torch.Tensor):
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        self.graph.replay()
+        return _kept(self.out)
 
 
 COMPILE_CACHE_ENV = "ARCHSEARCH_COMPILE_CACHE"  # a folder for Inductor's and Triton's caches, shared by trials
@@ -673,12 +800,14 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _optimizer(model: HybridLM, settings: ProxySettings, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, gains, biases or SSM vectors)."""
+def _optimizer(model: HybridLM, settings: ProxySettings, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on norms, gains, biases or SSM vectors); `capturable`: its
+    step can be captured in a CUDA graph (state and learning rate as device tensors)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    lr = torch.tensor(settings.lr, device=device) if capturable else settings.lr
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda", capturable=capturable)
 
 
 def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec | None, seq_len: int) -> list:

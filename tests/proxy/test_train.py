@@ -355,6 +355,79 @@ def test_a_cuda_graph_mode_marks_each_step_and_trains_as_the_default_mode_off_cu
     assert graphs.val_loss == default.val_loss and graphs.history == default.history
 
 
+class _Replayed:
+    """A captured step as the CPU can have one: each replay runs the captured body again on the graph's inputs, its
+    gradients written afresh, and checks that the optimizer's state is still the tensors captured (a replay of a
+    real graph would update those, whatever the optimizer holds now)."""
+
+    made: list["_Replayed"] = []
+
+    def __init__(self, body, opt, x, y, refuse: str = "") -> None:
+        if refuse:
+            raise RuntimeError(refuse)
+        self.body, self.opt, self.x, self.y, self.replays = body, opt, x.clone(), y.clone(), 0
+        self.state = self._state_tensors()
+        _Replayed.made.append(self)
+
+    def _state_tensors(self) -> list[int]:
+        return [id(t) for s in self.opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+
+    def replay(self, x, y):
+        assert self._state_tensors() == self.state, "replayed over an optimizer state loaded since the capture"
+        self.x.copy_(x), self.y.copy_(y)
+        self.opt.zero_grad(set_to_none=True)
+        self.replays += 1
+        return self.body(self.x, self.y)
+
+
+@pytest.fixture
+def step_graph_on_cpu(monkeypatch):
+    """step-graph's capture and replay without CUDA (`_Replayed`), the regions through aot_eager; yields the modes
+    the regions compiled in."""
+    modes, compile_regions = [], HybridLM.compile_regions
+
+    def on_aot_eager(model, mode, **options):
+        modes.append(mode)
+        compile_regions(model, backend="aot_eager", **options)
+
+    _Replayed.made.clear()
+    monkeypatch.setattr(HybridLM, "compile_regions", on_aot_eager)
+    monkeypatch.setattr(train_module, "_StepGraph", _Replayed)
+    monkeypatch.setattr(train_module._Steps, "_captures", property(lambda self: self.compiled and self.mode == "step-graph"))
+    monkeypatch.setattr(train_module._Steps, "_graph_warm_up", train_module._Steps._step)  # the capture stream is CUDA's
+    return modes
+
+
+def test_step_graph_captures_the_third_step_and_replays_it_as_the_default_mode_trains(step_graph_on_cpu):
+    short = {**FAST, "tokens": 4096, "evals": 2, "eval_tokens": 512}
+    graphed = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="step-graph"))
+    assert step_graph_on_cpu == ["default"] and graphed.compiled and graphed.compile_error == ""
+    steps = graphed.tokens_trained // (FAST["batch_size"] * FAST["seq_len"])
+    assert len(_Replayed.made) == 1 and _Replayed.made[0].replays == steps - 2  # compiling step, a warm-up, then replays
+    default = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="default"))
+    assert graphed.history == default.history and graphed.val_loss == default.val_loss
+
+
+def test_step_graph_captures_again_after_a_rung_loads_the_optimizers_state(step_graph_on_cpu):
+    step = FAST["batch_size"] * FAST["seq_len"]
+    ladder = {**FAST, "tokens": 40 * step, "warmup_tokens": 2 * step, "evals": 4, "eval_tokens": 512, "timing_steps": 2}
+    graphed = run_proxy(ONE_LAYER, ProxySettings(**ladder, compile=True, compile_mode="step-graph"), rungs=(16 * step, 28 * step))
+    assert len(_Replayed.made) == 3  # the first capture, then one after each rung's decay branch went back to the stable state
+    default = run_proxy(ONE_LAYER, ProxySettings(**ladder, compile=True, compile_mode="default"), rungs=(16 * step, 28 * step))
+    assert [p["val_loss"] for p in graphed.history] == [p["val_loss"] for p in default.history]
+
+
+def test_a_step_that_cannot_be_captured_falls_back_to_cuda_graph_trees_with_the_reason(step_graph_on_cpu, monkeypatch):
+    refused = "CUDA error: operation not permitted when stream is capturing"
+    monkeypatch.setattr(train_module, "_StepGraph", lambda *args: _Replayed(*args, refuse=refused))
+    short = {**FAST, "tokens": 4096, "evals": 2, "eval_tokens": 512}
+    m = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="step-graph"))
+    assert step_graph_on_cpu == ["default", "reduce-overhead"] and m.status == "ok" and m.compiled
+    assert m.compile_error == f"step-graph: RuntimeError: {refused}", m.compile_error
+    eager = run_proxy(ONE_LAYER, ProxySettings(**short, compile=False))
+    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-4)  # the refused capture ran nothing
+
+
 def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch, aot_eager):
     monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
     validation_point, free = train_module._validation_point, []
@@ -424,7 +497,7 @@ def _refuse(gm, example_inputs):  # compiles, then fails when run: what a graph 
 def test_compile_mode_is_one_of_torchs_and_a_train_flag(capsys):
     assert ProxySettings().compile_mode == "reduce-overhead"  # CUDA graphs: 1.3-3.1x the default mode's tokens/s on an H200
     with pytest.raises(ArchsearchError, match="^compile_mode: expected one of default, reduce-overhead, max-autotune, "
-                                              "max-autotune-no-cudagraphs, got 'fast'$"):
+                                              "max-autotune-no-cudagraphs, step-graph, got 'fast'$"):
         ProxySettings(compile_mode="fast")
     with pytest.raises(SystemExit, match="2"):
         main(["train", "search_spaces/hyena.yaml", "--sample", "0", "--compile-mode", "fast"])
