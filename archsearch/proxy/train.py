@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
 import io
 import json
 import math
@@ -578,6 +579,7 @@ class _Steps:
         self._eager_evaluation = False  # set when the evaluation graphs failed to compile (see evaluate)
         self._graph: _StepGraph | None = None  # the captured step (step-graph), once captured
         self._warm_steps = 0  # steps run since the last capture was dropped (step-graph)
+        self._failed_captures = 0
         if compiled:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
@@ -629,9 +631,15 @@ class _Steps:
             raise
         except Exception as e:  # noqa: BLE001 - a step that cannot be captured falls back; the trial goes on
             self._graph = None
-            self._fell_back(self.mode, e)
             self.opt.zero_grad(set_to_none=True)
             synchronize(x.device)
+            self._failed_captures += 1
+            self._fell_back(f"{self.mode}, capture {self._failed_captures} of {CAPTURE_ATTEMPTS}", e)
+            if self._failed_captures < CAPTURE_ATTEMPTS:  # a failure can be passing (a late lazy initialisation)
+                out = self._graph_warm_up(x, y)  # this step runs plainly; the next one captures again
+                self._warm_steps = CAPTURE_AFTER - 1
+                self._spent(start)
+                return out
             self.model.uncompile_regions()
             self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
             self._compile()
@@ -726,10 +734,15 @@ class _Steps:
         with torch.compiler.set_stance("force_eager"):
             return run()
 
-    def _fell_back(self, what: str, e: Exception) -> None:
-        """Record, after the reasons before it, why `what` fell back: the error's type and first line."""
-        lines = str(e).strip().splitlines()
-        self.error = "; ".join(filter(None, [self.error, f"{what}: {type(e).__name__}: {lines[0] if lines else ''}"[:300]]))
+    def _fell_back(self, what: str, e: BaseException) -> None:
+        """Record, after the reasons before it, why `what` fell back: the error's type and first line, or the first
+        error it was raised after (a failed capture ends in an error that only says a previous one happened)."""
+        first = e
+        while first.__context__ is not None:
+            first = first.__context__
+        lines = str(first).strip().splitlines()
+        then = f" (then {type(e).__name__})" if first is not e else ""
+        self.error = "; ".join(filter(None, [self.error, f"{what}: {type(first).__name__}: {lines[0] if lines else ''}{then}"[:300]]))
 
     def record(self, metrics: Metrics) -> None:
         metrics.compiled = self.compiled
@@ -738,6 +751,7 @@ class _Steps:
 
 
 CAPTURE_AFTER = 2  # step-graph: steps run plainly (the compiling one, then one on the capture stream) before capturing
+CAPTURE_ATTEMPTS = 2  # step-graph: captures tried (each after a plain step) before falling back to reduce-overhead
 
 
 def _kept(out):
@@ -759,9 +773,15 @@ class _StepGraph:
         self.x, self.y = x.clone(), y.clone()
         opt.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a CUDA call from another thread of this process (a warm worker's) is not ours to refuse
-        with torch.cuda.graph(self.graph, stream=_capture_stream(x.device), capture_error_mode="thread_local"):
-            self.out = body(self.x, self.y)
+        collecting = gc.isenabled()
+        gc.disable()  # a finaliser run mid-capture (a previous trial's graph, stream or event) would break it
+        try:
+            # thread_local: a CUDA call from another thread of this process (a warm worker's) is not ours to refuse
+            with torch.cuda.graph(self.graph, stream=_capture_stream(x.device), capture_error_mode="thread_local"):
+                self.out = body(self.x, self.y)
+        finally:
+            if collecting:
+                gc.enable()
 
     def replay(self, x: torch.Tensor, y: torch.Tensor):
         self.x.copy_(x, non_blocking=True)

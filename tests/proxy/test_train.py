@@ -417,15 +417,45 @@ def test_step_graph_captures_again_after_a_rung_loads_the_optimizers_state(step_
     assert [p["val_loss"] for p in graphed.history] == [p["val_loss"] for p in default.history]
 
 
-def test_a_step_that_cannot_be_captured_falls_back_to_cuda_graph_trees_with_the_reason(step_graph_on_cpu, monkeypatch):
-    refused = "CUDA error: operation not permitted when stream is capturing"
-    monkeypatch.setattr(train_module, "_StepGraph", lambda *args: _Replayed(*args, refuse=refused))
+def _refused_capture(refused: str, times: int):
+    """A `_StepGraph` whose first `times` captures fail as a real one does: the capture's end reports only that a
+    previous error happened, raised while the first error is handled."""
+    calls = []
+
+    def make(*args):
+        calls.append(1)
+        if len(calls) > times:
+            return _Replayed(*args)
+        try:
+            raise RuntimeError(refused)
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904 - as torch raises it
+
+    return make
+
+
+REFUSED = "CUDA error: operation not permitted when stream is capturing"
+
+
+def test_a_step_that_cannot_be_captured_falls_back_to_cuda_graph_trees_with_the_first_error(step_graph_on_cpu, monkeypatch):
+    monkeypatch.setattr(train_module, "_StepGraph", _refused_capture(REFUSED, times=2))
     short = {**FAST, "tokens": 4096, "evals": 2, "eval_tokens": 512}
     m = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="step-graph"))
     assert step_graph_on_cpu == ["default", "reduce-overhead"] and m.status == "ok" and m.compiled
-    assert m.compile_error == f"step-graph: RuntimeError: {refused}", m.compile_error
+    assert m.compile_error == "; ".join(f"step-graph, capture {i} of 2: RuntimeError: {REFUSED} (then RuntimeError)" for i in (1, 2)), m.compile_error
     eager = run_proxy(ONE_LAYER, ProxySettings(**short, compile=False))
-    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-4)  # the refused capture ran nothing
+    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-4)  # the refused captures ran nothing
+
+
+def test_a_capture_that_fails_once_is_tried_again_after_a_plain_step(step_graph_on_cpu, monkeypatch):
+    monkeypatch.setattr(train_module, "_StepGraph", _refused_capture(REFUSED, times=1))
+    short = {**FAST, "tokens": 4096, "evals": 2, "eval_tokens": 512}
+    m = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="step-graph"))
+    assert step_graph_on_cpu == ["default"] and m.compile_error.startswith("step-graph, capture 1 of 2: RuntimeError: ")
+    steps = m.tokens_trained // (FAST["batch_size"] * FAST["seq_len"])
+    assert len(_Replayed.made) == 1 and _Replayed.made[0].replays == steps - 3  # compiling, warm-up, refused capture run plainly
+    default = run_proxy(ONE_LAYER, ProxySettings(**short, compile=True, compile_mode="default"))
+    assert m.history == default.history
 
 
 def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch, aot_eager):
