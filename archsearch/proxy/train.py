@@ -558,10 +558,10 @@ class _Steps:
     outputs of the step before, so each step is marked as a new one and the losses it returns are copies. Off CUDA,
     Inductor skips the graphs and the step is the default mode's.
 
-    Under `step-graph` the regions compile in the default mode, and after the compiling step and one more on the
-    capture stream (lazy initialisations stay out of the capture), the whole step is captured as one CUDA graph
-    (PyTorch's whole-network capture): each later step copies its batch into the graph's inputs and replays it,
-    a few launches of host work whatever the depth. The graph holds the optimizer's tensors, so loading an
+    Under `step-graph` the regions compile in the default mode, and after the compiling step and one more, both on
+    the capture stream (lazy initialisations stay out of the capture, and no autograd node keeps the default
+    stream), the whole step is captured as one CUDA graph (PyTorch's whole-network capture): each later step copies
+    its batch into the graph's inputs and replays it, a few launches of host work whatever the depth. The graph holds the optimizer's tensors, so loading an
     optimizer state (a rung's branch, a checkpoint) drops it, and the next step captures again.
 
     A first step (or capture) that fails under CUDA graphs is compiled again without them (step-graph as
@@ -614,15 +614,15 @@ class _Steps:
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
         if self._graph is not None:
             return self._graph.replay(x, y)
-        if self._first:
-            return self._compiling_step(x, y)
+        if self._first:  # under step-graph on the capture stream, as every step not replayed
+            return self._on_capture_stream(self._compiling_step, x, y) if self._captures else self._compiling_step(x, y)
         if not self._captures:
             return self._step(x, y)
         self._warm_steps += 1
         start = time.perf_counter()
         try:
             if self._warm_steps < CAPTURE_AFTER:
-                out = self._graph_warm_up(x, y)
+                out = self._on_capture_stream(self._step, x, y)
             else:
                 self._graph = _StepGraph(self._body, self.opt, x, y)
                 out = self._graph.replay(x, y)
@@ -636,7 +636,7 @@ class _Steps:
             self._failed_captures += 1
             self._fell_back(f"{self.mode}, capture {self._failed_captures} of {CAPTURE_ATTEMPTS}", e)
             if self._failed_captures < CAPTURE_ATTEMPTS:  # a failure can be passing (a late lazy initialisation)
-                out = self._graph_warm_up(x, y)  # this step runs plainly; the next one captures again
+                out = self._on_capture_stream(self._step, x, y)  # this step runs plainly; the next one captures again
                 self._warm_steps = CAPTURE_AFTER - 1
                 self._spent(start)
                 return out
@@ -674,12 +674,14 @@ class _Steps:
         self._spent(start)
         return out
 
-    def _graph_warm_up(self, x: torch.Tensor, y: torch.Tensor):
-        """A plain step on the capture stream, before capturing there (as PyTorch's whole-network capture does)."""
+    def _on_capture_stream(self, step: Callable, x: torch.Tensor, y: torch.Tensor):
+        """A step run plainly on the capture stream. Autograd's nodes for the parameters' gradients keep the stream
+        they were first run on: one run on the default (legacy) stream makes every later capture fail ("operation
+        would make the legacy stream depend on a capturing blocking stream"), so under step-graph no step runs there."""
         stream = _capture_stream(x.device)
         stream.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(stream):
-            out = self._step(x, y)
+            out = step(x, y)
         torch.cuda.current_stream(x.device).wait_stream(stream)
         synchronize(x.device)  # the batch was made on the other stream: nothing may free it under this one
         return out
@@ -698,9 +700,8 @@ class _Steps:
             torch.compiler.cudagraph_mark_step_begin()
         out = self._body(x, y)
         self.opt.zero_grad(set_to_none=True)
-        if self.graphs:  # the next replay writes over this step's outputs: the loss the run logs is kept apart
-            out = _kept(out)
-        return out
+        # under CUDA graph trees the next replay writes over this step's outputs: the losses the run logs are copies
+        return _kept(out, copy=self.graphs)
 
     def optimizer_loaded(self) -> None:
         """After the optimizer's state was loaded (new tensors): a captured step would update the old ones, so it
@@ -754,9 +755,11 @@ CAPTURE_AFTER = 2  # step-graph: steps run plainly (the compiling one, then one 
 CAPTURE_ATTEMPTS = 2  # step-graph: captures tried (each after a plain step) before falling back to reduce-overhead
 
 
-def _kept(out):
-    """The step's output with copies of its losses, which the next replay would overwrite."""
-    return dataclasses.replace(out, loss=out.loss.detach().clone(), ce_loss=out.ce_loss.detach().clone())
+def _kept(out, copy: bool):
+    """The step's output with its losses detached: holding their autograd graph would keep this step's nodes
+    alive into the next step. `copy`: copies, for outputs that a replay overwrites."""
+    kept = {k: getattr(out, k) for k in ("loss", "ce_loss", "aux_loss") if getattr(out, k) is not None}
+    return dataclasses.replace(out, **{k: t.detach().clone() if copy else t.detach() for k, t in kept.items()})
 
 
 @functools.cache
@@ -787,7 +790,7 @@ class _StepGraph:
         self.x.copy_(x, non_blocking=True)
         self.y.copy_(y, non_blocking=True)
         self.graph.replay()
-        return _kept(self.out)
+        return _kept(self.out, copy=True)
 
 
 COMPILE_CACHE_ENV = "ARCHSEARCH_COMPILE_CACHE"  # a folder for Inductor's and Triton's caches, shared by trials

@@ -394,7 +394,7 @@ def step_graph_on_cpu(monkeypatch):
     monkeypatch.setattr(HybridLM, "compile_regions", on_aot_eager)
     monkeypatch.setattr(train_module, "_StepGraph", _Replayed)
     monkeypatch.setattr(train_module._Steps, "_captures", property(lambda self: self.compiled and self.mode == "step-graph"))
-    monkeypatch.setattr(train_module._Steps, "_graph_warm_up", train_module._Steps._step)  # the capture stream is CUDA's
+    monkeypatch.setattr(train_module._Steps, "_on_capture_stream", lambda self, step, x, y: step(x, y))  # the stream is CUDA's
     return modes
 
 
