@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--lrs", default="5e-4,1e-3", help="the learning-rate sweep, comma-separated")
     ap.add_argument("--only", default="", help="comma-separated architecture names to run")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--compile-mode", default=ProxySettings().compile_mode, help="torch.compile's mode (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--compile-mode", default=ProxySettings().compile_mode, help="the proxy's compile_mode (step-graph: one CUDA graph a step)")
     ap.add_argument("--out", default="synthetic.json")
     args = ap.parse_args()
     spec = TaskSpec("mqar", vocab_size=args.vocab, seq_len=args.seq_len, num_kv_pairs=args.pairs, min_kv_pairs=args.min_pairs)

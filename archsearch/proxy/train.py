@@ -55,11 +55,11 @@ class ProxySettings:
     eval_tokens: int = field(default=131_072, metadata={"help": "held-out tokens of the final evaluation, whatever the budget; intermediate ones use the first quarter"})
     compile: bool | Literal["auto"] = field(default="auto", metadata={"help": "true, false, or auto: compiled on CUDA, eager elsewhere"})
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "step-graph"] = field(
-        default="reduce-overhead", metadata={"help": "torch.compile's mode when compiled; reduce-overhead (the default) replays CUDA "
-                                                     "graphs of the compiled layers, so the host's launches do not set the pace; "
-                                                     "step-graph: the layers compiled in the default mode and the whole training "
-                                                     "step (forward, backward, clip, optimizer) replayed as one CUDA graph; "
-                                                     "off CUDA every mode runs as default"})
+        default="step-graph", metadata={"help": "torch.compile's mode when compiled, or step-graph (the default): the layers "
+                                                "compiled in the default mode and the whole training step (forward, backward, "
+                                                "clip, optimizer) replayed as one CUDA graph, so the host's launches do not set "
+                                                "the pace; reduce-overhead replays CUDA graphs of each compiled layer; off CUDA "
+                                                "every mode runs as default"})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of the initialisation and the batches"})
     timing_steps: int = field(default=20, metadata={"help": "training steps per timed window (three windows, timed exclusively) for tokens/s; 0: not timed"})

@@ -124,7 +124,7 @@ def test_each_tasks_settings_come_from_the_proxy_then_the_suite_then_its_own(loa
     mqar, compression = study.suite.runs
     assert (mqar.task, mqar.tokens, mqar.lr, mqar.seq_len, mqar.synthetic.num_kv_pairs, mqar.device) == ("mqar", 256, 0.002, 32, 8, "cpu")
     assert (compression.tokens, compression.seq_len) == (1024, 32) and study.proxy.tokens == 4096
-    assert (mqar.compile_mode, compression.compile_mode) == ("default", "reduce-overhead")  # a task's own mode, else the proxy's
+    assert (mqar.compile_mode, compression.compile_mode) == ("default", "step-graph")  # a task's own mode, else the proxy's
     swept = load("suite: {tasks: [mqar], lrs: [0.001, 0.01]}\nobjectives: [mqar_accuracy]\n")
     assert swept.suite.lrs == (0.001, 0.01)
 
