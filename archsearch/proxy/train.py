@@ -174,7 +174,7 @@ class Metrics:
         "minimize", "seconds", "wall time spent waiting for the device lock: other trials' timed windows, or this run's "
         "windows waiting for their steps", detail="{:.1f} s", objective=False))
     compile_error: str = field(default="", metadata=metric(
-        None, "text", "why a compile asked for fell back (CUDA graphs to the default mode, a compile to eager, evaluations to eager)", objective=False))
+        None, "text", "why a compile asked for fell back (a step graph not captured, CUDA graphs to the default mode, a compile to eager, evaluations to eager)", objective=False))
     rung: int | None = field(default=None, metadata=metric(
         "maximize", "count", "the fidelity ladder's rung the figures are from (0: the first; a run without a ladder is at 0)",
         objective=False))
