@@ -31,6 +31,24 @@ def test_triton_kernel_equals_the_reference_forward_and_backward(b, t, c, k):
         torch.testing.assert_close(got.cpu().double(), want, atol=1e-4, rtol=1e-4)
 
 
+def test_the_backward_grid_splits_short_sequences_finer_and_every_split_is_exact(monkeypatch):
+    from archsearch.kernels.short_conv import fused
+
+    # the proxy's 16 x 256 on an H200 (132 multiprocessors): one or two tiles a program; long sequences keep eight
+    assert fused.tiles_per_program(256, 256, 16, 132) == 1 and fused.tiles_per_program(256, 768, 16, 132) == 2
+    assert fused.tiles_per_program(1024, 256, 16, 132) == 2 and fused.tiles_per_program(8192, 1536, 16, 132) == 8
+    x, w = inputs(2, 300, 40, 3)
+    probe = torch.randn(2, 300, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = [v.clone().requires_grad_() for v in (x, w)]
+    want = torch.autograd.grad(short_conv_reference(*ref), ref, probe)
+    for multiprocessors in (1, 4, 16):  # eight, two and one tiles a program at this shape
+        monkeypatch.setattr(fused, "_multiprocessors", lambda device, n=multiprocessors: n)
+        leaves = [v.to(DEVICE, torch.float32).requires_grad_() for v in (x, w)]
+        got = torch.autograd.grad(short_conv_triton(*leaves), leaves, probe.to(DEVICE, torch.float32))
+        for g, r in zip(got, want, strict=True):
+            torch.testing.assert_close(g.cpu().double(), r, atol=1e-4, rtol=1e-4)
+
+
 def test_the_last_tap_meets_the_current_token_and_nothing_later():
     x, w = inputs(1, 10, 3, 4)
     y = short_conv_triton(x.float(), w.float())

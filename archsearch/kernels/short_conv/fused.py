@@ -2,10 +2,14 @@
 
 Each program takes a [BLOCK_T, BLOCK_C] tile of the output and sums its K shifted input tiles (K <= 16, unrolled;
 the shifted reads hit the cache). The backward pass computes dx the same way, anti-causally, and in the same
-program the tile's share of dweight, which a second step sums over tiles (no atomics: deterministic).
+program the tile's share of dweight, which a second step sums over tiles (no atomics: deterministic). A backward
+program takes up to TILES_PER_PROGRAM tiles along T (fewer partials to sum), fewer when the grid would leave SMs
+idle: at the proxy's 16 x 256 the eight-tile grid held 32 to 96 programs, and this kernel was a step's largest.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -90,11 +94,26 @@ def _short_conv_backward_op(x: Tensor, weight: Tensor, dy: Tensor) -> tuple[Tens
     b, t, c = x.shape
     k = w.shape[1]
     dx = torch.empty_like(x)
-    groups = triton.cdiv(t, BLOCK_T * TILES_PER_PROGRAM)
+    tiles = tiles_per_program(t, c, b, _multiprocessors(x.device))
+    groups = triton.cdiv(t, BLOCK_T * tiles)
     dw = torch.empty(b * groups, k, c, device=x.device, dtype=torch.float32)
     grid = (groups, triton.cdiv(c, BLOCK_C), b)
-    _short_conv_bwd_kernel[grid](x, w, dy, dx, dw, t, c, K=k, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=TILES_PER_PROGRAM)
+    _short_conv_bwd_kernel[grid](x, w, dy, dx, dw, t, c, K=k, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=tiles)
     return dx, dw.sum(0).T.to(w.dtype).contiguous()
+
+
+def tiles_per_program(t: int, c: int, b: int, multiprocessors: int) -> int:
+    """Tiles along T per backward program: TILES_PER_PROGRAM, halved while the grid would hold fewer than two
+    programs per multiprocessor."""
+    tiles, c_blocks = TILES_PER_PROGRAM, triton.cdiv(c, BLOCK_C)
+    while tiles > 1 and triton.cdiv(t, BLOCK_T * tiles) * c_blocks * b < 2 * multiprocessors:
+        tiles //= 2
+    return tiles
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 @_short_conv_backward_op.register_fake
