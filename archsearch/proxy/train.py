@@ -98,7 +98,6 @@ class ProxySettings:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
 
-
 COMPILE_MODES = typing.get_args(typing.get_type_hints(ProxySettings)["compile_mode"])
 STEP_GRAPH = "step-graph"  # ours: the whole step captured as one CUDA graph (`_Steps`)
 # what a mode falls back to when its CUDA graphs fail: the whole-step graph to torch's per-region graphs, those to none
@@ -109,6 +108,7 @@ TREE_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that r
 def torch_compile_mode(mode: str) -> str:
     """torch.compile's mode for a proxy's `compile_mode`: step-graph compiles its regions in the default mode."""
     return "default" if mode == STEP_GRAPH else mode
+
 
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
@@ -561,8 +561,9 @@ class _Steps:
     Under `step-graph` the regions compile in the default mode, and after the compiling step and one more, both on
     the capture stream (lazy initialisations stay out of the capture, and no autograd node keeps the default
     stream), the whole step is captured as one CUDA graph (PyTorch's whole-network capture): each later step copies
-    its batch into the graph's inputs and replays it, a few launches of host work whatever the depth. The graph holds the optimizer's tensors, so loading an
-    optimizer state (a rung's branch, a checkpoint) drops it, and the next step captures again.
+    its batch into the graph's inputs and replays it, a few launches of host work whatever the depth. The graph holds
+    the optimizer's tensors, so loading an optimizer state (a rung's branch, a checkpoint) drops it, and the next
+    step captures again.
 
     A first step (or capture) that fails under CUDA graphs is compiled again without them (step-graph as
     reduce-overhead, reduce-overhead as default) before eager is the last resort; each reason recorded.
@@ -580,6 +581,7 @@ class _Steps:
         self._graph: _StepGraph | None = None  # the captured step (step-graph), once captured
         self._warm_steps = 0  # steps run since the last capture was dropped (step-graph)
         self._failed_captures = 0
+        self._on_cuda = next(model.parameters()).is_cuda  # captures are CUDA's
         if compiled:
             _share_compile_cache()
             # one compiled graph per layer kind: a hybrid may hold more kinds than dynamo's default of 8 per code
@@ -589,6 +591,12 @@ class _Steps:
     def _compile(self) -> None:
         self.model.compile_regions(fullgraph=True, dynamic=False, mode=torch_compile_mode(self.mode))
 
+    def _compile_without_graphs(self) -> None:
+        """Compiled again in the mode this one falls back to when its CUDA graphs fail."""
+        self.model.uncompile_regions()
+        self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
+        self._compile()
+
     @property
     def graphs(self) -> bool:
         """Whether the steps replay torch's CUDA graph trees (compiled, in one of their modes)."""
@@ -597,7 +605,7 @@ class _Steps:
     @property
     def _captures(self) -> bool:
         """Whether steps are to be captured whole (step-graph, compiled, on CUDA)."""
-        return self.compiled and self.mode == STEP_GRAPH and self.opt.param_groups[0]["params"][0].is_cuda
+        return self.compiled and self.mode == STEP_GRAPH and self._on_cuda
 
     @property
     def compiling(self) -> bool:
@@ -640,9 +648,7 @@ class _Steps:
                 self._warm_steps = CAPTURE_AFTER - 1
                 self._spent(start)
                 return out
-            self.model.uncompile_regions()
-            self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
-            self._compile()
+            self._compile_without_graphs()
             self._spent(start)
             return self._compiling_step(x, y)
         self._spent(start)
@@ -664,11 +670,10 @@ class _Steps:
             except Exception as e:  # noqa: BLE001 - whatever the compiler raises, the trial goes on
                 self._fell_back(self.mode, e)
                 self.opt.zero_grad(set_to_none=True)
-                self.model.uncompile_regions()
                 if self.mode in TREE_MODES:  # CUDA graphs refused: compiled without them, if that holds
-                    self.mode = WITHOUT_CUDA_GRAPHS[self.mode]
-                    self._compile()
+                    self._compile_without_graphs()
                     continue
+                self.model.uncompile_regions()
                 self.compiled = False
                 return self._step(x, y)
         self._spent(start)
