@@ -128,11 +128,15 @@ def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tup
 
 
 def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], factor: float = DEFAULT_FACTOR,
-             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1, long_repeats: int = 1) -> dict[str, Any]:
+             k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1, long_repeats: int = 1,
+             reuse: Sequence[RunDir] = ()) -> dict[str, Any]:
     """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
     already records), `jobs` at a time, then write and return the report. With `long_repeats` N the long runs
     train with N seeds: the reference is their mean, and the report says how well the seeds rank against each other
-    (no proxy can rank better against a reference than the reference ranks against itself)."""
+    (no proxy can rank better against a reference than the reference ranks against itself).
+
+    A training recorded in a `reuse` run directory with the same architecture and settings is copied here instead of
+    trained again: proxies of several budgets validated against one set of long runs pay for those once."""
     if study.suite_only:
         raise ValidationError(f"{study.file}: proxy.task: suite trains one model per task, and a validation ranks one proxy at "
                               "two budgets: validate a task at a time (proxy.task: TASK), or the LM proxy of a study beside its suite")
@@ -144,6 +148,14 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     settings = {**shorts, **longs}
     keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
+    wanted = {(arch.digest, keys[f]) for arch in archs for f in settings}
+    reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records()
+              if (r["digest"], r["settings"]) in wanted - done.keys()}
+    for key, record in reused.items():
+        run_dir.add_validation_record(record)
+        done[key] = record
+    if reuse:
+        print(f"reused {len(reused)} recorded training(s) from {', '.join(str(o.path) for o in reuse)}", flush=True)
     todo = [(i, arch, f) for i, arch in enumerate(archs) for f in settings if (arch.digest, keys[f]) not in done]
     if todo:
         with_seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""

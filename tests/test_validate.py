@@ -156,6 +156,24 @@ def test_long_repeats_make_the_reference_a_mean_over_seeds_and_report_how_the_se
     assert any(line.startswith(f"the long runs' seeds against each other: Kendall tau {ref['kendall_tau_mean']:.2f}") for line in lines)
 
 
+def test_reuse_copies_the_long_runs_of_another_budget_s_validation_and_trains_only_the_new_proxies(study_file, tmp_path, capsys):
+    quarter = tmp_path / "quarter.yaml"  # the same study with a proxy of a quarter the budget: its 16x is the first one's 4x
+    quarter.write_text(study_file.read_text().replace("tokens: 256", "tokens: 64"))
+    full, small = Study.load(study_file), Study.load(quarter)
+    archs = draw_architectures(full, 3)
+    first = open_run_dir(full, tmp_path / "run-256")
+    validate(full, first, archs, factor=4, progress=False, train=_fake_train([]))  # long runs of 1,024 tokens
+    calls = []
+    report = validate(small, open_run_dir(small, tmp_path / "run-64"), archs, factor=16, progress=False, train=_fake_train(calls), reuse=[first])
+    assert sorted(calls) == sorted((a.digest, 64) for a in archs)  # the long runs came from the other directory
+    assert report["long_tokens"] == 1024 and report["compared"] == 3
+    assert len(RunDir(tmp_path / "run-64").validation_records()) == 6  # copied in: the directory stands on its own
+    assert "reused 3 recorded training(s)" in capsys.readouterr().out
+    assert main(["validate", str(quarter), "--archs", "3", "--factor", "16", "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "--reuse:" in err and "nowhere" in err and "validation.jsonl" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_settings(study_file):
     study = Study.load(study_file)
     assert front_line(None, study).startswith("proxy unvalidated")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..study import Study
+from ..study import RunDir, Study
 from ..validate import (
     DEFAULT_ARCHS,
     DEFAULT_FACTOR,
@@ -30,6 +31,9 @@ def add_parser(sub) -> None:
     v.add_argument("--top-k", type=positive, default=DEFAULT_TOP_K, metavar="K", help=f"size of the top-k overlap (default {DEFAULT_TOP_K})")
     v.add_argument("--long-repeats", type=_long_repeats, default=1, metavar="M",
                    help=f"seeds per long run (default 1, at most {MAX_LONG_REPEATS}): the reference is their mean, and the report says how well they rank against each other")
+    v.add_argument("--reuse", action="append", default=[], metavar="RUN",
+                   help="copy the trainings another validation's run directory recorded with the same architecture and settings instead of training them "
+                        "again (repeatable): proxies of several budgets against one set of long runs")
     v.add_argument("--jobs", type=positive, default=1, metavar="J", help="trainings at once, each in its own process (default 1; small proxies leave a GPU mostly idle)")
 
 
@@ -60,6 +64,13 @@ def _factor(text: str) -> float:
     return value
 
 
+def _recorded_validation(path: str) -> RunDir:
+    run_dir = RunDir(Path(path).resolve())
+    if not run_dir.validation_records_file.is_file():
+        raise ValidationError(f"--reuse: {path}: no {run_dir.validation_records_file.name} there; expected a run directory archsearch validate trained in")
+    return run_dir
+
+
 def run(args: argparse.Namespace) -> int:
     study = Study.load(args.study)
     if args.from_run is not None:
@@ -72,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         archs = draw_architectures(study, args.archs, args.seed)
     if len(archs) < args.archs:
         print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
-    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats)
+    reuse = [_recorded_validation(path) for path in args.reuse]
+    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats, reuse=reuse)
     print("\n".join(describe(report)))
     print(f"written: {run_dir.validation_file}")
     return 0
