@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import pickle
 import socket
 import time
 import warnings
@@ -115,6 +116,19 @@ class ArchSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.measuring: dict[str, str] = {}  # Ray trial id -> the digest a running trial measures
         self.exhausted: str | None = None  # why the search ended before its trials: no new architecture in max_draws draws
+
+    # Tune pickles its searcher twice: with the tuner (for Tuner.restore) and at each experiment checkpoint (`save`).
+    # archsearch restores neither way: a study resumes from its Optuna storage. Optuna 5.1's NSGA-II sampler holds a
+    # thread lock and cannot be pickled, so the sampler, the Optuna study and the running trials (each holds the
+    # study) stay out of both copies.
+    NOT_PICKLED = ("_sampler", "_ot_study", "_ot_trials")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.NOT_PICKLED}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.exhausted:

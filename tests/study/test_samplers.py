@@ -129,11 +129,26 @@ def test_known_and_redrawn_draws_are_not_counted_as_finished_trials_on_resume(wr
 TWO = "d_model: 32\nn_layers: 1\nlayers: {mixer: {choice: [attn, deltanet]}, channel: glu, heads: 2}\n"
 
 
-def _searcher(study):
+def _searcher(study, sampler="random"):
     from archsearch.study._optuna_ray import ArchSearch, DefineByRun
 
     return ArchSearch(space=DefineByRun(study, []), metric=["bits_per_byte", "train_tokens_per_s"], mode=["min", "max"],
-                      sampler=SAMPLERS["random"].build(0, study.search.trials))
+                      sampler=SAMPLERS[sampler].build(0, study.search.trials))
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_a_searcher_with_a_running_trial_pickles_as_tune_pickles_it(write_study, sampler, tmp_path):
+    # Tune pickles the searcher with its tuner and at each experiment checkpoint; Optuna 5.1's NSGA-II sampler holds
+    # a thread lock, which failed every study at its start
+    import ray.cloudpickle
+
+    searcher = _searcher(Study.load(write_study(space=TWO, extra="")), sampler)
+    running = searcher.suggest("a")
+    copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(searcher))
+    assert copy.measuring == {"a": running["digest"]}
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    assert (tmp_path / "searcher.pkl").stat().st_size > 0
+    assert searcher.suggest("b")["digest"] != running["digest"]  # the searcher itself still samples after both
 
 
 def test_the_searcher_skips_architectures_running_or_measured_and_finishes_when_none_is_new(write_study):
