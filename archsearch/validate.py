@@ -148,9 +148,8 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     settings = {**shorts, **longs}
     keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
-    wanted = {(arch.digest, keys[f]) for arch in archs for f in settings}
-    reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records()
-              if (r["digest"], r["settings"]) in wanted - done.keys()}
+    missing = {(arch.digest, keys[f]) for arch in archs for f in settings} - done.keys()
+    reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records() if (r["digest"], r["settings"]) in missing}
     for key, record in reused.items():
         run_dir.add_validation_record(record)
         done[key] = record

@@ -73,6 +73,7 @@ def _recorded_validation(path: str) -> RunDir:
 
 def run(args: argparse.Namespace) -> int:
     study = Study.load(args.study)
+    reuse = [_recorded_validation(path) for path in args.reuse]  # before a run directory is made for a bad flag
     if args.from_run is not None:
         if args.out is not None:
             raise ValidationError("--out: not with --from-run (the validation is written into that run's directory)")
@@ -83,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
         archs = draw_architectures(study, args.archs, args.seed)
     if len(archs) < args.archs:
         print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
-    reuse = [_recorded_validation(path) for path in args.reuse]
     report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats, reuse=reuse)
     print("\n".join(describe(report)))
     print(f"written: {run_dir.validation_file}")
