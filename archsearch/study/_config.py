@@ -272,7 +272,8 @@ def _proxy(node: _yaml.Node, folder: Path) -> tuple[ProxySettings, str | tuple[s
         raise fail(node, "proxy", "expected a mapping of proxy settings")
     kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting",
                          parsers={"data": data, "task": read_task, "synthetic": lambda sub, key: None if sub.value is None else sub,
-                                  "tokens": token_count, "eval_tokens": token_count})
+                                  **dict.fromkeys(("tokens", "eval_tokens", "warmup_tokens"), token_count),
+                                  "predict_tokens": lambda sub, key: None if sub.value is None else token_count(sub, key)})
     task, synthetic, listed = kwargs.pop("task", "lm"), kwargs.pop("synthetic", None), None
     if synthetic is not None and (task == "lm" or task == SUITE or isinstance(task, tuple)):
         raise refuse_synthetic(task, synthetic)
@@ -455,7 +456,7 @@ def _fidelity(node: _yaml.Node, proxy_node: _yaml.Node | None, proxy: ProxySetti
 
 
 def token_count(node: _yaml.Node, key: str) -> int:
-    """A whole number of tokens: 1000000, 1M, 1.5M, 64K (what proxy.tokens and the ladder's rungs take)."""
+    """A whole number of tokens: 1000000, 1M, 1.5M, 64K (what the proxy's token counts and the ladder's rungs take)."""
     tokens = parse_quantity(node.value)
     if tokens is None or tokens != int(tokens) or not 0 <= tokens <= MAX_TOKENS:
         raise fail(node, key, f"expected a whole number of tokens like 1000000, 1M or 64K (at most {MAX_TOKENS:,}), got {node.plain()!r}")

@@ -26,6 +26,19 @@ def test_a_fidelity_ladder_takes_token_counts_and_its_top_rung_is_the_proxy_budg
     assert Study.load(write_study()).fidelity is None
 
 
+def test_every_token_count_of_the_proxy_takes_suffixes(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("space: {d_model: 32, n_layers: 2, layers: {mixer: attn, channel: glu}}\nobjectives: [val_loss]\n"
+                    "proxy: {tokens: 1M, eval_tokens: 64K, warmup_tokens: 7K, predict_tokens: 1.5M}\n")
+    proxy = Study.load(path).proxy
+    assert (proxy.tokens, proxy.eval_tokens, proxy.warmup_tokens, proxy.predict_tokens) == (1_000_000, 64_000, 7_000, 1_500_000)
+    path.write_text(path.read_text().replace("predict_tokens: 1.5M", "predict_tokens: null"))
+    assert Study.load(path).proxy.predict_tokens is None
+    path.write_text(path.read_text().replace("warmup_tokens: 7K", "warmup_tokens: soon"))
+    with pytest.raises(ConfigError, match=r"s.yaml:3: proxy.warmup_tokens: expected a whole number of tokens"):
+        Study.load(path)
+
+
 def test_an_inline_space_works_and_its_errors_name_the_study_file(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("space:\n  d_model: 32\n  n_layers: 2\n  layers: {mixer: attn, channel: glu, heads: 3}\nobjectives: [val_loss]\n")
