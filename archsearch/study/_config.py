@@ -272,7 +272,7 @@ def _proxy(node: _yaml.Node, folder: Path) -> tuple[ProxySettings, str | tuple[s
         raise fail(node, "proxy", "expected a mapping of proxy settings")
     kwargs = read_fields(ProxySettings, node, "proxy", noun="proxy setting",
                          parsers={"data": data, "task": read_task, "synthetic": lambda sub, key: None if sub.value is None else sub,
-                                  **dict.fromkeys(("tokens", "eval_tokens", "warmup_tokens"), token_count),
+                                  **dict.fromkeys(("tokens", "eval_tokens", "warmup_tokens", "decode_tokens"), token_count),
                                   "predict_tokens": lambda sub, key: None if sub.value is None else token_count(sub, key)})
     task, synthetic, listed = kwargs.pop("task", "lm"), kwargs.pop("synthetic", None), None
     if synthetic is not None and (task == "lm" or task == SUITE or isinstance(task, tuple)):
