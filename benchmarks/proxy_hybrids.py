@@ -117,11 +117,11 @@ def run(name: str, arch: Architecture, compiled: bool, seq_len: int, mode: str =
     return row
 
 
-def plan(parts: list[str], modes: list[str] = ("default",)) -> list[tuple[str, bool, int, str]]:
+def plan(parts: list[str], modes: list[str] = ("default",), long_lens: tuple[int, ...] = (4096, 8192)) -> list[tuple[str, bool, int, str]]:
     """The rows, most wanted first: the compiled Transformer (the reference, in each torch.compile mode), every
     compiled row at T1024, the long rows (each beside the compiled Transformer at its length), then the eager rows.
     A compiled row runs once per mode, the modes of one architecture and length next to each other."""
-    rows = {"compiled": [(n, True, 1024) for n in ARCHS], "long": [(n, True, t) for t in (4096, 8192) for n in LONG],
+    rows = {"compiled": [(n, True, 1024) for n in ARCHS], "long": [(n, True, t) for t in long_lens for n in LONG],
             "eager": [(n, False, 1024) for n in ARCHS]}
     todo = list(dict.fromkeys([("transformer", True, 1024)] + [r for part in parts for r in rows[part]]))
     todo = [(n, c, t, m) for n, c, t in todo for m in (modes if c else ("default",))]
@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--out", default="proxy_hybrids.json")
     ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
+    ap.add_argument("--long-lens", default="4096,8192", help="comma-separated sequence lengths of the long rows")
     ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
     ap.add_argument("--compile-modes", default=ProxySettings().compile_mode, help="comma-separated torch.compile modes, each compiled row run in "
                     f"each: {', '.join(COMPILE_MODES)}")
@@ -146,7 +147,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    todo = plan(args.parts.split(","), modes)
+    todo = plan(args.parts.split(","), modes, tuple(int(t) for t in args.long_lens.split(",")))
     for name, compiled, t, mode in todo:
         if args.only and not any(name.startswith(p) for p in args.only.split(",")) and not (name == "transformer" and t == 1024 and compiled):
             continue
