@@ -137,11 +137,12 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated name prefixes not to run")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
     ap.add_argument("--long-lens", default="4096,8192", help="comma-separated sequence lengths of the long rows")
-    ap.add_argument("--profile", default="", help="comma-separated names: the top GPU kernels of a compiled step at T1024")
+    ap.add_argument("--profile", default="", help="comma-separated names or unique name prefixes (gau): the GPU kernels of a compiled step at T1024")
     ap.add_argument("--compile-modes", default=ProxySettings().compile_mode, help="comma-separated torch.compile modes, each compiled row run in "
                     f"each: {', '.join(COMPILE_MODES)}")
     args = ap.parse_args()
     modes = args.compile_modes.split(",")
+    profiles = [profiled(p) for p in filter(None, args.profile.split(","))]  # a bad name fails before the rows run
     if unknown := [m for m in modes if m not in COMPILE_MODES]:
         ap.error(f"--compile-modes: expected modes among {', '.join(COMPILE_MODES)}, got {', '.join(unknown)}")
     start = time.perf_counter()
@@ -161,9 +162,18 @@ def main() -> None:
         with open(args.out, "w") as f:
             json.dump({"device": device_name, "torch": torch.__version__, "rows": rows}, f, indent=1)
     print(table(rows, device_name))
-    for name in filter(None, args.profile.split(",")):
+    for name in profiles:
         print(f"\n### {name}, compiled, one training step at 16 x 1024: GPU kernels per step ({PROFILED_STEPS} steps profiled)")
         print(profile(ARCHS[name]))
+
+
+def profiled(name: str) -> str:
+    """The architecture `name` means: itself, else the one name it begins ("gau" for "gau (32 layers, no MLP)")."""
+    if name in ARCHS:
+        return name
+    if len(matches := [n for n in ARCHS if n.startswith(name)]) != 1:
+        raise SystemExit(f"--profile: {name!r} names {'none' if not matches else ', '.join(matches)}; expected one of {', '.join(ARCHS)}")
+    return matches[0]
 
 
 KERNEL_KINDS = (  # first match wins; Inductor names its generated kernels triton_{poi,red,per}_fused_...
