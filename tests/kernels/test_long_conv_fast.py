@@ -165,3 +165,31 @@ def test_a_compiled_monarch_convolution_builds_its_plan_in_the_graph_and_caches_
     assert torch.allclose(y, y_eager, atol=1e-6) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, grads_eager, strict=True))
     y_ref, _ = reference(u, h, skip, probe)
     assert relative(y, y_ref) < TOL
+
+
+@pytest.mark.parametrize("form", ["monarch-tf32", "cufft-f32"])
+def test_a_transposed_activation_is_made_contiguous_in_the_traced_graph_not_in_the_op(form):
+    """Blocks pass u as a transposed view of [B, T, C]. Compiled, the layout change is a graph node before the op
+    (Inductor fuses it into u's producer), not an eager copy inside the op, which saves that contiguous u for its
+    backward; the results are the reference's."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def keep(gm, _inputs):
+        graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    u, h, skip = inputs((2,), 3, 40, 40)
+    probe = torch.randn(2, 40, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda u, h, s: FORMS[form](u.transpose(1, 2), h, s).transpose(1, 2),
+                             backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
+    y, grads = run(compiled, u.transpose(1, 2).contiguous(), h, skip, probe)
+    forward, backward = ([n for n in g.graph.nodes if n.op == "call_function" and "long_conv" in str(n.target)] for g in graphs)
+    assert len(forward) == len(backward) == 1
+    assert forward[0].args[0].target == torch.ops.aten.clone.default  # u, made contiguous before the op
+    y_ref, grads_ref = reference(u, h, skip, probe.transpose(1, 2))
+    assert relative(y.transpose(1, 2), y_ref) < TOL
+    assert relative(grads[0].transpose(1, 2), grads_ref[0]) < TOL and all(relative(g, r) < TOL for g, r in zip(grads[1:], grads_ref[1:], strict=True))

@@ -323,5 +323,6 @@ _cufft_op.register_autograd(_cufft_backward, setup_context=_cufft_setup)
 def long_conv_cufft(u: Tensor, h: Tensor, skip: Tensor | None = None, half: bool = False) -> Tensor:
     """`long_conv` (see `reference`) through cuFFT with fused Triton passes; half: fp16 transforms (CUDA only).
 
-    A `torch.library` op (archsearch::long_conv_cufft), so `torch.compile` keeps it in one graph."""
-    return _cufft_op(u, h, skip, half)[0]
+    A `torch.library` op (archsearch::long_conv_cufft), so `torch.compile` keeps it in one graph. u is made
+    contiguous outside the op, where Inductor fuses the layout into u's producer (see `long_conv_monarch`)."""
+    return _cufft_op(u.contiguous(), h, skip, half)[0]

@@ -354,7 +354,10 @@ _monarch_op.register_autograd(_monarch_backward, setup_context=_monarch_setup)
 def long_conv_monarch(u: Tensor, h: Tensor, skip: Tensor | None = None, f16: bool = True) -> Tensor:
     """`long_conv` (see `reference`) through the fused kernel; T <= MAX_FFT // 2. f16: fp16 DFT products, else tf32.
 
-    A `torch.library` op (archsearch::long_conv_monarch), so `torch.compile` keeps it in one graph."""
+    A `torch.library` op (archsearch::long_conv_monarch), so `torch.compile` keeps it in one graph. Blocks pass u
+    as a transposed view of [B, T, C]: it is made contiguous here, outside the op, where Inductor writes that layout
+    from the kernel that produces u. Inside the op it is an eager strided copy, in the forward and again in the
+    backward (of the saved u)."""
     if not supports(u.shape[-1]):
         raise ValueError(f"long_conv_monarch: T={u.shape[-1]} is over {MAX_FFT // 2}")
-    return _monarch_op(u, h, skip, list(plan(fft_size(u.shape[-1]), u.device, f16)), f16)[0]
+    return _monarch_op(u.contiguous(), h, skip, list(plan(fft_size(u.shape[-1]), u.device, f16)), f16)[0]
