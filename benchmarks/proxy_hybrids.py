@@ -207,19 +207,18 @@ def profile(arch: Architecture, seq_len: int = 1024) -> str:
             step()
         torch.cuda.synchronize()
     # annotations (Inductor's "## Call CompiledFxGraph ##", autograd's CompiledFunction) span kernels: not counted twice
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0
-               and not e.key.startswith(ANNOTATIONS)]
-    total_ms = sum(e.self_device_time_total for e in kernels) / 1e3 / PROFILED_STEPS
+    kernels = sorted(((e, e.self_device_time_total / 1e3 / PROFILED_STEPS) for e in prof.key_averages()  # (event, ms per step)
+                      if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0
+                      and not e.key.startswith(ANNOTATIONS)), key=lambda em: -em[1])
+    total_ms = sum(ms for _, ms in kernels)
     by_kind: dict[str, float] = {}
-    for e in kernels:
+    for e, ms in kernels:
         kind = next(k for k, pattern in KERNEL_KINDS if pattern.search(e.key))
-        by_kind[kind] = by_kind.get(kind, 0.0) + e.self_device_time_total / 1e3 / PROFILED_STEPS
+        by_kind[kind] = by_kind.get(kind, 0.0) + ms
     lines = [f"GPU kernel time {total_ms:.2f} ms per step (forward + backward)", "| kind | ms/step | share |", "| --- | --- | --- |"]
     lines += [f"| {k} | {ms:.2f} | {ms / total_ms:.0%} |" for k, ms in sorted(by_kind.items(), key=lambda kv: -kv[1])]
     lines += ["", "| kernel | calls/step | ms/step | share |", "| --- | --- | --- | --- |"]
-    for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:14]:
-        ms = e.self_device_time_total / 1e3 / PROFILED_STEPS
-        lines.append(f"| {e.key[:90]} | {e.count // PROFILED_STEPS} | {ms:.3f} | {ms / total_ms:.1%} |")
+    lines += [f"| {e.key[:90]} | {e.count // PROFILED_STEPS} | {ms:.3f} | {ms / total_ms:.1%} |" for e, ms in kernels[:14]]
     torch._dynamo.reset()
     return "\n".join(lines)
 
