@@ -2,8 +2,9 @@
 
 Several trials may share one GPU. Training steps (and evaluations, and loading their batches) hold a shared lock on
 the physical device, kept from step to step until a timer waits, and synchronise the device before they release it,
-so no kernel of theirs is still running when they let go; a trial that times itself takes the exclusive lock, so the
-others pause between their steps for the few seconds it measures, then go on. A turnstile keeps a stream of shared holders from starving the timer. The
+so no kernel of theirs is still running when they let go; a trial that times itself takes the exclusive lock once
+for all its windows (each hand-over drains every other trial's queued steps), so the others pause between their steps
+for the few seconds it measures, then go on. A turnstile keeps a stream of shared holders from starving the timer. The
 locks are files, so they work across the processes Ray starts; on a crash the kernel releases them.
 
 `TimingWindows` says which training steps are timed: a few windows of consecutive steps after warm-up and
@@ -131,13 +132,19 @@ class DeviceLock:
         self._main = open(os.path.join(folder, f"archsearch-{name}.lock"), "a+")  # noqa: SIM115 (held for the lock's life)
         self._turnstile = open(os.path.join(folder, f"archsearch-{name}.turnstile"), "a+")  # noqa: SIM115
         self.holding = False  # whether this holder keeps the shared lock between its steps
+        self.timing = False  # whether this holder is inside `exclusive` (its own steps and evaluations need no more)
         self.waited = 0.0  # seconds spent blocked taking the lock (others' timed windows; a timer waiting for steps)
 
     @contextmanager
     def shared(self, keep: bool = True):
         """Around one training step (or an evaluation): many trials may hold it at once. Taken if this holder does
         not hold it already; afterwards kept (`keep`, for the next step) unless a timer waits: then the device is
-        synchronised and the lock released, so the timer finds none of this holder's kernels running."""
+        synchronised and the lock released, so the timer finds none of this holder's kernels running.
+        Inside this holder's own `exclusive` it takes nothing: a flock on the same file would convert the exclusive
+        lock to a shared one and give the rest of the timed window away."""
+        if self.timing:
+            yield
+            return
         if not self.holding:
             start = time.perf_counter()
             fcntl.flock(self._turnstile, fcntl.LOCK_SH)
@@ -180,10 +187,12 @@ class DeviceLock:
         try:
             fcntl.flock(self._main, fcntl.LOCK_EX)
             self.waited += time.perf_counter() - start
+            self.timing = True
             try:
                 synchronize(self.device)
                 yield
             finally:
+                self.timing = False
                 fcntl.flock(self._main, fcntl.LOCK_UN)
         finally:
             fcntl.flock(self._turnstile, fcntl.LOCK_UN)

@@ -381,7 +381,8 @@ class _Training:
             for step in range(self.step + 1, self.steps + 1):
                 timed = windows is not None and windows.inside(step)
                 if windows is not None and windows.starts(step):
-                    timing.enter_context(self.lock.exclusive())  # drains this process's queue too
+                    if step == windows.first:  # one hand-over for all the windows: each drains every other trial
+                        timing.enter_context(self.lock.exclusive())  # drains this process's queue too
                     windows.start()
                 out = self._one_step(step, self.schedule, timed)
                 self.step = step
@@ -389,7 +390,8 @@ class _Training:
                 if windows is not None and windows.ends(step):
                     synchronize(self.device)
                     windows.stop()
-                    timing.close()
+                    if step == windows.last:
+                        timing.close()
                     timed = False
                 over_time = s.seconds is not None and time.perf_counter() - wall_start > s.seconds
                 last = step == self.steps or over_time

@@ -262,6 +262,42 @@ def test_an_error_inside_a_timed_window_releases_the_lock(tmp_path, monkeypatch)
     assert _lock_is_free(tmp_path)  # ... and gives it back on the way out
 
 
+def _shared_lock_blocked(folder) -> bool:
+    import fcntl
+
+    with open(folder / "archsearch-cpu.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def test_an_evaluation_inside_a_timed_window_keeps_the_window_exclusive(tmp_path, monkeypatch):
+    # a flock taken for the evaluation on the timer's own file would convert its exclusive lock to a shared one
+    monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
+    paused, blocked = [], []
+    pause, point = TimingWindows.pause, train_module._validation_point
+
+    def pausing(self):
+        paused.append(True)
+        pause(self)
+
+    def evaluating(*args, **kwargs):
+        if paused and paused[-1]:  # an evaluation inside a window: nobody else may step meanwhile
+            blocked.append(_shared_lock_blocked(tmp_path))
+            paused[-1] = False
+        return point(*args, **kwargs)
+
+    monkeypatch.setattr(TimingWindows, "pause", pausing)
+    monkeypatch.setattr(train_module, "_validation_point", evaluating)
+    m = run_proxy(ARCH, ProxySettings(**FAST))  # 64 steps: windows at 7-18, evaluations every 8 steps
+    assert m.status == "ok" and m.train_tokens_per_s is not None
+    assert blocked == [True, True]  # the evaluations at steps 8 and 16
+    assert _lock_is_free(tmp_path)
+
+
 def test_the_lock_names_the_physical_device():
     assert physical_device("cpu") == "cpu" and physical_device("cpu:1") == "cpu1"
 
@@ -494,7 +530,7 @@ def test_nothing_compiles_inside_a_timed_window_inference_speeds_included(monkey
     monkeypatch.setattr(DeviceLock, "exclusive", counted)
     m = run_proxy(ONE_LAYER, ProxySettings(**{**FAST, "evals": 2, "eval_tokens": 512}, compile=True, inference=True, decode_tokens=4))
     assert m.compiled and m.train_tokens_per_s and m.prefill_tokens_per_s
-    assert compiled_inside == [0, 0, 0, 0]  # three training windows, then the inference timing (it compiled a head once)
+    assert compiled_inside == [0, 0]  # the three training windows (one hand-over), then the inference timing (it compiled a head once)
 
 
 def test_a_first_step_that_fails_under_cuda_graphs_compiles_again_without_them(monkeypatch):
