@@ -45,6 +45,8 @@ class ProxySettings:
     tokens: int = field(default=1_000_000, metadata={"help": "training budget in tokens"})
     seconds: float | None = field(default=None, metadata={"help": "wall-clock budget as well"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    lr_width: int | None = field(default=None, metadata={"help": "the d_model at which lr is the peak: a wider model peaks at lr * lr_width / d_model "
+                                                                  "(Adam's stable rate falls with width); none: every width at lr"})
     schedule: Literal["wsd", "cosine", "constant"] = field(default="wsd", metadata={"help": "wsd (warm-up, stable, decay: runs of different budgets share a prefix), cosine or constant"})
     decay: float = field(default=0.2, metadata={"help": "wsd: share of the budget (of each rung's) spent decaying"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a share of the peak"})
@@ -80,7 +82,7 @@ class ProxySettings:
             raise ArchsearchError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name, top in _INT_RANGES.items():
             value = getattr(self, name)
-            if value is None and name == "predict_tokens":
+            if value is None and name in _OPTIONAL_INTS:
                 continue
             low = _INT_LEAST.get(name, 1)
             if not low <= value <= top:
@@ -111,7 +113,9 @@ def torch_compile_mode(mode: str) -> str:
 
 
 _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50, "evals": 10_000, "warmup_tokens": 1 << 50,
-               "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60}
+               "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60,
+               "lr_width": 1 << 20}
+_OPTIONAL_INTS = {"predict_tokens", "lr_width"}  # None: not asked for
 _INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
 _FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
@@ -309,7 +313,8 @@ class _Training:
         compiled = _compiles(settings, device)
         # a captured step reads its learning rate from a tensor, and its optimizer's state lives on the device
         step_graph = compiled and settings.compile_mode == STEP_GRAPH and device.type == "cuda"
-        self.opt = _optimizer(self.model, settings, device, capturable=step_graph)
+        self.peak_lr = peak_lr(settings, arch.d_model)
+        self.opt = _optimizer(self.model, self.peak_lr, settings, device, capturable=step_graph)
         self.seq_len = self.task.seq_len if self.task else settings.seq_len
         self.tokens_per_step = settings.batch_size * self.seq_len
         self.steps = max(1, settings.tokens // self.tokens_per_step)
@@ -351,7 +356,7 @@ class _Training:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _one_step(self, step: int, schedule: Schedule, timed: bool):
-        lr = self.settings.lr * schedule(step)
+        lr = self.peak_lr * schedule(step)
         for group in self.opt.param_groups:
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)  # read by a captured step on the device: no host sync, no new graph
@@ -830,13 +835,18 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _optimizer(model: HybridLM, settings: ProxySettings, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+def peak_lr(settings: ProxySettings, d_model: int) -> float:
+    """The peak learning rate of a model of this width: `lr`, scaled down by lr_width / d_model above `lr_width`."""
+    return settings.lr if settings.lr_width is None else settings.lr * min(1.0, settings.lr_width / d_model)
+
+
+def _optimizer(model: HybridLM, lr: float, settings: ProxySettings, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (not on norms, gains, biases or SSM vectors); `capturable`: its
     step can be captured in a CUDA graph (state and learning rate as device tensors)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    lr = torch.tensor(settings.lr, device=device) if capturable else settings.lr
+    lr = torch.tensor(lr, device=device) if capturable else lr
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=device.type == "cuda", capturable=capturable)
 
 

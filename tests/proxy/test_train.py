@@ -578,3 +578,28 @@ def test_compile_accepts_true_false_and_auto():
     assert train_module._compiles(ProxySettings(compile=True), torch.device("cpu")) is True
     with pytest.raises(ArchsearchError, match="compile: expected true, false or auto"):
         ProxySettings(compile="sometimes")
+
+
+# --- the learning rate's width scaling --------------------------------------------------------------------------------
+
+
+def test_lr_width_scales_the_peak_down_above_that_width_only():
+    s = ProxySettings(lr=4e-3, lr_width=256)
+    assert train_module.peak_lr(s, 512) == pytest.approx(2e-3) and train_module.peak_lr(s, 256) == 4e-3
+    assert train_module.peak_lr(s, 128) == 4e-3  # narrower models keep lr
+    assert train_module.peak_lr(ProxySettings(lr=4e-3), 4096) == 4e-3  # no lr_width: one rate for every width
+
+
+def test_a_run_with_lr_width_trains_as_one_at_the_scaled_rate():
+    # ARCH is 32 wide: with lr_width 16 it must train exactly as a run at half the learning rate
+    scaled = run_proxy(ARCH, ProxySettings(**FAST, lr=2e-3, lr_width=16))
+    plain = run_proxy(ARCH, ProxySettings(**FAST, lr=1e-3))
+    other = run_proxy(ARCH, ProxySettings(**FAST, lr=2e-3))
+    assert scaled.status == plain.status == "ok"
+    assert scaled.val_loss == pytest.approx(plain.val_loss, rel=1e-6) and scaled.val_loss != pytest.approx(other.val_loss, rel=1e-4)
+
+
+@pytest.mark.parametrize("value", [0, -256, 1 << 21])
+def test_a_bad_lr_width_is_one_line(value):
+    with pytest.raises(ArchsearchError, match=r"^lr_width: expected a positive integer"):
+        ProxySettings(lr_width=value)
