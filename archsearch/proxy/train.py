@@ -338,7 +338,8 @@ class _Training:
         self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=not step_graph)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        self.eval_batches = _eval_batches(settings, self.corpus, self.task, self.seq_len)
+        # on the device once: every evaluation reads the same batches
+        self.eval_batches = [(x.to(device), y.to(device)) for x, y in _eval_batches(settings, self.corpus, self.task, self.seq_len)]
         self.step_fn = _Steps(self.model, self.opt, settings, self.autocast, compiled=compiled)
         self.step = 0  # steps done on the run's own trajectory
         self.resumed_point: dict[str, float] | None = None  # the rung point a checkpoint ended at
@@ -866,19 +867,20 @@ def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec
 @torch.no_grad()
 def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast) -> dict[str, float]:
     model.eval()
-    total, count, correct, scored = 0.0, 0, 0.0, 0
+    # summed on the device and read once: a read per batch would wait for the GPU to drain each time
+    total, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.int64)
+    correct, scored = 0.0, 0
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
         with autocast:
             out = model(x, y, keep_logits=task is not None)
-        n = int((y != -1).sum())
-        total += out.ce_loss.item() * n
+        n = (y != -1).sum()
+        total += out.ce_loss.detach().double() * n
         count += n
         if task is not None:
-            correct += accuracy(out.logits, y) * n
-            scored += n
+            correct += accuracy(out.logits, y) * int(n)
+            scored += int(n)
     model.train()
-    loss = total / max(count, 1)
+    loss = float(total) / max(int(count), 1)
     point = {"val_loss": loss, "perplexity": math.exp(min(loss, 700.0))}
     if corpus is not None and corpus.bytes_per_token:
         point["bits_per_byte"] = loss / LN2 / corpus.bytes_per_token

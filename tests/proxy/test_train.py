@@ -603,3 +603,27 @@ def test_a_run_with_lr_width_trains_as_one_at_the_scaled_rate():
 def test_a_bad_lr_width_is_one_line(value):
     with pytest.raises(ArchsearchError, match=r"^lr_width: expected a positive integer"):
         ProxySettings(lr_width=value)
+
+
+def test_the_validation_loss_weights_each_batch_by_its_scored_tokens():
+    import contextlib
+
+    from archsearch.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARCH)
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for masked in (0, 20, 31):  # batches with 32, 12 and 1 scored positions per row
+        x = torch.randint(0, ARCH.vocab_size, (2, 32), generator=g)
+        y = torch.randint(0, ARCH.vocab_size, (2, 32), generator=g)
+        y[:, :masked] = -1
+        batches.append((x, y))
+    with torch.no_grad():
+        losses = [model(x, y).ce_loss.item() for x, y in batches]
+    counts = [int((y != -1).sum()) for _, y in batches]
+    expected = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
+    point = train_module._validation_point(model, batches, None, None, torch.device("cpu"), contextlib.nullcontext())
+    assert point["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert point["val_loss"] != pytest.approx(sum(losses) / len(losses), rel=1e-3)  # not the plain mean of batches
+    assert model.training
