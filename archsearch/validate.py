@@ -389,8 +389,12 @@ def front_line(report: dict[str, Any] | None, study: Study) -> str:
     a = report.get("agreement")
     if a is None:
         return f"proxy validation inconclusive: only {report['compared']} architectures finished both budgets"
-    return (f"proxy validated: Kendall tau {_interval(a['kendall_tau'])} against {report['factor']:g}x its budget "
+    line = (f"proxy validated: Kendall tau {_interval(a['kendall_tau'])} against {report['factor']:g}x its budget "
             f"on {report['metric']} over {a['n']} architectures (top-{a['k']} overlap {a['top_k_overlap']})")
+    ceiling = (report.get("reference_agreement") or {}).get("kendall_tau_mean")
+    if ceiling is not None:  # what the proxy's tau is worth: no proxy ranks better than the reference repeats
+        line += f"; the long runs' own seeds agree at tau {ceiling:.2f}"
+    return line
 
 
 def _num(v: float | None) -> str:

@@ -154,6 +154,7 @@ def test_long_repeats_make_the_reference_a_mean_over_seeds_and_report_how_the_se
     lines = describe(report)
     assert "(10x, mean of 2 seeds)" in lines[0]
     assert any(line.startswith(f"the long runs' seeds against each other: Kendall tau {ref['kendall_tau_mean']:.2f}") for line in lines)
+    assert front_line(report, study).endswith(f"; the long runs' own seeds agree at tau {ref['kendall_tau_mean']:.2f}")
 
 
 def test_reuse_copies_the_long_runs_of_another_budget_s_validation_and_trains_only_the_new_proxies(study_file, tmp_path, capsys):

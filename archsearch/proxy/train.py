@@ -96,6 +96,15 @@ class ProxySettings:
         if not _DEVICE.fullmatch(self.device):
             raise ArchsearchError(f"device: unknown device {self.device!r}; expected auto, cpu, cuda or cuda:N")
 
+    def key_data(self) -> dict[str, Any]:
+        """The settings as result keys hash them: every field, less those added since results were first recorded
+        while they are off, so that records, caches and checkpoints made before keep their keys."""
+        data = dataclasses.asdict(self)
+        for name, off in KEYED_ONLY_WHEN_SET.items():
+            if data[name] == off:
+                del data[name]
+        return data
+
     def task_spec(self) -> TaskSpec:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
@@ -116,6 +125,7 @@ _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60,
                "lr_width": 1 << 20}
 _OPTIONAL_INTS = {"predict_tokens", "lr_width"}  # None: not asked for
+KEYED_ONLY_WHEN_SET = {"lr_width": None}  # settings added after results were recorded, and their value when off
 _INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
 _FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
@@ -307,7 +317,7 @@ class _Training:
             self.vocab = self.task.vocab_size
         if arch.vocab_size != self.vocab:  # the data decides the vocabulary; everything else is the architecture's
             arch = dataclasses.replace(arch, vocab_size=self.vocab)
-        self.identity = f"{arch.digest}:{json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)}:{list(rungs)}"
+        self.identity = f"{arch.digest}:{json.dumps(settings.key_data(), sort_keys=True, default=str)}:{list(rungs)}"
         self.model = build_model(arch).to(device)
         metrics.params = sum(p.numel() for p in self.model.parameters())
         compiled = _compiles(settings, device)

@@ -133,7 +133,7 @@ class Study:
     @property
     def proxy_key(self) -> str:
         """A digest of the proxy settings: results are reused only between equal settings."""
-        data = dataclasses.asdict(self.proxy)
+        data = self.proxy.key_data()
         if self.suite is not None:
             data = {"proxy": data, "suite": self.suite.to_data(), "suite_only": self.suite_only}
         text = json.dumps(data, sort_keys=True, default=str)

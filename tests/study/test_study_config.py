@@ -122,3 +122,16 @@ def test_the_documented_study_example_loads(tmp_path):
     path.write_text(block.replace("../search_spaces/deltanet_swa.yaml", space))
     study = Study.load(path)
     assert study.name == "deltanet-hybrids" and study.search.sampler == "nsga2" and study.constraints.bounds
+
+
+def test_a_settings_field_added_later_keeps_the_keys_of_results_recorded_before_it():
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    study = Study.load("studies/gpu.yaml")
+    records = Path("benchmarks/validation.20.h200/validation.jsonl").read_text().splitlines()
+    recorded = {json.loads(line)["settings"] for line in records}
+    assert study.proxy_key in recorded  # recorded before proxy.lr_width existed: the key holds it only when set
+    widened = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, lr_width=256))
+    assert widened.proxy_key != study.proxy_key
