@@ -1,6 +1,6 @@
 """Timing that concurrent trials cannot contaminate, and inference speed.
 
-Several trials may share one GPU. Training steps (and evaluations, and loading their batches) hold a shared lock on
+Several trials may share one GPU. Training steps (and each batch of an evaluation) hold a shared lock on
 the physical device, kept from step to step until a timer waits, and synchronise the device before they release it,
 so no kernel of theirs is still running when they let go; a trial that times itself takes the exclusive lock once
 for all its windows (each hand-over drains every other trial's queued steps), so the others pause between their steps

@@ -472,9 +472,13 @@ class _Training:
         compiling = self.step_fn.evaluation_compiles
         if compiling:
             self.lock.release()
-        with contextlib.nullcontext() if compiling else self.lock.shared(keep=False):
-            batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
-            point = self.step_fn.evaluate(lambda: _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast))
+        # each batch under the shared lock, as a training step is: a timer waits for one batch, not a whole evaluation
+        hold = contextlib.nullcontext if compiling else self.lock.shared
+        batches = self.eval_batches if full else self.eval_batches[: max(1, len(self.eval_batches) // 4)]
+        try:
+            point = self.step_fn.evaluate(lambda: _validation_point(self.model, batches, self.corpus, self.task, self.device, self.autocast, hold))
+        finally:
+            self.lock.release()  # host-side work follows
         point["tokens"] = tokens if tokens is not None else self.step * self.tokens_per_step
         if decayed:  # taken during a wsd decay: the learning curve's extrapolation treats it apart
             point["decayed"] = True
@@ -875,20 +879,23 @@ def _eval_batches(settings: ProxySettings, corpus: Corpus | None, task: TaskSpec
 
 
 @torch.no_grad()
-def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast) -> dict[str, float]:
+def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, task: TaskSpec | None, device, autocast,
+                      hold: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> dict[str, float]:
+    """The held-out loss (and bits per byte, accuracy) over `batches`, each batch's work inside `hold()`."""
     model.eval()
     # summed on the device and read once: a read per batch would wait for the GPU to drain each time
     total, count = torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.int64)
     correct, scored = 0.0, 0
     for x, y in batches:
-        with autocast:
-            out = model(x, y, keep_logits=task is not None)
-        n = (y != -1).sum()
-        total += out.ce_loss.detach().double() * n
-        count += n
-        if task is not None:
-            correct += accuracy(out.logits, y) * int(n)
-            scored += int(n)
+        with hold():
+            with autocast:
+                out = model(x, y, keep_logits=task is not None)
+            n = (y != -1).sum()
+            total += out.ce_loss.detach().double() * n
+            count += n
+            if task is not None:
+                correct += accuracy(out.logits, y) * int(n)
+                scored += int(n)
     model.train()
     loss = float(total) / max(int(count), 1)
     point = {"val_loss": loss, "perplexity": math.exp(min(loss, 700.0))}

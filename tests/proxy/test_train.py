@@ -495,12 +495,25 @@ def test_a_capture_that_fails_once_is_tried_again_after_a_plain_step(step_graph_
 
 
 def test_a_compiled_runs_first_evaluation_compiles_outside_the_lock(tmp_path, monkeypatch, aot_eager):
+    import contextlib
+
     monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
     validation_point, free = train_module._validation_point, []
 
-    def recorded(*args):  # whether the device lock was free while this evaluation ran
-        free.append(_lock_is_free(tmp_path))
-        return validation_point(*args)
+    def recorded(*args):  # whether the device lock was free while each of this evaluation's batches ran
+        *rest, hold = args
+        inside = []
+
+        @contextlib.contextmanager
+        def checked():
+            with hold():
+                inside.append(_lock_is_free(tmp_path))
+                yield
+
+        point = validation_point(*rest, checked)
+        assert len(set(inside)) == 1  # the same for every batch
+        free.append(inside[0])
+        return point
 
     monkeypatch.setattr(train_module, "_validation_point", recorded)
     short = {**FAST, "tokens": 4096, "evals": 3, "eval_tokens": 512, "timing_steps": 0}
@@ -627,3 +640,43 @@ def test_the_validation_loss_weights_each_batch_by_its_scored_tokens():
     assert point["val_loss"] == pytest.approx(expected, rel=1e-6)
     assert point["val_loss"] != pytest.approx(sum(losses) / len(losses), rel=1e-3)  # not the plain mean of batches
     assert model.training
+
+
+def test_a_timer_waits_for_one_evaluation_batch_not_the_whole_evaluation(tmp_path):
+    import contextlib
+    import threading
+    from types import SimpleNamespace
+
+    holder, timer = DeviceLock("cpu", str(tmp_path)), DeviceLock("cpu", str(tmp_path))
+    done, got, started = [], [], threading.Event()
+
+    class SlowModel:  # 20 batches of 50 ms: a second of evaluation
+        training = True
+
+        def eval(self):
+            self.training = False
+
+        def train(self):
+            self.training = True
+
+        def __call__(self, x, y, keep_logits=False):
+            started.set()
+            time.sleep(0.05)
+            return SimpleNamespace(ce_loss=torch.tensor(1.0))
+
+    batches = [(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))] * 20
+
+    def evaluate():
+        train_module._validation_point(SlowModel(), batches, None, None, torch.device("cpu"), contextlib.nullcontext(), holder.shared)
+        done.append(time.perf_counter())
+
+    thread = threading.Thread(target=evaluate)
+    thread.start()
+    started.wait(10)
+    with timer.exclusive():
+        got.append(time.perf_counter())
+        time.sleep(0.2)  # the evaluation is held back meanwhile
+    thread.join(10)
+    assert got[0] < done[0] - 0.5  # the timer had the device after a batch or two, with most of the evaluation to go
+    holder.close()
+    timer.close()
