@@ -221,12 +221,13 @@ def test_timing_steps_zero_times_nothing_and_says_so(monkeypatch):
         ProxySettings(**{**FAST, "timing_steps": -1})
 
 
-def _lock_is_free(folder) -> bool:
+def _lock_is_free(folder, shared: bool = False) -> bool:
+    """Whether another holder could take the device lock now (exclusively, or `shared`)."""
     import fcntl
 
     with open(folder / "archsearch-cpu.lock", "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         fcntl.flock(f, fcntl.LOCK_UN)
@@ -262,18 +263,6 @@ def test_an_error_inside_a_timed_window_releases_the_lock(tmp_path, monkeypatch)
     assert _lock_is_free(tmp_path)  # ... and gives it back on the way out
 
 
-def _shared_lock_blocked(folder) -> bool:
-    import fcntl
-
-    with open(folder / "archsearch-cpu.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-
 def test_an_evaluation_inside_a_timed_window_keeps_the_window_exclusive(tmp_path, monkeypatch):
     # a flock taken for the evaluation on the timer's own file would convert its exclusive lock to a shared one
     monkeypatch.setenv("ARCHSEARCH_LOCK_DIR", str(tmp_path))
@@ -286,7 +275,7 @@ def test_an_evaluation_inside_a_timed_window_keeps_the_window_exclusive(tmp_path
 
     def evaluating(*args, **kwargs):
         if paused and paused[-1]:  # an evaluation inside a window: nobody else may step meanwhile
-            blocked.append(_shared_lock_blocked(tmp_path))
+            blocked.append(not _lock_is_free(tmp_path, shared=True))
             paused[-1] = False
         return point(*args, **kwargs)
 
