@@ -137,7 +137,7 @@ class DeviceLock:
 
     @contextmanager
     def shared(self, keep: bool = True):
-        """Around one training step (or an evaluation): many trials may hold it at once. Taken if this holder does
+        """Around one training step (or an evaluation batch): many trials may hold it at once. Taken if this holder does
         not hold it already; afterwards kept (`keep`, for the next step) unless a timer waits: then the device is
         synchronised and the lock released, so the timer finds none of this holder's kernels running.
         Inside this holder's own `exclusive` it takes nothing: a flock on the same file would convert the exclusive
