@@ -100,7 +100,7 @@ class ProxySettings:
         """The settings as result keys hash them: every field, less those added since results were first recorded
         while they are off, so that records, caches and checkpoints made before keep their keys."""
         data = dataclasses.asdict(self)
-        for name, off in KEYED_ONLY_WHEN_SET.items():
+        for name, off in _KEYED_ONLY_WHEN_SET.items():
             if data[name] == off:
                 del data[name]
         return data
@@ -125,7 +125,7 @@ _INT_RANGES = {"seq_len": MAX_CONTEXT, "batch_size": 1 << 16, "tokens": 1 << 50,
                "eval_tokens": 1 << 40, "timing_steps": 100_000, "decode_tokens": MAX_CONTEXT, "predict_tokens": 1 << 60,
                "lr_width": 1 << 20}
 _OPTIONAL_INTS = {"predict_tokens", "lr_width"}  # None: not asked for
-KEYED_ONLY_WHEN_SET = {"lr_width": None}  # settings added after results were recorded, and their value when off
+_KEYED_ONLY_WHEN_SET = {"lr_width": None}  # settings added after results were recorded, and their value when off
 _INT_LEAST = {"timing_steps": 0}  # least values other than 1 (timing_steps 0: not timed)
 _FLOAT_RANGES = {"lr": (0.0, 1e6, True), "min_lr_ratio": (0.0, 1.0, False), "decay": (0.0, 1.0, False),  # (low, high, low open)
                  "weight_decay": (0.0, 100.0, False), "grad_clip": (0.0, 1e6, False), "seconds": (0.0, 1e9, True)}
@@ -894,8 +894,9 @@ def _validation_point(model: HybridLM, batches: list, corpus: Corpus | None, tas
             total += out.ce_loss.detach().double() * n
             count += n
             if task is not None:
-                correct += accuracy(out.logits, y) * int(n)
-                scored += int(n)
+                here = int(n)
+                correct += accuracy(out.logits, y) * here
+                scored += here
     model.train()
     loss = float(total) / max(int(count), 1)
     point = {"val_loss": loss, "perplexity": math.exp(min(loss, 700.0))}
