@@ -146,16 +146,20 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     # the proxy as the study measures it: over its repeats' seeds (seed, seed + 1, ...), ranked on their mean
     shorts, longs = _seeded("proxy", short, study.search.repeats), _seeded("long", long, long_repeats)
     settings = {**shorts, **longs}
-    keys = {f: dataclasses.replace(study, proxy=p).proxy_key for f, p in settings.items()}
+    # each training as its model trains it, keyed by that: runs that train alike (a narrow model under lr_width and
+    # without it) are one record
+    trained = {(arch.digest, f): p.for_width(arch.d_model) for arch in archs for f, p in settings.items()}
+    keys = {at: dataclasses.replace(study, proxy=p).proxy_key for at, p in trained.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
-    missing = {(arch.digest, keys[f]) for arch in archs for f in settings} - done.keys()
+    missing = {(digest, key) for (digest, _), key in keys.items()} - done.keys()
     reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records() if (r["digest"], r["settings"]) in missing}
     for key, record in reused.items():
         run_dir.add_validation_record(record)
         done[key] = record
     if reuse:
         print(f"reused {len(reused)} recorded training(s) from {', '.join(str(o.path) for o in reuse)}", flush=True)
-    todo = [(i, arch, f) for i, arch in enumerate(archs) for f in settings if (arch.digest, keys[f]) not in done]
+    todo = [(i, arch, f, trained[arch.digest, f], keys[arch.digest, f]) for i, arch in enumerate(archs) for f in settings
+            if (arch.digest, keys[arch.digest, f]) not in done]
     if todo:
         with_seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
         long_seeds = f" ({len(longs)} seeds)" if len(longs) > 1 else ""
@@ -163,18 +167,19 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
               f"{len(todo)} of {len(settings) * len(archs)} trainings to run, {'one at a time' if jobs == 1 else f'{jobs} at a time'}; "
               f"run directory {run_dir.path}", flush=True)
     runner = _run_all if jobs == 1 else functools.partial(_run_pooled, jobs=jobs, plugins=study.plugins)
-    for record in runner(todo, len(archs), settings, keys, train, progress):
+    for record in runner(todo, len(archs), train, progress):
         run_dir.add_validation_record(record)
         done[(record["digest"], record["settings"])] = record
     metric = quality_objective(study).metric
     seeds, long_seeds = [p.seed for p in shorts.values()], [p.seed for p in longs.values()]
-    pairs = [(arch, _mean_over_seeds([done[(arch.digest, keys[f])] for f in shorts], seeds, metric),
-              _mean_over_seeds([done[(arch.digest, keys[f])] for f in longs], long_seeds, metric)) for arch in archs]
+    record = {(arch.digest, f): done[(arch.digest, keys[arch.digest, f])] for arch in archs for f in settings}
+    pairs = [(arch, _mean_over_seeds([record[arch.digest, f] for f in shorts], seeds, metric),
+              _mean_over_seeds([record[arch.digest, f] for f in longs], long_seeds, metric)) for arch in archs]
     report = summarize(study, pairs, factor, k)
-    report["settings"] = {"proxy": keys["proxy"], "long": keys["long"]}
+    report["settings"] = {f: dataclasses.replace(study, proxy=settings[f]).proxy_key for f in ("proxy", "long")}
     report["repeats"], report["long_repeats"] = len(shorts), len(longs)
     if len(longs) > 1:
-        per_seed = [[_ok_value(done[(arch.digest, keys[f])], metric) for arch in archs] for f in longs]
+        per_seed = [[_ok_value(record[arch.digest, f], metric) for arch in archs] for f in longs]
         report["reference_agreement"] = reference_agreement(per_seed, long_seeds, report["direction"], k)
     run_dir.write_validation(report)
     return report
@@ -210,8 +215,8 @@ def reference_agreement(per_seed: Sequence[Sequence[float | None]], seeds: Seque
     return {"pairs": pairs, "kendall_tau_mean": float(np.mean(taus)) if taus else None}
 
 
-def _record(arch: Architecture, fidelity: str, keys: dict[str, str], metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"digest": arch.digest, "settings": keys[fidelity], "fidelity": fidelity, "arch": arch.to_json(),
+def _record(arch: Architecture, fidelity: str, key: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"digest": arch.digest, "settings": key, "fidelity": fidelity, "arch": arch.to_json(),
             "summary": arch.summary(), "metrics": metrics}
 
 
@@ -272,29 +277,29 @@ def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: 
             process.join()
 
 
-def _run_pooled(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool,
-                jobs: int, plugins: tuple[str, ...]):
+def _run_pooled(todo, n_archs: int, train: Train, progress: bool, jobs: int, plugins: tuple[str, ...]):
     """`train_parallel` over the validation's trainings, yielding each record as it finishes."""
-    work = [(arch, settings[f]) for _, arch, f in todo]
+    work = [(arch, settings) for _, arch, _, settings, _ in todo]
     for i, metrics in train_parallel(work, jobs, plugins, train, progress):
-        yield _record(todo[i][1], todo[i][2], keys, metrics)
+        _, arch, fidelity, _, key = todo[i]
+        yield _record(arch, fidelity, key, metrics)
 
 
-def _run_all(todo, n_archs: int, settings: dict[str, ProxySettings], keys: dict[str, str], train: Train, progress: bool):
+def _run_all(todo, n_archs: int, train: Train, progress: bool):
     """Train each job in turn, yielding its record as it finishes."""
     with _token_bar(progress and bool(todo)) as bar:
-        job = bar.add_task("validation", total=sum(settings[f].tokens for _, _, f in todo), status="")
+        job = bar.add_task("validation", total=sum(settings.tokens for *_, settings, _ in todo), status="")
         before = 0
-        for i, arch, fidelity in todo:
+        for i, arch, fidelity, settings, key in todo:
             bar.update(job, description=f"arch {i + 1}/{n_archs} {fidelity}")
 
             def on_step(tokens: int, loss: float, before=before) -> None:
                 bar.update(job, completed=before + tokens, status=f"loss {loss:.3f}")
 
-            metrics = train(arch, settings[fidelity], on_step)
-            before += settings[fidelity].tokens
+            metrics = train(arch, settings, on_step)
+            before += settings.tokens
             bar.update(job, completed=before)
-            yield _record(arch, fidelity, keys, metrics.to_dict())
+            yield _record(arch, fidelity, key, metrics.to_dict())
 
 
 def summarize(study: Study, pairs: Sequence[tuple[Architecture, dict, dict]], factor: float, k: int = DEFAULT_TOP_K) -> dict[str, Any]:

@@ -175,6 +175,26 @@ def test_reuse_copies_the_long_runs_of_another_budget_s_validation_and_trains_on
     assert "--reuse:" in err and "nowhere" in err and "validation.jsonl" in err and len(err.strip().splitlines()) == 1
 
 
+def test_lr_width_retrains_only_the_models_it_slows_and_reuses_the_narrow_ones(study_file, tmp_path):
+    scaled = tmp_path / "scaled.yaml"  # lr_width 16: the 32-wide models peak at half the rate, the 16-wide ones as before
+    scaled.write_text(study_file.read_text().replace("device: cpu,", "device: cpu, lr_width: 16,"))
+    plain, halved = Study.load(study_file), Study.load(scaled)
+    archs = draw_architectures(plain, 4)
+    assert {a.d_model for a in archs} == {16, 32}
+    first = open_run_dir(plain, tmp_path / "plain")
+    validate(plain, first, archs, factor=4, progress=False, train=_fake_train([]))
+    calls, lrs = [], {}
+
+    def train(arch, settings, on_step):
+        lrs[arch.digest] = settings.lr
+        return _fake_train(calls)(arch, settings, on_step)
+
+    validate(halved, open_run_dir(halved, tmp_path / "halved"), archs, factor=4, progress=False, train=train, reuse=[first])
+    wide = {a.digest for a in archs if a.d_model == 32}
+    assert sorted(calls) == sorted((d, t) for d in wide for t in (256, 1024))  # the narrow models' records reused
+    assert set(lrs.values()) == {plain.proxy.lr / 2}  # and the wide ones trained at the scaled rate
+
+
 def test_the_front_says_when_the_proxy_is_unvalidated_or_validated_with_other_settings(study_file):
     study = Study.load(study_file)
     assert front_line(None, study).startswith("proxy unvalidated")

@@ -105,6 +105,13 @@ class ProxySettings:
                 del data[name]
         return data
 
+    def for_width(self, d_model: int) -> ProxySettings:
+        """The settings a model of this width trains with: lr_width folded into lr. A training's record is keyed by
+        these, so a narrow model's run with lr_width and its run without one are one training, recorded once."""
+        if self.lr_width is None:
+            return self
+        return dataclasses.replace(self, lr=self.lr * min(1.0, self.lr_width / d_model), lr_width=None)
+
     def task_spec(self) -> TaskSpec:
         return self.synthetic or TaskSpec(self.task, seq_len=self.seq_len)
 
@@ -323,7 +330,7 @@ class _Training:
         compiled = _compiles(settings, device)
         # a captured step reads its learning rate from a tensor, and its optimizer's state lives on the device
         step_graph = compiled and settings.compile_mode == STEP_GRAPH and device.type == "cuda"
-        self.peak_lr = peak_lr(settings, arch.d_model)
+        self.peak_lr = settings.for_width(arch.d_model).lr
         self.opt = _optimizer(self.model, self.peak_lr, settings, device, capturable=step_graph)
         self.seq_len = self.task.seq_len if self.task else settings.seq_len
         self.tokens_per_step = settings.batch_size * self.seq_len
@@ -848,11 +855,6 @@ def _device(name: str) -> torch.device:
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def peak_lr(settings: ProxySettings, d_model: int) -> float:
-    """The peak learning rate of a model of this width: `lr`, scaled down by lr_width / d_model above `lr_width`."""
-    return settings.lr if settings.lr_width is None else settings.lr * min(1.0, settings.lr_width / d_model)
 
 
 def _optimizer(model: HybridLM, lr: float, settings: ProxySettings, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:

@@ -587,9 +587,9 @@ def test_compile_accepts_true_false_and_auto():
 
 def test_lr_width_scales_the_peak_down_above_that_width_only():
     s = ProxySettings(lr=4e-3, lr_width=256)
-    assert train_module.peak_lr(s, 512) == pytest.approx(2e-3) and train_module.peak_lr(s, 256) == 4e-3
-    assert train_module.peak_lr(s, 128) == 4e-3  # narrower models keep lr
-    assert train_module.peak_lr(ProxySettings(lr=4e-3), 4096) == 4e-3  # no lr_width: one rate for every width
+    assert s.for_width(512).lr == pytest.approx(2e-3) and s.for_width(256).lr == 4e-3
+    assert s.for_width(128) == ProxySettings(lr=4e-3)  # narrower models keep lr: they train as without lr_width
+    assert ProxySettings(lr=4e-3).for_width(4096).lr == 4e-3  # no lr_width: one rate for every width
 
 
 def test_a_run_with_lr_width_trains_as_one_at_the_scaled_rate():
