@@ -129,9 +129,11 @@ def test_a_settings_field_added_later_keeps_the_keys_of_results_recorded_before_
     import json
     from pathlib import Path
 
-    study = Study.load("studies/gpu.yaml")
+    study = Study.load("studies/gpu.yaml")  # it sets lr_width 256
+    plain = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, lr_width=None))
     records = Path("benchmarks/validation.20.h200/validation.jsonl").read_text().splitlines()
     recorded = {json.loads(line)["settings"] for line in records}
-    assert study.proxy_key in recorded  # recorded before proxy.lr_width existed: the key holds it only when set
-    widened = dataclasses.replace(study, proxy=dataclasses.replace(study.proxy, lr_width=256))
-    assert widened.proxy_key != study.proxy_key
+    assert plain.proxy_key in recorded  # recorded before proxy.lr_width existed: the key holds it only when set
+    assert study.proxy_key != plain.proxy_key
+    widened = json.loads(Path("benchmarks/validation.20w.h200/validation.json").read_text())
+    assert widened["proxy_key"] == study.proxy_key  # the validation of the study as it is
