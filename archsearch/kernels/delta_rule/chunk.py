@@ -46,13 +46,43 @@ MAX_HEAD_DIM = 128
 _PREPARE_CONFIGS = [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)]
 
 
+@triton.jit
+def _tril_inverse(b_a, o_r):
+    """(I + A)^{-1} of strictly lower 16 x 16 blocks A, the last two dims of b_a (o_r: the row index, shaped to
+    broadcast over them), by forward substitution: row i of X = (I + A)^{-1} - I is -a_i - a_i X."""
+    b_x = -b_a
+    for i in range(2, 16):
+        b_r = -tl.sum(tl.where(o_r == i, b_a, 0.0), -2)
+        b_r += tl.sum(tl.expand_dims(b_r, -1) * b_x, -2)
+        b_x = tl.where(o_r == i, tl.expand_dims(b_r, -2), b_x)
+    return b_x + (o_r == tl.arange(0, 16)).to(tl.float32)
+
+
+@triton.jit
+def _load_rows(p, rows, T, o_n, m_n, ld):
+    """The [16, N] piece of a [T, N] matrix (row stride ld) at rows, zero past T."""
+    return tl.load(p + rows[:, None] * ld + o_n[None, :], mask=(rows < T)[:, None] & m_n[None, :], other=0.0)
+
+
+@triton.jit
+def _store_tm_times(tms, xs, p, r0, T, o_n, m_n, ld, NB: tl.constexpr, TPREC: tl.constexpr):
+    """Tm X, one 16-row block at a time from the register tiles (tms[i][j]: block (i, j) of Tm; xs[j]: 16-row
+    piece j of X), stored from row r0 of a [T, N] matrix."""
+    for i in tl.static_range(NB):
+        b_y = tl.dot(tms[i][0], xs[0], input_precision=TPREC)
+        for j in tl.static_range(1, i + 1):
+            b_y = tl.dot(tms[i][j], xs[j], b_y, input_precision=TPREC)
+        rows = r0 + i * 16 + tl.arange(0, 16)
+        tl.store(p + rows[:, None] * ld + o_n[None, :], b_y.to(p.dtype.element_ty), mask=(rows < T)[:, None] & m_n[None, :])
+
+
 @autotune(_PREPARE_CONFIGS, key=["H", "K", "V", "BT"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_prepare_kernel(
     k, v, beta, w, u, tm, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, TPREC: tl.constexpr,
-    REG_SUBST: tl.constexpr,
+    REG_BLOCKS: tl.constexpr, REG_SUBST: tl.constexpr,
 ):  # fmt: skip
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -68,78 +98,115 @@ def _fwd_prepare_kernel(
     v += (bos * H + i_h) * V
     u += (bos * H + i_h) * V
     tm += (bos * H + i_h) * BT
-    b_beta = tl.load(beta + (bos + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-    b_k = tl.load(k + o_t[:, None] * (H * K) + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-
-    # A = strict_tril(diag(beta) K K^T), written where Tm will be built
-    b_a = tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
-    b_a = tl.where(o_c[:, None] > o_c[None, :], b_a * b_beta[:, None], 0.0)
+    beta += bos * H + i_h
     p_tm = tm + o_t[:, None] * (H * BT) + o_c[None, :]
-    tl.store(p_tm, b_a, mask=m_t[:, None])
-    tl.debug_barrier()
+    if REG_BLOCKS:
+        # A, Tm and the merges as 16 x 16 register tiles: Tm's blocks go to memory once, for the backward
+        NB: tl.constexpr = BT // 16
+        o_i = tl.arange(0, 16)
+        b_ks = ()  # the chunk's 16-row pieces of K, and of beta
+        b_bs = ()
+        for i in tl.static_range(NB):
+            rows = i_t * BT + i * 16 + o_i
+            b_ks += (_load_rows(k, rows, T, o_k, m_k, H * K),)
+            b_bs += (tl.load(beta + rows * H, mask=rows < T, other=0.0).to(tl.float32),)
+        # block row i of Tm: Tm_ii by substitution, then Tm_ij = -Tm_ii sum_{j <= m < i} A_im Tm_mj
+        b_tms = ()
+        for i in tl.static_range(NB):
+            b_ai = ()  # A_im = beta_i k_i k_m^T
+            for m in tl.static_range(i + 1):
+                b_ai += (tl.dot(b_ks[i], tl.trans(b_ks[m]), input_precision=PREC) * b_bs[i][:, None],)
+            b_tii = _tril_inverse(tl.where(o_i[:, None] > o_i[None, :], b_ai[i], 0.0), o_i[:, None])
+            b_row = ()
+            for j in tl.static_range(i):
+                b_acc = tl.dot(b_ai[j], b_tms[j][j], input_precision="ieee")
+                for m in tl.static_range(j + 1, i):
+                    b_acc = tl.dot(b_ai[m], b_tms[m][j], b_acc, input_precision="ieee")
+                b_row += (-tl.dot(b_tii, b_acc, input_precision="ieee"),)
+            b_tms += (b_row + (b_tii,),)
+        above = o_c[None, :] // 16 > o_c[:, None] // 16
+        tl.store(p_tm, tl.zeros([BT, BT], dtype=tl.float32), mask=m_t[:, None] & above)
+        for i in tl.static_range(NB):
+            rows = i_t * BT + i * 16 + o_i
+            for j in tl.static_range(i + 1):
+                tl.store(tm + rows[:, None] * (H * BT) + (j * 16 + o_i)[None, :], b_tms[i][j], mask=(rows < T)[:, None])
 
-    # the diagonal 16 x 16 blocks, all at once as [NB, 16, 16] in registers, by forward substitution:
-    # row i of X = Tm_bb - I is -a_i - a_i X (a_i: row i of the block of A)
-    o_i = tl.arange(0, 16)
-    if REG_SUBST:
-        r3 = o_i[None, :, None]
-        b3 = tl.arange(0, BT // 16)[:, None, None]
-        rows3 = i_t * BT + b3 * 16 + r3
-        p3 = tm + rows3 * (H * BT) + b3 * 16 + o_i[None, None, :]
-        b_a3 = tl.load(p3, mask=rows3 < T, other=0.0)
-        b_x3 = -b_a3
-        for i in range(2, 16):
-            b_r = -tl.sum(tl.where(r3 == i, b_a3, 0.0), 1)
-            b_r += tl.sum(b_r[:, :, None] * b_x3, 1)
-            b_x3 = tl.where(r3 == i, b_r[:, None, :], b_x3)
-        b_x3 += (r3 == o_i[None, None, :]).to(tl.float32)
-        tl.debug_barrier()  # every thread has read the blocks before they are overwritten
-        tl.store(p3, b_x3, mask=rows3 < T)
-    else:  # one block at a time, rows read back from memory
-        eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
-        for ib in tl.static_range(BT // 16):
-            r0 = i_t * BT + ib * 16
-            p_blk = tm + (r0 + o_i)[:, None] * (H * BT) + (ib * 16 + o_i)[None, :]
-            m_blk = (r0 + o_i < T)[:, None]
-            b_x = -tl.load(p_blk, mask=m_blk, other=0.0)
-            for i in range(2, min(16, T - r0)):
-                b_r = -tl.load(tm + (r0 + i) * (H * BT) + ib * 16 + o_i, mask=o_i < i, other=0.0)
-                b_r += tl.sum(b_r[:, None] * b_x, 0)
-                b_x = tl.where((o_i == i)[:, None], b_r[None, :], b_x)
-            tl.debug_barrier()
-            tl.store(p_blk, b_x + eye, mask=m_blk)
-    tl.debug_barrier()
+        b_kbs = ()
+        for i in tl.static_range(NB):
+            b_kbs += (b_ks[i].to(tl.float32) * b_bs[i][:, None],)
+        _store_tm_times(b_tms, b_kbs, w, i_t * BT, T, o_k, m_k, H * K, NB, TPREC)
+        for i_v in range(tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            b_vbs = ()
+            for i in tl.static_range(NB):
+                rows = i_t * BT + i * 16 + o_i
+                b_vbs += (_load_rows(v, rows, T, o_v, o_v < V, H * V).to(tl.float32) * b_bs[i][:, None],)
+            _store_tm_times(b_tms, b_vbs, u, i_t * BT, T, o_v, o_v < V, H * V, NB, TPREC)
+    else:
+        b_beta = tl.load(beta + o_t * H, mask=m_t, other=0.0).to(tl.float32)
+        b_k = tl.load(k + o_t[:, None] * (H * K) + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
 
-    # the blocks below the diagonal: Tm_ij = -Tm_ii sum_{j <= m < i} A_im Tm_mj, j ascending so that the
-    # A blocks still needed (m >= j) are not yet overwritten
-    for ib in tl.static_range(1, BT // 16):
-        ri = i_t * BT + ib * 16 + o_i
-        m_ri = (ri < T)[:, None]
-        for jb in tl.static_range(0, ib):
-            b_acc = tl.zeros([16, 16], dtype=tl.float32)
-            for mb in tl.static_range(jb, ib):
-                rm = i_t * BT + mb * 16 + o_i
-                b_aim = tl.load(tm + ri[:, None] * (H * BT) + (mb * 16 + o_i)[None, :], mask=m_ri, other=0.0)
-                b_tmj = tl.load(
-                    tm + rm[:, None] * (H * BT) + (jb * 16 + o_i)[None, :], mask=(rm < T)[:, None], other=0.0
-                )
-                b_acc += tl.dot(b_aim, b_tmj, input_precision="ieee")
-            b_tii = tl.load(tm + ri[:, None] * (H * BT) + (ib * 16 + o_i)[None, :], mask=m_ri, other=0.0)
-            b_tij = -tl.dot(b_tii, b_acc, input_precision="ieee")
-            tl.debug_barrier()
-            tl.store(tm + ri[:, None] * (H * BT) + (jb * 16 + o_i)[None, :], b_tij, mask=m_ri)
-            tl.debug_barrier()
+        # A = strict_tril(diag(beta) K K^T), written where Tm will be built
+        b_a = tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
+        b_a = tl.where(o_c[:, None] > o_c[None, :], b_a * b_beta[:, None], 0.0)
+        tl.store(p_tm, b_a, mask=m_t[:, None])
+        tl.debug_barrier()
 
-    b_tm = tl.load(p_tm, mask=m_t[:, None], other=0.0)
-    b_kb = b_k.to(tl.float32) * b_beta[:, None]
-    b_w = tl.dot(b_tm, b_kb, input_precision=TPREC)
-    tl.store(w + o_t[:, None] * (H * K) + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
-    for i_v in range(tl.cdiv(V, BV)):
-        o_v = i_v * BV + tl.arange(0, BV)
-        m_tv = m_t[:, None] & (o_v < V)[None, :]
-        b_v = tl.load(v + o_t[:, None] * (H * V) + o_v[None, :], mask=m_tv, other=0.0)
-        b_u = tl.dot(b_tm, b_v.to(tl.float32) * b_beta[:, None], input_precision=TPREC)
-        tl.store(u + o_t[:, None] * (H * V) + o_v[None, :], b_u.to(u.dtype.element_ty), mask=m_tv)
+        # the diagonal 16 x 16 blocks by forward substitution, all at once as [NB, 16, 16] in registers
+        o_i = tl.arange(0, 16)
+        if REG_SUBST:
+            r3 = o_i[None, :, None]
+            b3 = tl.arange(0, BT // 16)[:, None, None]
+            rows3 = i_t * BT + b3 * 16 + r3
+            p3 = tm + rows3 * (H * BT) + b3 * 16 + o_i[None, None, :]
+            b_x3 = _tril_inverse(tl.load(p3, mask=rows3 < T, other=0.0), r3)
+            tl.debug_barrier()  # every thread has read the blocks before they are overwritten
+            tl.store(p3, b_x3, mask=rows3 < T)
+        else:  # one block at a time, rows read back from memory
+            eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
+            for ib in tl.static_range(BT // 16):
+                r0 = i_t * BT + ib * 16
+                p_blk = tm + (r0 + o_i)[:, None] * (H * BT) + (ib * 16 + o_i)[None, :]
+                m_blk = (r0 + o_i < T)[:, None]
+                b_x = -tl.load(p_blk, mask=m_blk, other=0.0)
+                for i in range(2, min(16, T - r0)):
+                    b_r = -tl.load(tm + (r0 + i) * (H * BT) + ib * 16 + o_i, mask=o_i < i, other=0.0)
+                    b_r += tl.sum(b_r[:, None] * b_x, 0)
+                    b_x = tl.where((o_i == i)[:, None], b_r[None, :], b_x)
+                tl.debug_barrier()
+                tl.store(p_blk, b_x + eye, mask=m_blk)
+        tl.debug_barrier()
+
+        # the blocks below the diagonal: Tm_ij = -Tm_ii sum_{j <= m < i} A_im Tm_mj, j ascending so that the
+        # A blocks still needed (m >= j) are not yet overwritten
+        for ib in tl.static_range(1, BT // 16):
+            ri = i_t * BT + ib * 16 + o_i
+            m_ri = (ri < T)[:, None]
+            for jb in tl.static_range(0, ib):
+                b_acc = tl.zeros([16, 16], dtype=tl.float32)
+                for mb in tl.static_range(jb, ib):
+                    rm = i_t * BT + mb * 16 + o_i
+                    b_aim = tl.load(tm + ri[:, None] * (H * BT) + (mb * 16 + o_i)[None, :], mask=m_ri, other=0.0)
+                    b_tmj = tl.load(
+                        tm + rm[:, None] * (H * BT) + (jb * 16 + o_i)[None, :], mask=(rm < T)[:, None], other=0.0
+                    )
+                    b_acc += tl.dot(b_aim, b_tmj, input_precision="ieee")
+                b_tii = tl.load(tm + ri[:, None] * (H * BT) + (ib * 16 + o_i)[None, :], mask=m_ri, other=0.0)
+                b_tij = -tl.dot(b_tii, b_acc, input_precision="ieee")
+                tl.debug_barrier()
+                tl.store(tm + ri[:, None] * (H * BT) + (jb * 16 + o_i)[None, :], b_tij, mask=m_ri)
+                tl.debug_barrier()
+
+        b_tm = tl.load(p_tm, mask=m_t[:, None], other=0.0)
+        b_kb = b_k.to(tl.float32) * b_beta[:, None]
+        b_w = tl.dot(b_tm, b_kb, input_precision=TPREC)
+        tl.store(w + o_t[:, None] * (H * K) + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
+        for i_v in range(tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            m_tv = m_t[:, None] & (o_v < V)[None, :]
+            b_v = tl.load(v + o_t[:, None] * (H * V) + o_v[None, :], mask=m_tv, other=0.0)
+            b_u = tl.dot(b_tm, b_v.to(tl.float32) * b_beta[:, None], input_precision=TPREC)
+            tl.store(u + o_t[:, None] * (H * V) + o_v[None, :], b_u.to(u.dtype.element_ty), mask=m_tv)
 
 
 _STATE_CONFIGS = [triton.Config({"BV": bv}, num_warps=4, num_stages=ns) for bv, ns in ((32, 3), (64, 2), (16, 3))]
@@ -534,7 +601,8 @@ def _block(n: int) -> int:
 # (benchmarks/RESULTS.md, "DeltaNet chunk kernel"). None: the launcher decides; True/False force a form.
 FUSE_OUTPUT: bool | None = None  # output inside the forward state loop (else `_fwd_output_kernel` after it)
 FUSE_DV: bool | None = None  # causal(QK^T)^T dO inside the reverse state loop (else `_bwd_dv_local_kernel`)
-REG_SUBST: bool | None = None  # the diagonal blocks' substitution in registers (else rows re-read from memory)
+REG_BLOCKS: bool | None = None  # the whole inverse in 16 x 16 register tiles (else built in place in tm)
+REG_SUBST: bool | None = None  # ... else: the diagonal blocks' substitution in registers (else rows re-read from memory)
 KBLOCK_GRADS: bool | None = None  # the gradient kernel one block of 64 key columns at a time (else all of K)
 
 
@@ -544,6 +612,11 @@ def _fused_output() -> bool:
 
 def _fused_dv() -> bool:
     return FUSE_DV if FUSE_DV is not None else True  # faster at all three shapes
+
+
+def _register_blocks(chunk_size: int) -> bool:
+    # not yet measured; above 64 the 36 tiles of a chunk of 128 would likely spill
+    return REG_BLOCKS if REG_BLOCKS is not None else chunk_size <= 64
 
 
 def _register_substitution(k_dim: int) -> bool:
@@ -569,7 +642,7 @@ def chunk_delta_rule_fwd(
     tm = torch.empty(b, t, nh, bt, device=k.device, dtype=torch.float32)
     _fwd_prepare_kernel[(nt, b * nh)](
         k, v, beta, w, u, tm, t, H=nh, K=dk, V=dv, BT=bt, BK=bk, BV=min(bv_full, 64), PREC=prec, TPREC=tprec,
-        REG_SUBST=_register_substitution(dk), **first(_PREPARE_CONFIGS),
+        REG_BLOCKS=_register_blocks(bt), REG_SUBST=_register_substitution(dk), **first(_PREPARE_CONFIGS),
     )  # fmt: skip
 
     fuse_o = _fused_output()
