@@ -313,8 +313,9 @@ VARIANTS = {
     "oSdvF": {"FUSE_OUTPUT": False, "FUSE_DV": True},
     "gradsWholeK": {"KBLOCK_GRADS": False},  # the gradient kernel with all of K at once
     "gradsKBlocks": {"KBLOCK_GRADS": True},  # ... one block of 64 key columns at a time
-    "substRows": {"REG_SUBST": False},  # the diagonal blocks' substitution re-reading rows from memory
-    "substRegs": {"REG_SUBST": True},  # ... in registers
+    "tiles": {"REG_BLOCKS": True},  # the inverse as 16 x 16 register tiles
+    "substRows": {"REG_BLOCKS": False, "REG_SUBST": False},  # built in tm, the diagonal blocks re-reading rows
+    "substRegs": {"REG_BLOCKS": False, "REG_SUBST": True},  # ... the diagonal blocks in registers
 }
 
 

@@ -195,7 +195,7 @@ class Metrics:
         "minimize", "seconds", "wall time spent waiting for the device lock: other trials' timed windows, or this run's "
         "windows waiting for their steps", detail="{:.1f} s", objective=False))
     compile_error: str = field(default="", metadata=metric(
-        None, "text", "why a compile asked for fell back (a step graph not captured, CUDA graphs to the default mode, a compile to eager, evaluations to eager)", objective=False))
+        None, "text", "why a compile asked for fell back (a step graph not captured, CUDA graphs to the default mode, a compile to eager, a compiled first step whose gradients were not finite to eager, evaluations to eager)", objective=False))
     rung: int | None = field(default=None, metadata=metric(
         "maximize", "count", "the fidelity ladder's rung the figures are from (0: the first; a run without a ladder is at 0)",
         objective=False))
@@ -580,7 +580,7 @@ class _Steps:
     shared cache serves every trial holding the same layers. Inductor compiles the forwards at the first step and
     the backwards at its first backward, so the first step is attempted compiled: if compiling fails (a block that
     cannot be traced, a backend error), the step is redone eagerly and the run goes on eagerly, with the reason
-    recorded. Evaluation runs the same modules.
+    recorded; so does a first step whose gradients are not finite. Evaluation runs the same modules.
 
     Under a CUDA graph mode (`compile_mode: reduce-overhead`), torch's CUDA graph trees record each compiled region's
     forward and backward and replay them; the optimizer stays eager, outside the graphs. A replay overwrites the
@@ -691,7 +691,9 @@ class _Steps:
         start = time.perf_counter()
         while True:
             try:
-                out = self._step(x, y)
+                # a compiled backward that returns non-finite gradients from a fresh model is a failed compile (the
+                # block-recurrent cell's, on CUDA at 16 x 1024): caught before the optimizer takes them
+                out = self._step(x, y, check_gradients=True)
                 synchronize(x.device)
                 break
             except torch.cuda.OutOfMemoryError:
@@ -720,19 +722,20 @@ class _Steps:
         synchronize(x.device)  # the batch was made on the other stream: nothing may free it under this one
         return out
 
-    def _body(self, x: torch.Tensor, y: torch.Tensor):
-        """Forward, backward, clip and the optimizer's step: what a step-graph captures."""
+    def _body(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False):
+        """Forward, backward, clip and the optimizer's step: what a step-graph captures. `check_gradients`: raise,
+        before the optimizer's step, if the gradients are not finite (one host sync)."""
         with self.autocast:
             out = self.model(x, y)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, error_if_nonfinite=check_gradients)
         self.opt.step()
         return out
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor):
+    def _step(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False):
         if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        out = self._body(x, y)
+        out = self._body(x, y, check_gradients)
         self.opt.zero_grad(set_to_none=True)
         # under CUDA graph trees the next replay writes over this step's outputs: the losses the run logs are copies
         return _kept(out, copy=self.graphs)

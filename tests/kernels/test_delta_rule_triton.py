@@ -61,10 +61,10 @@ def reference(q, k, v, beta, **kw):
 @pytest.fixture(params=[True, False], ids=["fused", "unfused"])
 def variant(request, monkeypatch):
     """Both forms of each choice the launchers make: output and local dU' in the sequential loops or beside
-    them, the diagonal blocks' substitution in registers or through memory."""
+    them, the inverse in register tiles or built in the buffer that keeps it."""
     monkeypatch.setattr(chunk_module, "FUSE_OUTPUT", request.param)
     monkeypatch.setattr(chunk_module, "FUSE_DV", request.param)
-    monkeypatch.setattr(chunk_module, "REG_SUBST", request.param)
+    monkeypatch.setattr(chunk_module, "REG_BLOCKS", request.param)
 
 
 @pytest.mark.parametrize("initial_state", [True, False], ids=["h0", "no-h0"])
@@ -80,6 +80,28 @@ def test_triton_chunk_equals_recurrence_forward_and_backward(b, t, h, dk, dv, ch
     assert len(grads) == len(grads_ref) == 4 + initial_state
     for name, g, g_ref in zip(("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=False):
         assert g.abs().sum() > 0, name
+        torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+INVERSE_FORMS = {
+    "register-tiles": {"REG_BLOCKS": True},
+    "in-memory-register-substitution": {"REG_BLOCKS": False, "REG_SUBST": True},
+    "in-memory-row-substitution": {"REG_BLOCKS": False, "REG_SUBST": False},
+}
+
+
+@pytest.mark.parametrize("form", INVERSE_FORMS)
+def test_every_form_of_the_inverse_equals_recurrence_on_a_ragged_last_chunk(form, monkeypatch):
+    """Four 16-row blocks merged per chunk of 64; the last chunk of 22 rows has one block full, one partly masked
+    and two empty."""
+    for name, value in INVERSE_FORMS[form].items():
+        monkeypatch.setattr(chunk_module, name, value)
+    q, k, v, beta, s0 = inputs(2, 150, 2, 20, 24, seed=8)
+    o, s, grads = run_with_grads(chunk_delta_rule_triton, q, k, v, beta, s0, chunk_size=64)
+    o_ref, s_ref, grads_ref = run_with_grads(reference, q, k, v, beta, s0)
+    torch.testing.assert_close(o, o_ref, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(s, s_ref, atol=ATOL, rtol=RTOL)
+    for name, g, g_ref in zip(("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=True):
         torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"d{name}: {m}")
 
 

@@ -325,6 +325,40 @@ def test_a_block_that_cannot_compile_falls_back_to_eager_with_the_reason(monkeyp
     assert m.val_loss < math.log(256)
 
 
+class _NaNGradientWhenCompiled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class _BrokenBackwardWhenCompiled(_Untraceable):
+    """Right eagerly; compiled, its backward returns NaN (as a miscompiled kernel would), its forward is right."""
+
+    def forward(self, x):
+        y = self.w(x)
+        return _NaNGradientWhenCompiled.apply(y) if torch.compiler.is_compiling() else y
+
+
+class _BrokenBackwardFamily(_UntraceableFamily):
+    name, letter = "broken_backward", "W"
+
+    def build(self, p, d_model):
+        return _BrokenBackwardWhenCompiled(d_model)
+
+
+def test_a_compiled_backward_with_non_finite_gradients_falls_back_to_eager_before_the_optimizer_takes_them(monkeypatch, aot_eager):
+    monkeypatch.setitem(REGISTRY, "broken_backward", _BrokenBackwardFamily())
+    arch = Architecture(32, (LayerSpec(BlockSpec.make("broken_backward", {}, 32), BlockSpec.make("glu", {}, 32)),))
+    m = run_proxy(arch, ProxySettings(**FAST, compile=True))
+    assert m.status == "ok" and not m.compiled and "non-finite" in m.compile_error, m.compile_error
+    eager = run_proxy(arch, ProxySettings(**FAST))
+    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-5)  # the parameters never took the NaN step
+
+
 class _TrainOnlyTraceable(_Untraceable):
     """Traces in one graph when training; in eval mode, a data-dependent branch."""
 

@@ -15,8 +15,8 @@ Backward, two (or three) launches:
                          dS <- dS + scale Q^T dO - W^T dU', saving dS at every chunk end and dU'.
   `_bwd_grads_kernel`    one program per chunk: dq, dk, dv and dbeta, through W and U and the inverse
                          (`_bwd_grads_kblock_kernel` for K > 64: fewer values live, K taken 64 columns at a time).
-The inverse takes the 16 x 16 diagonal blocks by forward substitution and merges them with block products,
-in place in the float32 buffer that keeps Tm.
+The inverse takes the 16 x 16 diagonal blocks by forward substitution and merges them with block products, either
+as register tiles or in place in the float32 buffer that keeps Tm (`REG_BLOCKS`).
 
 Dot operands are in the input dtype with float32 accumulation (as fla does), except products with Tm, which stay
 in float32 (tf32 on the tensor cores for 16-bit inputs; exact float32 for float32 inputs).
@@ -73,10 +73,11 @@ def _store_tm_times(tms, xs, p, r0, T, o_n, m_n, ld, NB: tl.constexpr, TPREC: tl
         for j in tl.static_range(1, i + 1):
             b_y = tl.dot(tms[i][j], xs[j], b_y, input_precision=TPREC)
         rows = r0 + i * 16 + tl.arange(0, 16)
-        tl.store(p + rows[:, None] * ld + o_n[None, :], b_y.to(p.dtype.element_ty), mask=(rows < T)[:, None] & m_n[None, :])
+        m_rn = (rows < T)[:, None] & m_n[None, :]
+        tl.store(p + rows[:, None] * ld + o_n[None, :], b_y.to(p.dtype.element_ty), mask=m_rn)
 
 
-@autotune(_PREPARE_CONFIGS, key=["H", "K", "V", "BT"])
+@autotune(_PREPARE_CONFIGS, key=["H", "K", "V", "BT", "REG_BLOCKS", "REG_SUBST"])
 @triton.jit(do_not_specialize=["T"])
 def _fwd_prepare_kernel(
     k, v, beta, w, u, tm, T,
@@ -101,22 +102,31 @@ def _fwd_prepare_kernel(
     beta += bos * H + i_h
     p_tm = tm + o_t[:, None] * (H * BT) + o_c[None, :]
     if REG_BLOCKS:
-        # A, Tm and the merges as 16 x 16 register tiles: Tm's blocks go to memory once, for the backward
+        # A's diagonal blocks and their inverses at once as [NB, 16, 16], from a batched dot (in its layout, with 4
+        # warps, the substitution's loop compiles without a barrier for sm90), then each block of A and Tm below
+        # them a 16 x 16 register tile; Tm goes to memory once, for the backward
         NB: tl.constexpr = BT // 16
         o_i = tl.arange(0, 16)
+        r3 = o_i[None, :, None]
+        b3 = tl.arange(0, NB)[:, None, None]
+        rows3 = i_t * BT + b3 * 16 + r3
+        b_k3 = tl.load(k + rows3 * (H * K) + o_k[None, None, :], mask=(rows3 < T) & m_k[None, None, :], other=0.0)
+        b_a3 = tl.dot(b_k3, tl.permute(b_k3, (0, 2, 1)), input_precision=PREC)
+        b_a3 *= tl.load(beta + rows3 * H, mask=rows3 < T, other=0.0).to(tl.float32)
+        b_t3 = _tril_inverse(tl.where(r3 > o_i[None, None, :], b_a3, 0.0), r3)
         b_ks = ()  # the chunk's 16-row pieces of K, and of beta
         b_bs = ()
         for i in tl.static_range(NB):
             rows = i_t * BT + i * 16 + o_i
             b_ks += (_load_rows(k, rows, T, o_k, m_k, H * K),)
             b_bs += (tl.load(beta + rows * H, mask=rows < T, other=0.0).to(tl.float32),)
-        # block row i of Tm: Tm_ii by substitution, then Tm_ij = -Tm_ii sum_{j <= m < i} A_im Tm_mj
+        # block row i of Tm: Tm_ij = -Tm_ii sum_{j <= m < i} A_im Tm_mj, A_im = beta_i k_i k_m^T
         b_tms = ()
         for i in tl.static_range(NB):
-            b_ai = ()  # A_im = beta_i k_i k_m^T
-            for m in tl.static_range(i + 1):
+            b_ai = ()
+            for m in tl.static_range(i):
                 b_ai += (tl.dot(b_ks[i], tl.trans(b_ks[m]), input_precision=PREC) * b_bs[i][:, None],)
-            b_tii = _tril_inverse(tl.where(o_i[:, None] > o_i[None, :], b_ai[i], 0.0), o_i[:, None])
+            b_tii = tl.sum(tl.where(b3 == i, b_t3, 0.0), 0)
             b_row = ()
             for j in tl.static_range(i):
                 b_acc = tl.dot(b_ai[j], b_tms[j][j], input_precision="ieee")
@@ -200,7 +210,8 @@ def _fwd_prepare_kernel(
         b_tm = tl.load(p_tm, mask=m_t[:, None], other=0.0)
         b_kb = b_k.to(tl.float32) * b_beta[:, None]
         b_w = tl.dot(b_tm, b_kb, input_precision=TPREC)
-        tl.store(w + o_t[:, None] * (H * K) + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
+        m_tk = m_t[:, None] & m_k[None, :]
+        tl.store(w + o_t[:, None] * (H * K) + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m_tk)
         for i_v in range(tl.cdiv(V, BV)):
             o_v = i_v * BV + tl.arange(0, BV)
             m_tv = m_t[:, None] & (o_v < V)[None, :]
@@ -601,8 +612,8 @@ def _block(n: int) -> int:
 # (benchmarks/RESULTS.md, "DeltaNet chunk kernel"). None: the launcher decides; True/False force a form.
 FUSE_OUTPUT: bool | None = None  # output inside the forward state loop (else `_fwd_output_kernel` after it)
 FUSE_DV: bool | None = None  # causal(QK^T)^T dO inside the reverse state loop (else `_bwd_dv_local_kernel`)
-REG_BLOCKS: bool | None = None  # the whole inverse in 16 x 16 register tiles (else built in place in tm)
-REG_SUBST: bool | None = None  # ... else: the diagonal blocks' substitution in registers (else rows re-read from memory)
+REG_BLOCKS: bool | None = None  # the inverse in 16 x 16 register tiles (else built in place in tm)
+REG_SUBST: bool | None = None  # in tm: the diagonal blocks' substitution in registers (else rows re-read from memory)
 KBLOCK_GRADS: bool | None = None  # the gradient kernel one block of 64 key columns at a time (else all of K)
 
 
@@ -615,7 +626,8 @@ def _fused_dv() -> bool:
 
 
 def _register_blocks(chunk_size: int) -> bool:
-    # not yet measured; above 64 the 36 tiles of a chunk of 128 would likely spill
+    # 424 vs 519 us at K = 128, 322 vs 333 at K = 64 (the kernel alone, H200); above 64 the 36 tiles of a chunk
+    # of 128 would likely spill (not measured)
     return REG_BLOCKS if REG_BLOCKS is not None else chunk_size <= 64
 
 
