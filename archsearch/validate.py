@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
         done[key] = record
     if reuse:
         print(f"reused {len(reused)} recorded training(s) from {', '.join(str(o.path) for o in reuse)}", flush=True)
-    todo = [(i, arch, f, trained[arch.digest, f], keys[arch.digest, f]) for i, arch in enumerate(archs) for f in settings
+    todo = [_Job(i, arch, f, trained[arch.digest, f], keys[arch.digest, f]) for i, arch in enumerate(archs) for f in settings
             if (arch.digest, keys[arch.digest, f]) not in done]
     if todo:
         with_seeds = f" ({len(shorts)} seeds)" if len(shorts) > 1 else ""
@@ -215,9 +215,19 @@ def reference_agreement(per_seed: Sequence[Sequence[float | None]], seeds: Seque
     return {"pairs": pairs, "kendall_tau_mean": float(np.mean(taus)) if taus else None}
 
 
-def _record(arch: Architecture, fidelity: str, key: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"digest": arch.digest, "settings": key, "fidelity": fidelity, "arch": arch.to_json(),
-            "summary": arch.summary(), "metrics": metrics}
+class _Job(NamedTuple):
+    """One training of a validation: the index of its architecture, which fidelity, and its settings and key."""
+
+    index: int
+    arch: Architecture
+    fidelity: str
+    settings: ProxySettings
+    key: str
+
+
+def _record(job: _Job, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"digest": job.arch.digest, "settings": job.key, "fidelity": job.fidelity, "arch": job.arch.to_json(),
+            "summary": job.arch.summary(), "metrics": metrics}
 
 
 def _token_bar(show: bool):
@@ -279,27 +289,26 @@ def train_parallel(jobs: Sequence[tuple[Architecture, ProxySettings]], at_once: 
 
 def _run_pooled(todo, n_archs: int, train: Train, progress: bool, jobs: int, plugins: tuple[str, ...]):
     """`train_parallel` over the validation's trainings, yielding each record as it finishes."""
-    work = [(arch, settings) for _, arch, _, settings, _ in todo]
+    work = [(job.arch, job.settings) for job in todo]
     for i, metrics in train_parallel(work, jobs, plugins, train, progress):
-        _, arch, fidelity, _, key = todo[i]
-        yield _record(arch, fidelity, key, metrics)
+        yield _record(todo[i], metrics)
 
 
 def _run_all(todo, n_archs: int, train: Train, progress: bool):
     """Train each job in turn, yielding its record as it finishes."""
     with _token_bar(progress and bool(todo)) as bar:
-        job = bar.add_task("validation", total=sum(settings.tokens for *_, settings, _ in todo), status="")
+        task = bar.add_task("validation", total=sum(job.settings.tokens for job in todo), status="")
         before = 0
-        for i, arch, fidelity, settings, key in todo:
-            bar.update(job, description=f"arch {i + 1}/{n_archs} {fidelity}")
+        for job in todo:
+            bar.update(task, description=f"arch {job.index + 1}/{n_archs} {job.fidelity}")
 
             def on_step(tokens: int, loss: float, before=before) -> None:
-                bar.update(job, completed=before + tokens, status=f"loss {loss:.3f}")
+                bar.update(task, completed=before + tokens, status=f"loss {loss:.3f}")
 
-            metrics = train(arch, settings, on_step)
-            before += settings.tokens
-            bar.update(job, completed=before)
-            yield _record(arch, fidelity, key, metrics.to_dict())
+            metrics = train(job.arch, job.settings, on_step)
+            before += job.settings.tokens
+            bar.update(task, completed=before)
+            yield _record(job, metrics.to_dict())
 
 
 def summarize(study: Study, pairs: Sequence[tuple[Architecture, dict, dict]], factor: float, k: int = DEFAULT_TOP_K) -> dict[str, Any]:

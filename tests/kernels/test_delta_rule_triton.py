@@ -71,16 +71,23 @@ def variant(request, monkeypatch):
 @pytest.mark.parametrize(("b", "t", "h", "dk", "dv", "chunk"), SHAPES)
 def test_triton_chunk_equals_recurrence_forward_and_backward(b, t, h, dk, dv, chunk, initial_state, variant):
     q, k, v, beta, s0 = inputs(b, t, h, dk, dv)
-    s0 = s0 if initial_state else None
+    o, s, grads = assert_matches_reference(q, k, v, beta, s0 if initial_state else None, chunk)
+    assert o.dtype == torch.float32 and s.dtype == torch.float32
+    assert len(grads) == 4 + initial_state
+    for name, g in zip(("q", "k", "v", "beta", "initial_state"), grads, strict=False):
+        assert g.abs().sum() > 0, name
+
+
+def assert_matches_reference(q, k, v, beta, s0, chunk):
+    """The Triton chunk's output, final state and gradients, each checked against the recurrence's."""
     o, s, grads = run_with_grads(chunk_delta_rule_triton, q, k, v, beta, s0, chunk_size=chunk)
     o_ref, s_ref, grads_ref = run_with_grads(reference, q, k, v, beta, s0)
-    assert o.dtype == torch.float32 and s.dtype == torch.float32
     torch.testing.assert_close(o, o_ref, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(s, s_ref, atol=ATOL, rtol=RTOL)
-    assert len(grads) == len(grads_ref) == 4 + initial_state
+    assert len(grads) == len(grads_ref)
     for name, g, g_ref in zip(("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=False):
-        assert g.abs().sum() > 0, name
         torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"d{name}: {m}")
+    return o, s, grads
 
 
 INVERSE_FORMS = {
@@ -97,12 +104,7 @@ def test_every_form_of_the_inverse_equals_recurrence_on_a_ragged_last_chunk(form
     for name, value in INVERSE_FORMS[form].items():
         monkeypatch.setattr(chunk_module, name, value)
     q, k, v, beta, s0 = inputs(2, 150, 2, 20, 24, seed=8)
-    o, s, grads = run_with_grads(chunk_delta_rule_triton, q, k, v, beta, s0, chunk_size=64)
-    o_ref, s_ref, grads_ref = run_with_grads(reference, q, k, v, beta, s0)
-    torch.testing.assert_close(o, o_ref, atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(s, s_ref, atol=ATOL, rtol=RTOL)
-    for name, g, g_ref in zip(("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=RTOL, msg=lambda m, name=name: f"d{name}: {m}")
+    assert_matches_reference(q, k, v, beta, s0, chunk=64)
 
 
 def test_float16_inputs_stay_within_rounding_of_the_reference():
