@@ -9,11 +9,13 @@ backend on an H100; a cached band mask for windows on the CPU). `reference.atten
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .reference import attention_reference, visible
 
@@ -24,6 +26,11 @@ except ImportError:
 
 _HALF = (torch.float16, torch.bfloat16)
 _SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
+# SDPA's backends but cuDNN, for every call but plain causal self-attention: compiled by Inductor on an H200 (torch
+# 2.11, cuDNN 9.19), its backward gave the block-recurrent cell's cross-attention and masked calls wrong gradients
+# (0.80 relative error against eager) or NaN, where the memory-efficient backend matched eager to 3e-3
+# (benchmarks/RESULTS.md, "cuDNN attention"); with is_causal and no mask it matches eager, and it is the fastest.
+_NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def attention(
@@ -80,15 +87,16 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, window: int | None, scale: float | No
         else:
             group = q.shape[2] // k.shape[2]
             k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        attn_mask=mask,
-        is_causal=is_causal,
-        scale=scale,
-        **extra,
-    )
+    with contextlib.nullcontext() if is_causal else sdpa_kernel(_NOT_CUDNN):
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            is_causal=is_causal,
+            scale=scale,
+            **extra,
+        )
     return out.transpose(1, 2)
 
 
