@@ -182,6 +182,11 @@ class Metrics:
     timing_note: str = field(default="", metadata=metric(
         None, "text", "why train_tokens_per_s was not measured, when it was not", objective=False))
     compiled: bool = False  # whether the training steps ran compiled (torch.compile, one graph per layer kind)
+    # the run on a study's timeline (study/_busy.py lays the GPU's busy series over them): Unix time of its start,
+    # and its exclusive timing hold in seconds after that (None: not timed)
+    started_at: float | None = None
+    exclusive_from_s: float | None = None
+    exclusive_until_s: float | None = None
     compile_seconds: float | None = field(default=None, metadata=metric(
         "minimize", "seconds", "wall time of the first compiled step (tracing, Inductor, one step), and under step-graph of the step before the capture and the capture",
         detail="{:.1f} s", objective=False))
@@ -244,7 +249,7 @@ def run_proxy(arch: Architecture, settings: ProxySettings | None = None, report:
     settings = settings or ProxySettings()
     start = time.perf_counter()
     device = _device(settings.device)
-    metrics = Metrics(device=_device_name(device))
+    metrics = Metrics(device=_device_name(device), started_at=time.time())
     try:
         _run(arch, settings, device, metrics, report, on_step, save_weights, tuple(rungs), checkpoint)
     except Diverged as e:
@@ -406,6 +411,7 @@ class _Training:
                 if windows is not None and windows.starts(step):
                     if step == windows.first:  # one hand-over for all the windows: each drains every other trial
                         timing.enter_context(self.lock.exclusive())  # drains this process's queue too
+                        timing.callback(self._held, time.time())
                     windows.start()
                 out = self._one_step(step, self.schedule, timed)
                 self.step = step
@@ -444,6 +450,11 @@ class _Training:
                 if over_time:
                     metrics.cut = step < self.steps
                     break
+
+    def _held(self, since: float) -> None:
+        """Record the exclusive hold that began at `since` (Unix time) and ends now."""
+        start = self.metrics.started_at or since
+        self.metrics.exclusive_from_s, self.metrics.exclusive_until_s = round(since - start, 3), round(time.time() - start, 3)
 
     def _rung(self, rung: _Rung, report: Report | None, checkpoint: Checkpoint | None) -> bool:
         """The rung's figures: under wsd a decay branch off the stable state, evaluated, after which the run goes

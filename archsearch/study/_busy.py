@@ -9,6 +9,11 @@ the multiprocessors. Trials on other nodes of a cluster are not sampled (each no
 Under NVIDIA's Multi-Process Service (MPS) the kernels of several trials run at once; without it the trials sharing
 a GPU take turns on it. `mps_hint` says so when a study shares GPUs without MPS running.
 
+Beside the share, a session keeps its busy share second by second (`series`, in coarser buckets for a session
+of over a day), and `idle_attribution` lays that series over the trials' timelines (each trial's start, set-up,
+first compiled step, exclusive timing hold and end: `Metrics.started_at` and its neighbours) to say what the
+trials were doing while the GPU idled.
+
 NVML comes from the `nvidia-ml-py` package (`pip install 'archsearch[gpu]'`); without it, or without a GPU, nothing
 is measured and `GpuBusy.line()` says so once.
 """
@@ -18,12 +23,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from types import ModuleType
 from typing import Any
 
 INTERVAL = 0.2  # seconds between samples: near NVML's own period, so the samples cover most of the time
+MAX_BUCKETS = 86_400  # of the per-second series: a longer session merges neighbouring buckets (2 s, 4 s, ...)
 
 
 MPS_PIPE_DIRECTORY = "/tmp/nvidia-mps"  # the MPS control daemon's default, unless CUDA_MPS_PIPE_DIRECTORY says otherwise
@@ -78,13 +84,16 @@ class GpuBusy:
     `nvml` and `clock` are injectable (tests use a fake NVML and call `sample()` themselves)."""
 
     def __init__(self, nvml: ModuleType | None, visible: str | None = None, interval: float = INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.nvml, self.interval, self.clock = nvml, interval, clock
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
+        self.nvml, self.interval, self.clock, self.wall_clock = nvml, interval, clock, wall_clock
         self.handles = visible_handles(nvml, visible) if nvml is not None else {}
         self.totals = dict.fromkeys(self.handles, 0.0)
         self.samples = 0
         self.started: float | None = None
+        self.started_at: float | None = None  # Unix time of start(), where the trials' timelines are placed
         self.seconds = 0.0
+        self.bucket_seconds = 1
+        self.buckets: list[list[float]] = []  # [sum of the GPUs' mean readings, readings] per bucket since start()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,13 +116,27 @@ class GpuBusy:
 
     def sample(self) -> None:
         """One reading of every GPU (a GPU NVML cannot read this time counts as idle: an error is not busy)."""
+        reading = 0.0
         for name, handle in self.handles.items():
             with suppress(self.nvml.NVMLError):
-                self.totals[name] += self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+                value = self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0
+                self.totals[name] += value
+                reading += value / len(self.handles)
         self.samples += 1
+        self._add_to_series(reading)
+
+    def _add_to_series(self, reading: float) -> None:
+        index = 0 if self.started is None else max(0, int((self.clock() - self.started) // self.bucket_seconds))
+        while index >= MAX_BUCKETS:  # halve the resolution rather than grow without bound
+            self.buckets = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(self.buckets[::2], self.buckets[1::2] + [[0.0, 0]], strict=False)]
+            self.bucket_seconds *= 2
+            index //= 2
+        self.buckets.extend([0.0, 0] for _ in range(index + 1 - len(self.buckets)))
+        self.buckets[index][0] += reading
+        self.buckets[index][1] += 1
 
     def start(self) -> GpuBusy:
-        self.started = self.clock()
+        self.started, self.started_at = self.clock(), self.wall_clock()
         if self.measuring:
             self._thread = threading.Thread(target=self._run, name="archsearch-gpu-busy", daemon=True)
             self._thread.start()
@@ -153,7 +176,86 @@ class GpuBusy:
     def record(self) -> dict[str, Any]:
         """What the run directory keeps of this session (see `RunDir.add_busy_record`)."""
         mean = self.mean()
-        return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - self.seconds)),
+        started_at = self.started_at if self.started_at is not None else self.wall_clock() - self.seconds
+        return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started_at)), "started_at": round(started_at, 2),
                 "wall_seconds": round(self.seconds, 1), "samples": self.samples,
                 "busy_share": {n: round(s, 4) for n, s in self.share().items()},
-                "mean_busy_share": None if mean is None else round(mean, 4)}
+                "mean_busy_share": None if mean is None else round(mean, 4),
+                "bucket_seconds": self.bucket_seconds,
+                "series": [round(total / n, 3) if n else None for total, n in self.buckets]}
+
+
+# what the trials were doing in a bucket of the series, the first that applies
+ACTIVITIES = (
+    ("before the first trial", "the driver's start: Ray, the first workers"),
+    ("after the last trial", "the driver's end"),
+    ("between trials", "no trial running: hand-overs between a trial and the next"),
+    ("a timed window", "one trial holds the exclusive lock: it runs alone"),
+    ("set-up and compile", "every running trial is before its first step or compiling it"),
+    ("the tail", "fewer trials running than the concurrency, none left to start"),
+    ("training", "trials training beside each other"),
+)
+
+
+def idle_attribution(record: Mapping[str, Any], trials: Iterable[Mapping[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+    """Each activity of `ACTIVITIES` with the wall seconds of the busy record's series it covers, the GPU's busy
+    share then, and the idle seconds (wall x (1 - busy)). `trials`: the rows of the trials that ran in this
+    session (`started_at`, `wall_seconds`, `setup_seconds`, `compile_seconds`, `exclusive_from_s`,
+    `exclusive_until_s`); rows that started before the session (a resumed study's) are left out, and rows that
+    share a start (a result served from the cache) count once."""
+    spans, seen = [], set()
+    for row in trials:
+        start, wall = _number(row.get("started_at")), _number(row.get("wall_seconds"))
+        if start is None or wall is None or start in seen or start < record["started_at"]:
+            continue
+        seen.add(start)
+        first_step = start + (_number(row.get("setup_seconds")) or 0.0) + (_number(row.get("compile_seconds")) or 0.0)
+        held = (_number(row.get("exclusive_from_s")), _number(row.get("exclusive_until_s")))
+        window = (start + held[0], start + held[1]) if None not in held else None
+        spans.append((start, start + wall, first_step, window))
+    width = record.get("bucket_seconds", 1)
+    totals = {name: [0.0, 0.0] for name, _ in ACTIVITIES}  # wall seconds, busy seconds
+    last_start = max((s[0] for s in spans), default=None)
+    for i, busy in enumerate(record.get("series") or []):
+        if busy is None:
+            continue
+        t = record["started_at"] + (i + 0.5) * width
+        entry = totals[_activity(t, spans, last_start, concurrency)]
+        entry[0] += width
+        entry[1] += width * busy
+    return [{"activity": name, "why": why, "wall_seconds": totals[name][0],
+             "busy_share": totals[name][1] / totals[name][0] if totals[name][0] else None,
+             "idle_seconds": totals[name][0] - totals[name][1]} for name, why in ACTIVITIES]
+
+
+def _activity(t: float, spans: list[tuple[float, float, float, tuple[float, float] | None]], last_start: float | None, concurrency: int) -> str:
+    if not spans or t < min(s[0] for s in spans):
+        return "before the first trial"
+    if t >= max(s[1] for s in spans):
+        return "after the last trial"
+    running = [s for s in spans if s[0] <= t < s[1]]
+    if not running:
+        return "between trials"
+    if any(w is not None and w[0] <= t < w[1] for *_, w in running):
+        return "a timed window"
+    if all(t < first_step for _, _, first_step, _ in running):
+        return "set-up and compile"
+    if len(running) < concurrency and last_start is not None and t > last_start:
+        return "the tail"
+    return "training"
+
+
+def idle_line(attribution: list[dict[str, Any]]) -> str:
+    """"idle 47 s: 18 s before the first trial, 12 s a timed window, ..." (the activities with an idle second)."""
+    parts = [(a["idle_seconds"], a["activity"]) for a in attribution if a["idle_seconds"] >= 0.5]
+    total = sum(a["idle_seconds"] for a in attribution)
+    return f"idle {total:.0f} s: " + ", ".join(f"{s:.0f} s {name}" for s, name in sorted(parts, reverse=True)) if parts else ""
+
+
+def _number(value: Any) -> float | None:
+    """A float from a table cell (NaN and missing: None)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number

@@ -14,7 +14,8 @@
     weights/trial_N.safetensors   proxy weights, with search.save_weights
     checkpoints/trial_N.pt   a running trial's state at its last rung, with a fidelity ladder (N: the trial, or
                              the one it runs again after a kill, so that it resumes); deleted as the trial finishes
-    gpu_busy.jsonl           each session's GPU busy share (NVML), for a study on GPUs
+    gpu_busy.jsonl           each session's GPU busy share (NVML), for a study on GPUs: overall, second by second,
+                             and its idle seconds by what the trials were doing
     validation.json(l)       `archsearch validate`'s report and its finished trainings
 
 Every write that replaces a file goes through a temporary file and a rename, so readers never see half of one.
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 TABLE_COLUMNS = ["trial", "status", "baseline", "reason", "summary", "digest", "arch", *METRICS, "seed"]
 # with search.repeats > 1: each objective's standard deviation over the seeds and the seeds it is the mean of
 SPREAD_COLUMNS = [f"{m}_{s}" for m in OBJECTIVES for s in ("std", "n")]
+TIMELINE_COLUMNS = ["started_at", "exclusive_from_s", "exclusive_until_s"]  # where the run lies in time (study/_busy.py)
 CONFIG_KEYS = ("trial_number", "arch", "digest", "reason", "seed", "baseline", "checkpoint_of")  # what a config carries besides parameters
 ROW_ATTR = "row"  # the Optuna user attribute that holds a finished trial's table row
 
@@ -253,7 +255,8 @@ class RunDir:
 
     # --- how busy the study kept its GPUs (study/_busy.py) ----------------------------------------------------------
     #   gpu_busy.jsonl     one line per session of the run (a resumed study adds one): wall time, samples, each
-    #                      GPU's busy share
+    #                      GPU's busy share, the series of the GPUs' mean share per bucket_seconds, and `idle`:
+    #                      the idle seconds by activity (study/_busy.py's idle_attribution)
     @property
     def busy_file(self) -> Path:
         return self.path / "gpu_busy.jsonl"
@@ -348,7 +351,7 @@ def trial_row(config: dict[str, Any], result: dict[str, Any] | None, error: str 
     row = {c: result.get(c) for c in TABLE_COLUMNS}
     row.update(trial=config["trial_number"], status=status, baseline=config.get("baseline", ""), reason=result.get("reason") or config.get("reason") or "",
                summary=summary, digest=config.get("digest", ""), arch=arch or "", seed=config.get("seed"))
-    row.update({c: result[c] for c in SPREAD_COLUMNS if c in result})
+    row.update({c: result[c] for c in SPREAD_COLUMNS + TIMELINE_COLUMNS if c in result})
     row.update({f"p:{k}": v for k, v in config.items() if k not in CONFIG_KEYS})
     return row
 

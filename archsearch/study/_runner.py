@@ -19,11 +19,11 @@ from ..metrics import human_bytes
 from ..sampling import space_size
 from ..space import bounds
 from ._baselines import enqueue_baselines
-from ._busy import GpuBusy, mps_hint
+from ._busy import GpuBusy, idle_attribution, idle_line, mps_hint
 from ._config import Study
 from ._optuna_ray import check_reachable, check_resources, check_tracking, open_storage, recover, start_ray, tune_trials
 from ._progress import Progress
-from ._rundir import RunDir, TrialsTable, rows_of
+from ._rundir import RunDir, RunDirError, TrialsTable, rows_of
 from ._samplers import GRID
 
 
@@ -84,9 +84,16 @@ def _busy_sampler(study: Study, run_dir: RunDir) -> Iterator[GpuBusy]:
     finally:
         busy.stop()
         if busy.measuring:
-            print(f"{busy.line() or 'GPU busy: no sample'} of {busy.seconds:.0f} s wall time", flush=True)
+            record = busy.record()
+            rows: list[dict] = []
+            with suppress(RunDirError):  # an unreadable storage has said so already; the share still counts
+                rows = run_dir.stored_rows()
+            attribution = idle_attribution(record, rows, study.search.concurrency)
+            idle = f"; {line}" if (line := idle_line(attribution)) else ""
+            print(f"{busy.line() or 'GPU busy: no sample'} of {busy.seconds:.0f} s wall time{idle}", flush=True)
+            record["idle"] = {a["activity"]: round(a["idle_seconds"], 1) for a in attribution}
             with suppress(OSError):  # a full disk already stopped the run with its own line
-                run_dir.add_busy_record(busy.record())
+                run_dir.add_busy_record(record)
 
 
 def _trial_count(study: Study, total: int) -> int:

@@ -208,6 +208,18 @@ def test_a_run_too_short_to_time_reports_no_rate_rather_than_a_whole_run_rate():
     assert "too short" in m.timing_note
 
 
+def test_a_run_places_itself_and_its_exclusive_hold_on_the_wall_clock():
+    """What a study's timeline needs (study/_busy.py): the run's start in Unix time and its exclusive timing hold
+    after it, inside the run; an untimed run holds nothing."""
+    before = time.time()
+    m = run_proxy(ARCH, ProxySettings(**FAST))
+    assert m.status == "ok" and m.train_tokens_per_s is not None
+    assert before <= m.started_at <= time.time() - m.wall_seconds + 0.01
+    assert m.setup_seconds < m.exclusive_from_s < m.exclusive_until_s <= m.wall_seconds
+    untimed = run_proxy(ARCH, ProxySettings(**{**FAST, "timing_steps": 0}))
+    assert untimed.started_at is not None and untimed.exclusive_from_s is None and untimed.exclusive_until_s is None
+
+
 def test_timing_steps_zero_times_nothing_and_says_so(monkeypatch):
     from archsearch.proxy import throughput
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from archsearch.study import _runner
-from archsearch.study._busy import GpuBusy, mps_hint, visible_handles
+from archsearch.study import _busy, _runner
+from archsearch.study._busy import GpuBusy, idle_attribution, idle_line, mps_hint, visible_handles
 from archsearch.study._config import Objective
 from archsearch.study._progress import Progress
 from archsearch.study._rundir import RunDir
@@ -102,7 +102,7 @@ def test_the_thread_samples_until_stopped():
 def test_a_study_on_gpus_prints_and_keeps_its_busy_share(tmp_path, monkeypatch, capsys):
     nvml = FakeNvml({0: [90, 80]})
     monkeypatch.setattr(GpuBusy, "of_this_node", classmethod(lambda cls: cls(nvml, "0", interval=0.005)))
-    study = SimpleNamespace(search=SimpleNamespace(gpu=0.25))
+    study = SimpleNamespace(search=SimpleNamespace(gpu=0.25, concurrency=4))
     run_dir = RunDir(tmp_path / "run")
     lines = []
     with _runner._busy_sampler(study, run_dir) as busy:
@@ -118,15 +118,18 @@ def test_a_study_on_gpus_prints_and_keeps_its_busy_share(tmp_path, monkeypatch, 
     records = run_dir.busy_records()
     assert len(records) == 2 and records[0]["samples"] >= 2 and 0.8 <= records[0]["mean_busy_share"] <= 0.9
     assert set(records[0]["busy_share"]) == {"cuda0"}
+    assert records[0]["bucket_seconds"] == 1 and 0.8 <= records[0]["series"][0] <= 0.9  # one second, two readings or more
+    assert set(records[0]["idle"]) == {name for name, _ in _busy.ACTIVITIES}  # no trial ran: all before the first
+    assert records[0]["idle"]["training"] == 0
 
 
 def test_a_study_on_gpus_without_nvml_says_so_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(GpuBusy, "of_this_node", classmethod(lambda cls: cls(None)))
     run_dir = RunDir(tmp_path / "run")
-    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=1)), run_dir):
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=1, concurrency=2)), run_dir):
         pass
     assert capsys.readouterr().out.count("not measured") == 1 and not run_dir.busy_file.exists()
-    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0)), run_dir):  # a CPU study: silent
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0, concurrency=2)), run_dir):  # a CPU study: silent
         pass
     assert capsys.readouterr().out == ""
 
@@ -142,10 +145,57 @@ def test_a_study_sharing_gpus_without_mps_is_told_how_to_let_its_trials_run_at_o
     # the study prints the hint once, where the driver sees the GPUs it shares (no MPS at the default pipe here)
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "none"))
     monkeypatch.setattr(GpuBusy, "of_this_node", classmethod(lambda cls: cls(FakeNvml({0: [50]}), "0", interval=0.005)))
-    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5)), RunDir(tmp_path / "run")):
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5, concurrency=2)), RunDir(tmp_path / "run")):
         pass
     assert capsys.readouterr().out.count("2 trials share each GPU and MPS is not running") == 1
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(pipe))
-    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5)), RunDir(tmp_path / "run")):
+    with _runner._busy_sampler(SimpleNamespace(search=SimpleNamespace(gpu=0.5, concurrency=2)), RunDir(tmp_path / "run")):
         pass
     assert "MPS" not in capsys.readouterr().out
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_series_keeps_each_second_and_halves_its_resolution_past_its_bound(monkeypatch):
+    clock = FakeClock()
+    busy = GpuBusy(FakeNvml({0: [100, 0, 50, 50, 20]}), "0", clock=clock, wall_clock=lambda: 1000.0).start()
+    for t in (0.1, 0.6, 1.2, 1.7, 3.5):  # second 2 has no reading
+        clock.t = t
+        busy.sample()
+    record = busy.record()
+    assert record["started_at"] == 1000.0 and record["bucket_seconds"] == 1
+    assert record["series"] == [0.5, 0.5, None, 0.2]
+    monkeypatch.setattr(_busy, "MAX_BUCKETS", 4)
+    clock.t = 5.5  # bucket 5 would pass the bound of 4: pairs merge into buckets of 2 s
+    busy.sample()
+    record = busy.record()
+    assert record["bucket_seconds"] == 2 and record["series"] == [0.5, 0.2, 0.2]
+
+
+def test_idle_seconds_go_to_what_the_trials_were_doing():
+    """A session of 12 buckets of 1 s, concurrency 2, on hand-made timelines:
+    0-2 before the first trial; trial A 2-9 (set-up and compile to 4, exclusive hold 5-6); trial B 3-8 (first step
+    at 5); the tail 8-9 (A alone, nothing left to start); 9-12 after the last trial."""
+    series = [0.0, 0.0, 0.1, 0.2, 0.9, 0.95, 0.5, 0.5, 0.3, 0.0, 0.0, 0.0]
+    record = {"started_at": 100.0, "bucket_seconds": 1, "series": series}
+    a = {"started_at": 102.0, "wall_seconds": 7.0, "setup_seconds": 1.5, "compile_seconds": 0.5, "exclusive_from_s": 3.0, "exclusive_until_s": 4.0}
+    b = {"started_at": 103.0, "wall_seconds": 5.0, "setup_seconds": 1.0, "compile_seconds": 1.0}
+    cached = dict(a)  # the same run, served from the cache to another trial: counted once
+    earlier = {"started_at": 50.0, "wall_seconds": 70.0, "setup_seconds": 1.0}  # a run of an earlier session
+    rows = {r["activity"]: r for r in idle_attribution(record, [a, b, cached, earlier, {"started_at": None}], concurrency=2)}
+    assert rows["before the first trial"]["wall_seconds"] == 2 and rows["before the first trial"]["idle_seconds"] == 2
+    assert rows["set-up and compile"]["wall_seconds"] == 2  # seconds 2 and 3: A and then both before a first step
+    assert rows["set-up and compile"]["idle_seconds"] == pytest.approx(1.7)
+    assert rows["a timed window"]["wall_seconds"] == 1 and rows["a timed window"]["busy_share"] == pytest.approx(0.95)
+    assert rows["training"]["wall_seconds"] == 3  # 4 (A trains), 6 and 7
+    assert rows["the tail"]["wall_seconds"] == 1 and rows["the tail"]["idle_seconds"] == pytest.approx(0.7)
+    assert rows["after the last trial"]["idle_seconds"] == 3
+    assert rows["between trials"]["wall_seconds"] == 0 and rows["between trials"]["busy_share"] is None
+    assert sum(r["wall_seconds"] for r in rows.values()) == len(series)
+    assert idle_line(list(rows.values())).startswith("idle 9 s: 3 s after the last trial, 2 s before the first trial, 2 s set-up")

@@ -33,6 +33,9 @@ def test_a_small_study_fills_the_run_directory(write_study, tmp_path, ray_shutdo
     table = pd.read_csv(run_dir / "trials.csv")
     assert sorted(table["trial"]) == [0, 1, 2, 3] and set(table["status"]) == {"ok"}
     assert (table["bits_per_byte"] > 0).all() and (table["train_tokens_per_s"] > 0).all()
+    # each trial's place on the study's timeline, and its exclusive timing hold inside its run
+    assert (table["started_at"] > 1.7e9).all() and (table["exclusive_from_s"] < table["exclusive_until_s"]).all()
+    assert (table["exclusive_until_s"] <= table["wall_seconds"]).all()
     assert {"study.yaml", "space.yaml", "optuna.db", "ray", "trials.csv"} <= set(os.listdir(run_dir))
     assert len(finished_in_optuna(run_dir)) == 4
     out = capsys.readouterr().out
