@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +119,19 @@ class HybridLM(nn.Module):
         for layer in self.layers:
             layer._compiled_call_impl = None  # what nn.Module.compile sets
         self.__dict__.pop("output", None)
+
+    @contextlib.contextmanager
+    def eager_regions(self) -> Iterator[None]:
+        """The eager modules inside the block (a reference step), the compiled ones again after it, not recompiled."""
+        layers, output = [layer._compiled_call_impl for layer in self.layers], self.__dict__.get("output")
+        self.uncompile_regions()
+        try:
+            yield
+        finally:
+            for layer, compiled in zip(self.layers, layers, strict=True):
+                layer._compiled_call_impl = compiled
+            if output is not None:
+                self.output = output
 
     def init_state(self, batch: int) -> list[Any]:
         p = next(self.parameters())

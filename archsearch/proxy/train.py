@@ -200,7 +200,7 @@ class Metrics:
         "minimize", "seconds", "wall time spent waiting for the device lock: other trials' timed windows, or this run's "
         "windows waiting for their steps", detail="{:.1f} s", objective=False))
     compile_error: str = field(default="", metadata=metric(
-        None, "text", "why a compile asked for fell back (a step graph not captured, CUDA graphs to the default mode, a compile to eager, a compiled first step whose gradients were not finite to eager, evaluations to eager)", objective=False))
+        None, "text", "why a compile asked for fell back (a step graph not captured, CUDA graphs to the default mode, a compile to eager, a compiled first step whose gradients were not finite or far from eager's to eager, evaluations to eager)", objective=False))
     rung: int | None = field(default=None, metadata=metric(
         "maximize", "count", "the fidelity ladder's rung the figures are from (0: the first; a run without a ladder is at 0)",
         objective=False))
@@ -583,6 +583,16 @@ def _record_rate(metrics: Metrics, windows: TimingWindows | None, plan_steps: in
     metrics.train_tokens_per_s, metrics.train_tokens_per_s_spread = rate
 
 
+# the largest relative distance (norm) a compiled first step's gradients may lie from the eager model's: compiled
+# against eager in bf16 on an H200, every family came within 0.21 (DeltaNet, whose eager gradients lie 0.23 from
+# float32: rounding) and cuDNN's miscompiled attention in the block-recurrent cell at 0.80 (benchmarks/RESULTS.md)
+GRADIENT_AGREEMENT = 0.5
+
+
+def _gradients(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.detach().flatten().float() for p in model.parameters() if p.grad is not None])
+
+
 class _Steps:
     """One training step (forward, backward, clip, optimizer), compiled when asked.
 
@@ -591,7 +601,8 @@ class _Steps:
     shared cache serves every trial holding the same layers. Inductor compiles the forwards at the first step and
     the backwards at its first backward, so the first step is attempted compiled: if compiling fails (a block that
     cannot be traced, a backend error), the step is redone eagerly and the run goes on eagerly, with the reason
-    recorded; so does a first step whose gradients are not finite. Evaluation runs the same modules.
+    recorded; so does a first step whose gradients are not finite or lie far from the eager model's on the same
+    batch (measured by one eager step before it). Evaluation runs the same modules.
 
     Under a CUDA graph mode (`compile_mode: reduce-overhead`), torch's CUDA graph trees record each compiled region's
     forward and backward and replay them; the optimizer stays eager, outside the graphs. A replay overwrites the
@@ -702,9 +713,10 @@ class _Steps:
         start = time.perf_counter()
         while True:
             try:
-                # a compiled backward that returns non-finite gradients from a fresh model is a failed compile (the
-                # block-recurrent cell's, on CUDA at 16 x 1024): caught before the optimizer takes them
-                out = self._step(x, y, check_gradients=True)
+                # a compiled backward whose gradients are not finite, or far from the eager model's on the same batch,
+                # is a failed compile (cuDNN attention in the block-recurrent cell, on CUDA: NaN, or 0.80 off):
+                # caught before the optimizer takes them
+                out = self._step(x, y, check_gradients=True, reference=self._eager_gradients(x, y))
                 synchronize(x.device)
                 break
             except torch.cuda.OutOfMemoryError:
@@ -733,20 +745,36 @@ class _Steps:
         synchronize(x.device)  # the batch was made on the other stream: nothing may free it under this one
         return out
 
-    def _body(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False):
+    def _body(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False, reference: torch.Tensor | None = None):
         """Forward, backward, clip and the optimizer's step: what a step-graph captures. `check_gradients`: raise,
-        before the optimizer's step, if the gradients are not finite (one host sync)."""
+        before the optimizer's step, if the gradients are not finite (one host sync); `reference`: also if they lie
+        further than GRADIENT_AGREEMENT from these (the eager model's, `_eager_gradients`)."""
         with self.autocast:
             out = self.model(x, y)
         out.loss.backward()
+        if reference is not None:
+            distance = ((_gradients(self.model) - reference).norm() / reference.norm()).item()
+            if distance > GRADIENT_AGREEMENT:  # a non-finite one is the clip's to refuse, below
+                raise RuntimeError(f"compiled gradients {distance:.2f} away from eager's (relative norm) on the first batch; "
+                                   f"bf16 rounding stays under {GRADIENT_AGREEMENT}")
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, error_if_nonfinite=check_gradients)
         self.opt.step()
         return out
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False):
+    def _eager_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The eager model's gradients on this batch, flat in float32 (left in no parameter)."""
+        try:
+            with self.model.eager_regions(), self.autocast:
+                out = self.model(x, y)
+                out.loss.backward()
+            return _gradients(self.model)
+        finally:
+            self.opt.zero_grad(set_to_none=True)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, check_gradients: bool = False, reference: torch.Tensor | None = None):
         if self.graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        out = self._body(x, y, check_gradients)
+        out = self._body(x, y, check_gradients, reference)
         self.opt.zero_grad(set_to_none=True)
         # under CUDA graph trees the next replay writes over this step's outputs: the losses the run logs are copies
         return _kept(out, copy=self.graphs)

@@ -347,28 +347,47 @@ class _NaNGradientWhenCompiled(torch.autograd.Function):
         return grad * float("nan")
 
 
+class _NegatedGradientWhenCompiled(_NaNGradientWhenCompiled):
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad  # finite, and wrong: what cuDNN's compiled attention gave the block-recurrent cell
+
+
 class _BrokenBackwardWhenCompiled(_Untraceable):
-    """Right eagerly; compiled, its backward returns NaN (as a miscompiled kernel would), its forward is right."""
+    """Right eagerly; compiled, its backward is wrong (as a miscompiled kernel's would be), its forward is right."""
+
+    broken: type[torch.autograd.Function] = _NaNGradientWhenCompiled
 
     def forward(self, x):
         y = self.w(x)
-        return _NaNGradientWhenCompiled.apply(y) if torch.compiler.is_compiling() else y
+        return self.broken.apply(y) if torch.compiler.is_compiling() else y
 
 
 class _BrokenBackwardFamily(_UntraceableFamily):
     name, letter = "broken_backward", "W"
 
+    def __init__(self, broken: type[torch.autograd.Function]) -> None:
+        self.broken = broken
+
     def build(self, p, d_model):
-        return _BrokenBackwardWhenCompiled(d_model)
+        block = _BrokenBackwardWhenCompiled(d_model)
+        block.broken = self.broken
+        return block
 
 
-def test_a_compiled_backward_with_non_finite_gradients_falls_back_to_eager_before_the_optimizer_takes_them(monkeypatch, aot_eager):
-    monkeypatch.setitem(REGISTRY, "broken_backward", _BrokenBackwardFamily())
+@pytest.mark.parametrize(("broken", "reason"), [(_NaNGradientWhenCompiled, "non-finite"), (_NegatedGradientWhenCompiled, "away from eager")])
+def test_a_compiled_backward_with_wrong_gradients_falls_back_to_eager_before_the_optimizer_takes_them(monkeypatch, aot_eager, broken, reason):
+    monkeypatch.setitem(REGISTRY, "broken_backward", _BrokenBackwardFamily(broken))
     arch = Architecture(32, (LayerSpec(BlockSpec.make("broken_backward", {}, 32), BlockSpec.make("glu", {}, 32)),))
     m = run_proxy(arch, ProxySettings(**FAST, compile=True))
-    assert m.status == "ok" and not m.compiled and "non-finite" in m.compile_error, m.compile_error
+    assert m.status == "ok" and not m.compiled and reason in m.compile_error, m.compile_error
     eager = run_proxy(arch, ProxySettings(**FAST))
-    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-5)  # the parameters never took the NaN step
+    assert m.val_loss == pytest.approx(eager.val_loss, rel=1e-5)  # the parameters never took the broken step
+
+
+def test_a_compiled_run_that_matches_eager_stays_compiled(aot_eager):
+    m = run_proxy(ARCH, ProxySettings(**FAST, compile=True))
+    assert m.status == "ok" and m.compiled and m.compile_error == ""
 
 
 class _TrainOnlyTraceable(_Untraceable):
