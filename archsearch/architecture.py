@@ -107,6 +107,10 @@ class Architecture:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    def families(self) -> set[str]:
+        """The block families its layers hold, mixers and channels."""
+        return {spec.family for layer in self.layers for spec in (layer.mixer, layer.channel) if spec is not None}
+
     def summary(self) -> str:
         """One line: a letter per mixer, channel letters where not all glu, width and parameter count."""
         mixers = "".join(layer.mixer.fam.letter for layer in self.layers)

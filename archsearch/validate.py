@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -129,14 +129,15 @@ def _train_in_worker(send, arch_json: str, settings: ProxySettings, plugins: tup
 
 def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], factor: float = DEFAULT_FACTOR,
              k: int = DEFAULT_TOP_K, progress: bool = True, train: Train = _train, jobs: int = 1, long_repeats: int = 1,
-             reuse: Sequence[RunDir] = ()) -> dict[str, Any]:
+             reuse: Sequence[RunDir] = (), retrain: Collection[str] = ()) -> dict[str, Any]:
     """Train each architecture at the proxy's budget and at `factor` times it (skipping trainings the run directory
     already records), `jobs` at a time, then write and return the report. With `long_repeats` N the long runs
     train with N seeds: the reference is their mean, and the report says how well the seeds rank against each other
     (no proxy can rank better against a reference than the reference ranks against itself).
 
     A training recorded in a `reuse` run directory with the same architecture and settings is copied here instead of
-    trained again: proxies of several budgets validated against one set of long runs pay for those once."""
+    trained again: proxies of several budgets validated against one set of long runs pay for those once. Architectures
+    holding a block of a family in `retrain` are trained again all the same (their records predate a fix to it)."""
     if study.suite_only:
         raise ValidationError(f"{study.file}: proxy.task: suite trains one model per task, and a validation ranks one proxy at "
                               "two budgets: validate a task at a time (proxy.task: TASK), or the LM proxy of a study beside its suite")
@@ -152,12 +153,15 @@ def validate(study: Study, run_dir: RunDir, archs: Sequence[Architecture], facto
     keys = {at: dataclasses.replace(study, proxy=p).proxy_key for at, p in trained.items()}
     done = {(r["digest"], r["settings"]): r for r in run_dir.validation_records()}
     missing = {(digest, key) for (digest, _), key in keys.items()} - done.keys()
-    reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records() if (r["digest"], r["settings"]) in missing}
+    stale = {arch.digest for arch in archs if arch.families() & set(retrain)}
+    reused = {(r["digest"], r["settings"]): r for other in reuse for r in other.validation_records()
+              if (r["digest"], r["settings"]) in missing and r["digest"] not in stale}
     for key, record in reused.items():
         run_dir.add_validation_record(record)
         done[key] = record
     if reuse:
-        print(f"reused {len(reused)} recorded training(s) from {', '.join(str(o.path) for o in reuse)}", flush=True)
+        again = f"; {len(stale)} architecture(s) with {', '.join(sorted(retrain))} trained again" if retrain else ""
+        print(f"reused {len(reused)} recorded training(s) from {', '.join(str(o.path) for o in reuse)}{again}", flush=True)
     todo = [_Job(i, arch, f, trained[arch.digest, f], keys[arch.digest, f]) for i, arch in enumerate(archs) for f in settings
             if (arch.digest, keys[arch.digest, f]) not in done]
     if todo:

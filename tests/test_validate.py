@@ -175,6 +175,25 @@ def test_reuse_copies_the_long_runs_of_another_budget_s_validation_and_trains_on
     assert "--reuse:" in err and "nowhere" in err and "validation.jsonl" in err and len(err.strip().splitlines()) == 1
 
 
+def test_retrain_trains_again_the_architectures_of_a_fixed_family_and_copies_the_rest(study_file, tmp_path, capsys):
+    study = Study.load(study_file)
+    archs = draw_architectures(study, 6)
+    first = open_run_dir(study, tmp_path / "first")
+    validate(study, first, archs, factor=4, progress=False, train=_fake_train([]))
+    holding = {f: {a.digest for a in archs if f in a.families()} for arch in archs for f in arch.families()}
+    family = next(f for f, digests in sorted(holding.items()) if len(digests) < len(archs))  # in some, not all
+    holding = holding[family]
+    calls = []
+    validate(study, open_run_dir(study, tmp_path / "second"), archs, factor=4, progress=False, train=_fake_train(calls),
+             reuse=[first], retrain=[family])
+    assert {digest for digest, _ in calls} == holding and len(calls) == 2 * len(holding)  # proxy and long run each
+    assert f"with {family} trained again" in capsys.readouterr().out
+    for flags, message in ((["--retrain", family], "only with --reuse"), (["--reuse", str(tmp_path / "first"), "--retrain", "nonesuch"], "unknown block family 'nonesuch'")):
+        assert main(["validate", str(study_file), "--archs", "3", "--out", str(tmp_path / "x"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_lr_width_retrains_only_the_models_it_slows_and_reuses_the_narrow_ones(study_file, tmp_path):
     scaled = tmp_path / "scaled.yaml"  # lr_width 16: the 32-wide models peak at half the rate, the 16-wide ones as before
     scaled.write_text(study_file.read_text().replace("device: cpu,", "device: cpu, lr_width: 16,"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..blocks import REGISTRY
 from ..study import RunDir, Study
 from ..validate import (
     DEFAULT_ARCHS,
@@ -34,6 +35,9 @@ def add_parser(sub) -> None:
     v.add_argument("--reuse", action="append", default=[], metavar="RUN",
                    help="copy the trainings another validation's run directory recorded with the same architecture and settings instead of training them "
                         "again (repeatable): proxies of several budgets against one set of long runs")
+    v.add_argument("--retrain", action="append", default=[], metavar="FAMILY",
+                   help="with --reuse: train again, rather than copy, the architectures holding a block of this family (repeatable): records "
+                        "made before a fix to that family")
     v.add_argument("--jobs", type=positive, default=1, metavar="J", help="trainings at once, each in its own process (default 1; small proxies leave a GPU mostly idle)")
 
 
@@ -74,6 +78,10 @@ def _recorded_validation(path: str) -> RunDir:
 def run(args: argparse.Namespace) -> int:
     study = Study.load(args.study)
     reuse = [_recorded_validation(path) for path in args.reuse]  # before a run directory is made for a bad flag
+    if args.retrain and not args.reuse:
+        raise ValidationError("--retrain: only with --reuse (without it every training is new)")
+    if unknown := sorted(set(args.retrain) - set(REGISTRY)):
+        raise ValidationError(f"--retrain: unknown block family {unknown[0]!r}; expected one of {', '.join(sorted(REGISTRY))}")
     if args.from_run is not None:
         if args.out is not None:
             raise ValidationError("--out: not with --from-run (the validation is written into that run's directory)")
@@ -84,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         archs = draw_architectures(study, args.archs, args.seed)
     if len(archs) < args.archs:
         print(f"only {len(archs)} distinct architectures {'among the ok trials' if args.from_run else 'meet the constraints'}: validating on those")
-    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats, reuse=reuse)
+    report = validate(study, run_dir, archs, args.factor, args.top_k, jobs=args.jobs, long_repeats=args.long_repeats, reuse=reuse,
+                      retrain=args.retrain)
     print("\n".join(describe(report)))
     print(f"written: {run_dir.validation_file}")
     return 0
