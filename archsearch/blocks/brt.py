@@ -103,13 +103,14 @@ class BlockRecurrentCell(Block):
         """Self- and cross-attention queries, keys and values of tokens x [B, T, d], each [B, T, H, hd]."""
         return tuple(self._heads(f(x)) for f in (self.tok_q_self, self.tok_q_cross, self.tok_k, self.tok_v))
 
-    def _state_kv(self, state: Tensor) -> tuple[Tensor, Tensor]:
+    def _state_kv(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The normalised state, and its keys and values."""
         s = self.state_norm(state)
-        return self._heads(self.state_k(s)), self._heads(self.state_v(s))
+        return s, self._heads(self.state_k(s)), self._heads(self.state_v(s))
 
-    def _next_state(self, state: Tensor, state_k: Tensor, state_v: Tensor, k_blk: Tensor, v_blk: Tensor) -> Tensor:
-        """The state after a block whose tokens' (unrotated) keys and values are k_blk, v_blk [B, block, H, hd]."""
-        s = self.state_norm(state)
+    def _next_state(self, state: Tensor, s: Tensor, state_k: Tensor, state_v: Tensor, k_blk: Tensor, v_blk: Tensor) -> Tensor:
+        """The state after a block whose tokens' (unrotated) keys and values are k_blk, v_blk [B, block, H, hd]; s is
+        the normalised state (`_state_kv`, computed once a block)."""
         own = attention(self._heads(self.state_q_self(s)), state_k, state_v, causal=False)
         tokens = attention(self._heads(self.state_q_cross(s)), k_blk, v_blk, causal=False)
         h = torch.cat((own.flatten(-2), tokens.flatten(-2)), dim=-1)  # [B, S, 2d]
@@ -132,12 +133,12 @@ class BlockRecurrentCell(Block):
         state = self.initial_state.to(x.dtype).expand(batch, -1, -1)
         state_ks, state_vs = [], []
         for g in range(n_blocks):
-            state_k, state_v = self._state_kv(state)
+            normed, state_k, state_v = self._state_kv(state)
             state_ks.append(state_k)
             state_vs.append(state_v)
             if g + 1 < n_blocks:
                 blk = slice(g * b, (g + 1) * b)
-                state = self._next_state(state, state_k, state_v, k[:, blk], v[:, blk])
+                state = self._next_state(state, normed, state_k, state_v, k[:, blk], v[:, blk])
         # every block's tokens read the state of their block's start: one batched cross-attention over blocks
         q_cross = q_cross.reshape(batch * n_blocks, b, self.heads, self.head_dim)
         state_k = torch.stack(state_ks, dim=1).flatten(0, 1)
@@ -162,7 +163,7 @@ class BlockRecurrentCell(Block):
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         state = self.initial_state.to(device=device, dtype=dtype).expand(batch, -1, -1)
-        state_k, state_v = self._state_kv(state)
+        _, state_k, state_v = self._state_kv(state)
         empty = torch.zeros(batch, 0, self.heads, self.head_dim, device=device, dtype=dtype)
         return {"state": state, "state_k": state_k, "state_v": state_v, "k": empty, "v": empty, "pos": 0}
 
@@ -178,8 +179,9 @@ class BlockRecurrentCell(Block):
         new = {**state, "k": k, "v": v, "pos": pos + 1}
         if (pos + 1) % self.block == 0:  # the block is complete: update the state; it becomes the previous block
             k_blk, v_blk = k[:, -self.block :], v[:, -self.block :]
-            new["state"] = self._next_state(state["state"], state["state_k"], state["state_v"], k_blk, v_blk)
-            new["state_k"], new["state_v"] = self._state_kv(new["state"])
+            old = state["state"]  # normalised again here, once a block, rather than kept in the decoding state
+            new["state"] = self._next_state(old, self.state_norm(old), state["state_k"], state["state_v"], k_blk, v_blk)
+            _, new["state_k"], new["state_v"] = self._state_kv(new["state"])
             new["k"], new["v"] = k_blk, v_blk
         return y, new
 
