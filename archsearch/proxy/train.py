@@ -452,8 +452,8 @@ class _Training:
                     break
 
     def _held(self, since: float) -> None:
-        """Record the exclusive hold that began at `since` (Unix time) and ends now."""
-        start = self.metrics.started_at or since
+        """Record the exclusive hold that began at `since` (Unix time) and ends now, after the run's start."""
+        start = self.metrics.started_at
         self.metrics.exclusive_from_s, self.metrics.exclusive_until_s = round(since - start, 3), round(time.time() - start, 3)
 
     def _rung(self, rung: _Rung, report: Report | None, checkpoint: Checkpoint | None) -> bool:

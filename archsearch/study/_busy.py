@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 INTERVAL = 0.2  # seconds between samples: near NVML's own period, so the samples cover most of the time
 MAX_BUCKETS = 86_400  # of the per-second series: a longer session merges neighbouring buckets (2 s, 4 s, ...)
@@ -197,30 +197,38 @@ ACTIVITIES = (
 )
 
 
+class _Span(NamedTuple):
+    """One run on the wall clock (Unix seconds): its start, end, first training step, and exclusive hold if timed."""
+
+    start: float
+    end: float
+    first_step: float
+    window: tuple[float, float] | None
+
+
 def idle_attribution(record: Mapping[str, Any], trials: Iterable[Mapping[str, Any]], concurrency: int) -> list[dict[str, Any]]:
     """Each activity of `ACTIVITIES` with the wall seconds of the busy record's series it covers, the GPU's busy
     share then, and the idle seconds (wall x (1 - busy)). `trials`: the rows of the trials that ran in this
     session (`started_at`, `wall_seconds`, `setup_seconds`, `compile_seconds`, `exclusive_from_s`,
     `exclusive_until_s`); rows that started before the session (a resumed study's) are left out, and rows that
     share a start (a result served from the cache) count once."""
-    spans, seen = [], set()
+    spans: dict[float, _Span] = {}
     for row in trials:
         start, wall = _number(row.get("started_at")), _number(row.get("wall_seconds"))
-        if start is None or wall is None or start in seen or start < record["started_at"]:
+        if start is None or wall is None or start in spans or start < record["started_at"]:
             continue
-        seen.add(start)
         first_step = start + (_number(row.get("setup_seconds")) or 0.0) + (_number(row.get("compile_seconds")) or 0.0)
         held = (_number(row.get("exclusive_from_s")), _number(row.get("exclusive_until_s")))
         window = (start + held[0], start + held[1]) if None not in held else None
-        spans.append((start, start + wall, first_step, window))
+        spans[start] = _Span(start, start + wall, first_step, window)
+    ordered = sorted(spans.values())  # by start
+    last_end = max((s.end for s in ordered), default=None)
     width = record.get("bucket_seconds", 1)
     totals = {name: [0.0, 0.0] for name, _ in ACTIVITIES}  # wall seconds, busy seconds
-    last_start = max((s[0] for s in spans), default=None)
     for i, busy in enumerate(record.get("series") or []):
         if busy is None:
             continue
-        t = record["started_at"] + (i + 0.5) * width
-        entry = totals[_activity(t, spans, last_start, concurrency)]
+        entry = totals[_activity(record["started_at"] + (i + 0.5) * width, ordered, last_end, concurrency)]
         entry[0] += width
         entry[1] += width * busy
     return [{"activity": name, "why": why, "wall_seconds": totals[name][0],
@@ -228,19 +236,21 @@ def idle_attribution(record: Mapping[str, Any], trials: Iterable[Mapping[str, An
              "idle_seconds": totals[name][0] - totals[name][1]} for name, why in ACTIVITIES]
 
 
-def _activity(t: float, spans: list[tuple[float, float, float, tuple[float, float] | None]], last_start: float | None, concurrency: int) -> str:
-    if not spans or t < min(s[0] for s in spans):
+def _activity(t: float, spans: list[_Span], last_end: float | None, concurrency: int) -> str:
+    """What the runs `spans` (in order of their start, the last ending at `last_end`) were doing at time t: the first
+    of `ACTIVITIES` that applies."""
+    if not spans or t < spans[0].start:
         return "before the first trial"
-    if t >= max(s[1] for s in spans):
+    if t >= last_end:
         return "after the last trial"
-    running = [s for s in spans if s[0] <= t < s[1]]
+    running = [s for s in spans if s.start <= t < s.end]
     if not running:
         return "between trials"
-    if any(w is not None and w[0] <= t < w[1] for *_, w in running):
+    if any(s.window is not None and s.window[0] <= t < s.window[1] for s in running):
         return "a timed window"
-    if all(t < first_step for _, _, first_step, _ in running):
+    if all(t < s.first_step for s in running):
         return "set-up and compile"
-    if len(running) < concurrency and last_start is not None and t > last_start:
+    if len(running) < concurrency and t > spans[-1].start:
         return "the tail"
     return "training"
 
